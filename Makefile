@@ -1,0 +1,47 @@
+# The two commands (and the benchmarks). Each creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test,dev]"
+	touch $@ $(VENV)/.base
+
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[bench]"
+	touch $@ $(VENV)/.base
+
+## make demo: quick versions of every experiment, report in runs/demo/REPORT.md
+demo: $(VENV)/.base
+	$(BIN)/python -m inferax.experiments.demo --workdir=runs/demo
+
+## make test: the whole test suite (4 virtual CPU devices, see tests/conftest.py)
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+## make bench: speed against peers (diffrax, BlackJAX, PyTorch), table on stdout
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks.flow_sampling
+	$(BIN)/python -m benchmarks.smc
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

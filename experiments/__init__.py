@@ -1,0 +1,1 @@
+"""inferax.experiments: absl binaries reproducing papers' claims."""

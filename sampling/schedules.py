@@ -1,0 +1,135 @@
+"""Time grids for flow-matching samplers.
+
+Every function returns a 1-D float array ``ts`` of length ``num_steps + 1``
+running from ``t_start`` to 1 (t = 0 is noise, t = 1 is data). The grids are
+built in float64 NumPy and returned as JAX arrays of the default float dtype,
+so they are exact up to the final cast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+SWAY_MIN = -1.0
+SWAY_MAX = 2.0 / (math.pi - 2.0)  # ~1.7519; above it the warp is not monotone near t = 1
+
+# EPSS grids of F5-TTS (empirically pruned step sampling), in units of 1/32.
+_EPSS_GRIDS: dict[int, tuple[int, ...]] = {
+    5: (0, 2, 4, 8, 16, 32),
+    6: (0, 2, 4, 6, 8, 16, 32),
+    7: (0, 2, 4, 6, 8, 16, 24, 32),
+    10: (0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32),
+    12: (0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+    16: (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+}
+EPSS_STEPS = tuple(sorted(_EPSS_GRIDS))
+
+
+def _check_num_steps(num_steps) -> int:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer):
+        raise TypeError(f"num_steps: expected a positive int, got {num_steps!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps: expected a positive int, got {num_steps}")
+    return int(num_steps)
+
+
+def _check_t_start(t_start) -> float:
+    t_start = float(t_start)
+    if not 0.0 <= t_start < 1.0:
+        raise ValueError(f"t_start: expected a value in [0, 1), got {t_start}")
+    return t_start
+
+
+def _check_coef(coef) -> float:
+    coef = float(coef)
+    if not SWAY_MIN <= coef <= SWAY_MAX:
+        raise ValueError(
+            f"coef: sway coefficient must lie in the monotone range "
+            f"[{SWAY_MIN}, {SWAY_MAX:.6f}] (= [-1, 2/(pi - 2)]), got {coef}"
+        )
+    return coef
+
+
+def _sway_np(u: np.ndarray, coef: float) -> np.ndarray:
+    return u + coef * (np.cos(0.5 * np.pi * u) - 1.0 + u)
+
+
+def _rescale(u: np.ndarray, t_start: float) -> jnp.ndarray:
+    ts = t_start + (1.0 - t_start) * u
+    ts[0], ts[-1] = t_start, 1.0  # exact end points despite rounding
+    return jnp.asarray(ts, dtype=jnp.result_type(float))
+
+
+def uniform(num_steps: int, t_start: float = 0.0) -> jnp.ndarray:
+    """Evenly spaced grid ``t_start, ..., 1`` with ``num_steps`` intervals.
+
+    ``t_start > 0`` gives an early-skip grid (BinauralFlow): the sampler then
+    integrates only the later part of the path from a state built for
+    ``t_start``.
+    """
+    n = _check_num_steps(num_steps)
+    return _rescale(np.linspace(0.0, 1.0, n + 1), _check_t_start(t_start))
+
+
+def sway(num_steps: int, coef: float = -1.0, t_start: float = 0.0) -> jnp.ndarray:
+    """Sway sampling grid of F5-TTS (Chen et al. 2024, eq. 7).
+
+    With u_i = i / n, ``t_i = u_i + coef * (cos(pi u_i / 2) - 1 + u_i)``; coef = -1
+    gives ``1 - cos(pi u / 2)``, coef = 0 the uniform grid, coef < 0 spends more
+    steps near the noise end. For ``t_start > 0`` the warped unit grid is mapped
+    affinely onto ``[t_start, 1]`` so that the grid still starts at ``t_start``
+    (the F5-TTS code warps ``linspace(t_start, 1)`` instead, which moves the
+    first point).
+
+    Raises:
+        ValueError: if ``coef`` is outside ``[-1, 2/(pi - 2)]``, where the warp
+            stops being monotone.
+    """
+    n = _check_num_steps(num_steps)
+    coef = _check_coef(coef)
+    return _rescale(_sway_np(np.linspace(0.0, 1.0, n + 1), coef), _check_t_start(t_start))
+
+
+def sway_warp(ts, coef: float = -1.0) -> jnp.ndarray:
+    """Applies the sway warp to any grid ``ts`` in [0, 1] (e.g. an EPSS grid).
+
+    The warp fixes 0 and 1 and is monotone for coef in ``[-1, 2/(pi - 2)]``, so
+    a strictly increasing grid stays strictly increasing.
+    """
+    coef = _check_coef(coef)
+    arr = np.asarray(ts, dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise ValueError(f"ts: expected a 1-D grid with at least 2 points, got shape {arr.shape}")
+    if np.any(arr < 0.0) or np.any(arr > 1.0):
+        raise ValueError(f"ts: expected values in [0, 1], got min {arr.min()}, max {arr.max()}")
+    return jnp.asarray(_sway_np(arr, coef), dtype=jnp.result_type(float))
+
+
+def epss(num_steps: int) -> jnp.ndarray:
+    """Empirically pruned step sampling grid of F5-TTS (fixed, in units of 1/32).
+
+    Available for ``num_steps`` in ``EPSS_STEPS`` = (5, 6, 7, 10, 12, 16); other
+    step counts raise rather than silently falling back to a uniform grid.
+    """
+    n = _check_num_steps(num_steps)
+    if n not in _EPSS_GRIDS:
+        raise ValueError(f"num_steps: EPSS has grids for {EPSS_STEPS}, got {n}")
+    return jnp.asarray(np.asarray(_EPSS_GRIDS[n], np.float64) / 32.0, dtype=jnp.result_type(float))
+
+
+def make(name: str, num_steps: int, *, coef: float = -1.0, t_start: float = 0.0) -> jnp.ndarray:
+    """Grid by name: ``"uniform"``, ``"sway"``, ``"epss"`` or ``"epss_sway"``."""
+    if name == "uniform":
+        return uniform(num_steps, t_start)
+    if name == "sway":
+        return sway(num_steps, coef, t_start)
+    if name == "epss":
+        return epss(num_steps)
+    if name == "epss_sway":
+        return sway_warp(epss(num_steps), coef)
+    raise ValueError(
+        f"name: expected one of 'uniform', 'sway', 'epss', 'epss_sway', got {name!r}"
+    )

@@ -1,0 +1,1 @@
+"""inferax.search: budgeted search with verifiers and rewards (later issues)."""
