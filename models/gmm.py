@@ -89,7 +89,9 @@ class GaussianMixture(NamedTuple):
         """The law of x_t = t x1 + (1 - t) x0: means t mu_k, covs t^2 Sigma_k + (1-t)^2 I."""
         t = jnp.asarray(t, self.means.dtype)
         eye = jnp.eye(self.dim, dtype=self.means.dtype)
-        return GaussianMixture(self.log_weights, t * self.means, t**2 * self.covs + (1 - t) ** 2 * eye)
+        return GaussianMixture(
+            self.log_weights, t * self.means, t**2 * self.covs + (1 - t) ** 2 * eye
+        )
 
     def velocity(self, x: jax.Array, t: jax.Array) -> jax.Array:
         """Exact marginal velocity E[x1 - x0 | x_t = x] at ``x [N, d]``, scalar ``t``."""
@@ -129,18 +131,26 @@ class GaussianMixture(NamedTuple):
 
 
 def _solve(covs: jax.Array, resid: jax.Array) -> jax.Array:
-    """C_k^{-1} r_nk for covs [K, d, d], resid [N, K, d]."""
+    """C_k^{-1} r_nk for covs [K, d, d], resid [N, K, d].
+
+    The K small inverses are formed once and applied with an einsum, which
+    keeps the particle axis free of batched linear-algebra calls (and so
+    shardable over devices).
+    """
+    d = covs.shape[-1]
     chol = jnp.linalg.cholesky(covs)
-    chol_b = jnp.broadcast_to(chol, resid.shape[:1] + chol.shape)
-    return jax.scipy.linalg.cho_solve((chol_b, True), resid[..., None])[..., 0]
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=covs.dtype), covs.shape)
+    inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    return jnp.einsum("kij,nkj->nki", inv, resid)
 
 
 def _gauss_logpdf(x: jax.Array, means: jax.Array, covs: jax.Array) -> jax.Array:
     d = means.shape[-1]
     chol = jnp.linalg.cholesky(covs)  # [K, d, d]
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=covs.dtype), covs.shape)
+    chol_inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # [K, d, d]
     resid = x[:, None, :] - means[None]  # [N, K, d]
-    chol_b = jnp.broadcast_to(chol, resid.shape[:1] + chol.shape)
-    z = jax.scipy.linalg.solve_triangular(chol_b, resid[..., None], lower=True)[..., 0]
+    z = jnp.einsum("kij,nkj->nki", chol_inv, resid)
     logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     return -0.5 * (jnp.sum(z**2, axis=-1) + logdet + d * math.log(2 * math.pi))
 
@@ -177,7 +187,11 @@ def eight_gaussians(radius: float = 2.0, scale: float = 0.2) -> GaussianMixture:
 
 
 def random_mixture(
-    key: jax.Array, num_components: int = 40, dim: int = 2, loc_scale: float = 40.0, scale: float = 1.0
+    key: jax.Array,
+    num_components: int = 40,
+    dim: int = 2,
+    loc_scale: float = 40.0,
+    scale: float = 1.0,
 ) -> GaussianMixture:
     """Equal-weight mixture with means uniform on ``[-loc_scale, loc_scale]^dim``.
 

@@ -39,6 +39,27 @@ class FlowInfo(NamedTuple):
     trajectory: jax.Array | None = None
 
 
+def noise(
+    key: jax.Array,
+    num_samples: int,
+    event_shape: tuple[int, ...],
+    *,
+    offset: int | jax.Array = 0,
+    dtype=jnp.float32,
+) -> jax.Array:
+    """Standard normal source samples, one key per sample index.
+
+    Sample ``i`` is drawn from ``fold_in(key, offset + i)``, so a population
+    drawn in one batch equals the same population drawn in several batches
+    (``offset`` = index of the first sample), on any number of devices.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    idx = jnp.arange(num_samples) + offset
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    return jax.vmap(lambda k: jax.random.normal(k, tuple(event_shape), dtype))(keys)
+
+
 def _euler(v, x, t0, t1):
     return x + (t1 - t0) * v(x, t0)
 
