@@ -108,8 +108,13 @@ def run_toy(config, workdir: str, key: jax.Array) -> dict:
         velocities["oracle"] = lambda p, x, t: oracle.velocity(x, t)
     results: dict = {"train_loss_final": float(np.mean(losses[-100:])), "velocity": {}}
     samples_for_plot = {}
-    jobs = [(v, s, c, n) for v in velocities for s in config.solvers
-            for c in config.sway_coefs for n in config.nfes]  # fmt: skip
+    jobs = [
+        (v, s, c, n)
+        for v in velocities
+        for s in config.solvers
+        for c in config.sway_coefs
+        for n in config.nfes
+    ]
     for vname, solver, coef, nfe in tqdm(jobs, desc="sway/toy", leave=False):
         steps = steps_for(nfe, solver)
         if steps < 1:
@@ -131,13 +136,22 @@ def run_toy(config, workdir: str, key: jax.Array) -> dict:
     panels = []
     for vname, per_solver in results["velocity"].items():
         for solver, table in per_solver.items():
-            series = {s: (list(r), [e["energy_distance"] for e in r.values()]) for s, r in table.items()}
+            series = {
+                s: (list(r), [e["energy_distance"] for e in r.values()]) for s, r in table.items()
+            }
             panels.append((f"{cfg.dataset} / {vname} / {solver}", series))
-    common.line_plot(os.path.join(workdir, "toy_energy_distance.png"), panels,
-                     xlabel="NFE", ylabel="energy distance to held-out data", logy=True)  # fmt: skip
-    common.scatter_grid(os.path.join(workdir, "toy_samples.png"),
-                        [(f"{k} (Euler, {config.nfes[0] * 2} NFE)", v)
-                         for k, v in samples_for_plot.items()] + [("held-out data", held_out)])  # fmt: skip
+    common.line_plot(
+        os.path.join(workdir, "toy_energy_distance.png"),
+        panels,
+        xlabel="NFE",
+        ylabel="energy distance to held-out data",
+        logy=True,
+    )
+    common.scatter_grid(
+        os.path.join(workdir, "toy_samples.png"),
+        [(f"{k} (Euler, {config.nfes[0] * 2} NFE)", v) for k, v in samples_for_plot.items()]
+        + [("held-out data", held_out)],
+    )
     return results
 
 
@@ -168,9 +182,12 @@ def run_digits(config, workdir: str, key: jax.Array) -> dict:
     train_x, train_y = data.load_digits("train")
     test_x, test_y = data.load_digits("test")
     clf_params = classifier.train_classifier(
-        k_clf, train_x, train_y, steps=cfg.classifier_steps,
+        k_clf,
+        train_x,
+        train_y,
+        steps=cfg.classifier_steps,
         workdir=common.cache_dir(config, workdir, "digits_classifier"),
-    )  # fmt: skip
+    )
     clf_acc = classifier.accuracy(clf_params, test_x, test_y)
     logging.info("digits classifier test accuracy: %.4f", clf_acc)
     model = digits_model(cfg)
@@ -202,8 +219,13 @@ def run_digits(config, workdir: str, key: jax.Array) -> dict:
         "cfg": {},
     }
     rows = []
-    jobs = [(w, s, c, n) for w in cfg.cfg_scales for s in config.solvers
-            for c in config.sway_coefs for n in config.nfes]  # fmt: skip
+    jobs = [
+        (w, s, c, n)
+        for w in cfg.cfg_scales
+        for s in config.solvers
+        for c in config.sway_coefs
+        for n in config.nfes
+    ]
     for w, solver, coef, nfe in tqdm(jobs, desc="sway/digits", leave=False):
         guided = w != 0
         steps = steps_for(nfe, solver, 2 if guided else 1)
@@ -225,15 +247,23 @@ def run_digits(config, workdir: str, key: jax.Array) -> dict:
         if solver == "euler" and coef in (0.0, -1.0) and w == cfg.cfg_scales[-1]:
             if nfe in (config.nfes[0], config.nfes[-1]):
                 idx = np.arange(10) * cfg.samples_per_class
-                rows.append((f"{schedule_name(coef)} {nfe} NFE", data.digits_to_unit(np.asarray(x1[idx]))))
+                rows.append(
+                    (f"{schedule_name(coef)} {nfe} NFE", data.digits_to_unit(np.asarray(x1[idx])))
+                )
     panels = []
     for wname, per_solver in results["cfg"].items():
         for solver, table in per_solver.items():
-            series = {s: (list(r), [e["frechet_distance"] for e in r.values()]) for s, r in table.items()}
+            series = {
+                s: (list(r), [e["frechet_distance"] for e in r.values()]) for s, r in table.items()
+            }
             panels.append((f"digits / CFG {wname} / {solver}", series))
-    common.line_plot(os.path.join(workdir, "digits_frechet.png"), panels,
-                     xlabel="NFE (CFG pair = 2)", ylabel="Fréchet distance (classifier features)",
-                     logy=True)  # fmt: skip
+    common.line_plot(
+        os.path.join(workdir, "digits_frechet.png"),
+        panels,
+        xlabel="NFE (CFG pair = 2)",
+        ylabel="Fréchet distance (classifier features)",
+        logy=True,
+    )
     if rows:
         common.image_grid(os.path.join(workdir, "digits_samples.png"), rows)
     return results
@@ -258,9 +288,14 @@ def _log_verdicts(results: dict, config) -> dict:
             hits = [n for n, ok in checks.items() if ok]
             logging.info(
                 "%s: %s at N NFE %s uniform at 2N for N in %s (matched at %s)",
-                setting, name, "matches or beats" if len(hits) == len(checks) else
-                ("partly matches" if hits else "does NOT match"), sorted(checks), sorted(hits),
-            )  # fmt: skip
+                setting,
+                name,
+                "matches or beats"
+                if len(hits) == len(checks)
+                else ("partly matches" if hits else "does NOT match"),
+                sorted(checks),
+                sorted(hits),
+            )
     return verdicts
 
 
@@ -279,21 +314,38 @@ def report(results: dict) -> str:
     lines = ["## Sway sampling (F5-TTS)", "", f"**Claim.** {CLAIM}", ""]
     nfes = results["config"]["nfes"]
     for title, node, metric in [
-        ("2-D model, energy distance to held-out data (lower is better)",
-         results["toy"]["velocity"].get("model", {}), "energy_distance"),
-        ("2-D exact oracle velocity, energy distance", results["toy"]["velocity"].get("oracle", {}),
-         "energy_distance"),
+        (
+            "2-D model, energy distance to held-out data (lower is better)",
+            results["toy"]["velocity"].get("model", {}),
+            "energy_distance",
+        ),
+        (
+            "2-D exact oracle velocity, energy distance",
+            results["toy"]["velocity"].get("oracle", {}),
+            "energy_distance",
+        ),
     ] + [
-        (f"digits, CFG {w}, Fréchet distance in classifier features (lower is better)", node,
-         "frechet_distance")
+        (
+            f"digits, CFG {w}, Fréchet distance in classifier features (lower is better)",
+            node,
+            "frechet_distance",
+        )
         for w, node in results.get("digits", {}).get("cfg", {}).items()
-    ]:  # fmt: skip
+    ]:
         for solver, table in node.items():
-            lines += [f"**{title}, {solver}**", "", "| grid | " + " | ".join(
-                f"{n} NFE" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]  # fmt: skip
+            lines += [
+                f"**{title}, {solver}**",
+                "",
+                "| grid | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
+                "|---" * (len(nfes) + 1) + "|",
+            ]
             for name, row in table.items():
-                cells = [_fmt(row[str(n)][metric]) if str(n) in row else
-                         (_fmt(row[n][metric]) if n in row else "-") for n in nfes]  # fmt: skip
+                cells = [
+                    _fmt(row[str(n)][metric])
+                    if str(n) in row
+                    else (_fmt(row[n][metric]) if n in row else "-")
+                    for n in nfes
+                ]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     lines += ["**Verdict** (sway at N NFE vs uniform at 2N NFE, same solver):", ""]
@@ -307,11 +359,17 @@ def report(results: dict) -> str:
                 )
     if "digits" in results:
         d = results["digits"]
-        lines += ["", f"Digits classifier test accuracy {d['classifier_test_accuracy']:.3f}; "
-                  f"Fréchet distance train vs test data {d['fd_train_vs_test']:.3f} (the floor)."]  # fmt: skip
+        lines += [
+            "",
+            f"Digits classifier test accuracy {d['classifier_test_accuracy']:.3f}; "
+            f"Fréchet distance train vs test data {d['fd_train_vs_test']:.3f} (the floor).",
+        ]
     lines += ["", "![toy](sway/toy_energy_distance.png)", "![toy samples](sway/toy_samples.png)"]
     if "digits" in results:
-        lines += ["![digits](sway/digits_frechet.png)", "![digits samples](sway/digits_samples.png)"]
+        lines += [
+            "![digits](sway/digits_frechet.png)",
+            "![digits samples](sway/digits_samples.png)",
+        ]
     return "\n".join(lines) + "\n"
 
 

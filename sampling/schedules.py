@@ -130,6 +130,4 @@ def make(name: str, num_steps: int, *, coef: float = -1.0, t_start: float = 0.0)
         return epss(num_steps)
     if name == "epss_sway":
         return sway_warp(epss(num_steps), coef)
-    raise ValueError(
-        f"name: expected one of 'uniform', 'sway', 'epss', 'epss_sway', got {name!r}"
-    )
+    raise ValueError(f"name: expected one of 'uniform', 'sway', 'epss', 'epss_sway', got {name!r}")

@@ -54,7 +54,10 @@ def test_numbers_are_sane(results):
     # With the exact velocity, more NFE gets closer to the data: NLL approaches the held-out NLL.
     nll_16 = oracle["midpoint"]["uniform"][16]["nll"]
     assert abs(nll_16 - res["toy"]["nll_held_out"]) < 0.25
-    assert oracle["euler"]["uniform"][4]["energy_distance"] > oracle["euler"]["uniform"][16]["energy_distance"]
+    assert (
+        oracle["euler"]["uniform"][4]["energy_distance"]
+        > oracle["euler"]["uniform"][16]["energy_distance"]
+    )
     assert res["digits"]["classifier_test_accuracy"] > 0.9
     # The verdict compares sway at N with uniform at 2N only where both exist.
     assert set(res["verdicts"]["toy/model/euler"]["sway-1"]) == {4, 8}

@@ -14,7 +14,9 @@ def _np_logpdf(x, means, covs, log_w):
         d = x - mu
         inv = np.linalg.inv(cov)
         _, logdet = np.linalg.slogdet(cov)
-        out.append(lw - 0.5 * (np.einsum("ni,ij,nj->n", d, inv, d) + logdet + len(mu) * np.log(2 * np.pi)))
+        out.append(
+            lw - 0.5 * (np.einsum("ni,ij,nj->n", d, inv, d) + logdet + len(mu) * np.log(2 * np.pi))
+        )
     out = np.stack(out, 1)
     m = out.max(1, keepdims=True)
     return (m + np.log(np.exp(out - m).sum(1, keepdims=True)))[:, 0]
@@ -22,15 +24,23 @@ def _np_logpdf(x, means, covs, log_w):
 
 @pytest.fixture
 def mixture():
-    covs = np.array([[[0.5, 0.2], [0.2, 0.3]], [[0.2, -0.05], [-0.05, 0.4]], [[0.1, 0.0], [0.0, 0.1]]])
+    covs = np.array(
+        [[[0.5, 0.2], [0.2, 0.3]], [[0.2, -0.05], [-0.05, 0.4]], [[0.1, 0.0], [0.0, 0.1]]]
+    )
     return gmm.gaussian_mixture([0.5, 0.3, 0.2], [[1.0, -1.0], [-2.0, 0.5], [0.0, 2.0]], covs)
 
 
 def test_log_prob_matches_numpy(mixture):
     x = np.random.default_rng(0).normal(size=(50, 2)) * 2
-    ref = _np_logpdf(x, np.asarray(mixture.means, np.float64), np.asarray(mixture.covs, np.float64),
-                     np.asarray(mixture.log_weights, np.float64))
-    np.testing.assert_allclose(mixture.log_prob(jnp.asarray(x, jnp.float32)), ref, rtol=1e-4, atol=1e-4)
+    ref = _np_logpdf(
+        x,
+        np.asarray(mixture.means, np.float64),
+        np.asarray(mixture.covs, np.float64),
+        np.asarray(mixture.log_weights, np.float64),
+    )
+    np.testing.assert_allclose(
+        mixture.log_prob(jnp.asarray(x, jnp.float32)), ref, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_marginal_velocity_and_score_match_finite_differences(mixture):

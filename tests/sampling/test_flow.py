@@ -46,7 +46,9 @@ def _orders(velocity, exact_fn, solver, ns):
 def test_convergence_order_on_closed_form_gaussian_flow(solver, order):
     # x_1 = mu + Sigma^{1/2} x_0 exactly. On this linear flow the midpoint rule
     # happens to superconverge (observed order ~3), so the bound is one-sided.
-    errs, slopes = _orders(GAUSS.velocity, lambda x0: GAUSS.flow_map(x0, 1.0), solver, [4, 8, 16, 32])
+    errs, slopes = _orders(
+        GAUSS.velocity, lambda x0: GAUSS.flow_map(x0, 1.0), solver, [4, 8, 16, 32]
+    )
     assert slopes[-1] > order - 0.2, (solver, errs, slopes)
     if order == 1:
         assert np.all(slopes < 1.2), (solver, errs, slopes)  # Euler is not second order

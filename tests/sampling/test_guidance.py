@@ -25,8 +25,12 @@ def test_cfg_combines_as_specified():
     v_u = cond_velocity(x, 0.3, jnp.full(5, NULL))
     np.testing.assert_allclose(v, v_c + w * (v_c - v_u), rtol=1e-6)
     # w = 0 is the conditional model, w = -1 the unconditional one.
-    np.testing.assert_allclose(guidance.cfg(cond_velocity, labels, NULL, 0.0)(x, 0.3), v_c, rtol=1e-6)
-    np.testing.assert_allclose(guidance.cfg(cond_velocity, labels, NULL, -1.0)(x, 0.3), v_u, rtol=1e-6)
+    np.testing.assert_allclose(
+        guidance.cfg(cond_velocity, labels, NULL, 0.0)(x, 0.3), v_c, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        guidance.cfg(cond_velocity, labels, NULL, -1.0)(x, 0.3), v_u, rtol=1e-6
+    )
 
 
 def test_one_batched_call_per_evaluation_and_two_nfe():
