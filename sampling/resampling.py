@@ -1,0 +1,257 @@
+"""Resampling schemes for sequential Monte Carlo, in log space.
+
+Each scheme maps unnormalised log-weights ``l`` (shape ``[N]``) to ``M``
+ancestor indices such that particle ``i`` is copied ``M w_i`` times in
+expectation, ``w = softmax(l)`` (unbiasedness; Douc, Cappe & Moulines 2005,
+"Comparison of resampling schemes for particle filtering"):
+
+- ``multinomial``: ``M`` i.i.d. draws from ``w`` (``u_k ~ U[0, 1)`` i.i.d.);
+- ``stratified``:  ``u_k = (k + U_k) / M``, one uniform per stratum;
+- ``systematic``:  ``u_k = (k + U) / M``, one uniform shared by all strata;
+- ``residual``:    ``floor(M w_i)`` deterministic copies, then multinomial
+  draws from the remainders ``M w_i - floor(M w_i)`` for the free slots.
+
+The first three invert the empirical CDF at the points ``u`` (``inverse_cdf``):
+cumulative sum, ``searchsorted`` and a clip, all with static shapes, so every
+scheme is ``jit``- and ``vmap``-compatible.
+
+Conventions (shared by ``ess``, ``log_normalize`` and the SMC module):
+
+- NaN log-weights count as ``-inf`` (zero weight). A particle of zero weight is
+  never selected, whatever the rounding of the float32 cumulative sum.
+- ``+inf`` log-weights: the ``+inf`` particles share all the mass equally.
+- If every log-weight is ``-inf``/NaN (``all_invalid(l)`` is True), there is no
+  distribution to sample: every scheme then returns the identity ancestors
+  ``arange(M) % N`` (keep the population as it is), ``ess`` returns 0 and
+  ``log_normalize`` returns ``-inf`` everywhere. The caller detects the
+  condition with ``all_invalid`` (``smc.step`` reports it in its ``Info``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Resampler = Callable[..., jax.Array]
+
+
+def _check_log_weights(log_weights, name: str = "log_weights") -> jax.Array:
+    if not hasattr(log_weights, "dtype"):
+        log_weights = jnp.asarray(log_weights)
+    if not jnp.issubdtype(log_weights.dtype, jnp.floating):
+        raise TypeError(f"{name}: expected a floating-point array, got dtype {log_weights.dtype}")
+    if log_weights.ndim != 1 or log_weights.shape[0] < 1:
+        raise ValueError(
+            f"{name}: expected a non-empty 1-D array [N], got shape {tuple(log_weights.shape)}"
+        )
+    # Weights are summed in at least float32 (bfloat16 cumulative sums are too coarse).
+    return jnp.asarray(log_weights, jnp.promote_types(log_weights.dtype, jnp.float32))
+
+
+def _check_num_samples(num_samples, n: int) -> int:
+    if num_samples is None:
+        return n
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+        raise TypeError(
+            f"num_samples: expected a positive Python int or None, got {num_samples!r} "
+            f"of type {type(num_samples).__name__}"
+        )
+    if num_samples <= 0:
+        raise ValueError(f"num_samples: expected a positive int, got {num_samples}")
+    return num_samples
+
+
+def sanitize(log_weights: jax.Array) -> jax.Array:
+    """Maps NaN to ``-inf``; if any entry is ``+inf``, those entries share the mass.
+
+    Args:
+        log_weights: ``[N]`` unnormalised log-weights.
+
+    Returns:
+        ``[N]`` log-weights without NaN or ``+inf`` (``-inf`` allowed).
+    """
+    l = jnp.where(jnp.isnan(log_weights), -jnp.inf, log_weights)
+    pos_inf = l == jnp.inf
+    return jnp.where(jnp.any(pos_inf), jnp.where(pos_inf, 0.0, -jnp.inf), l).astype(l.dtype)
+
+
+def all_invalid(log_weights: jax.Array) -> jax.Array:
+    """True iff every log-weight is ``-inf`` or NaN (no particle has weight)."""
+    log_weights = _check_log_weights(log_weights)
+    return jnp.all(sanitize(log_weights) == -jnp.inf)
+
+
+def log_normalize(log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Normalises log-weights with ``logsumexp``.
+
+    Args:
+        log_weights: ``[N]`` unnormalised log-weights (NaN counts as ``-inf``).
+
+    Returns:
+        ``(l - logsumexp(l), logsumexp(l))``. If every weight is invalid, the
+        first is ``-inf`` everywhere and the second is ``-inf``.
+    """
+    l = sanitize(_check_log_weights(log_weights))
+    lse = jax.nn.logsumexp(l)
+    normalized = jnp.where(jnp.isfinite(lse), l - lse, -jnp.inf)
+    return normalized.astype(l.dtype), lse
+
+
+def ess(log_weights: jax.Array) -> jax.Array:
+    """Effective sample size ``1 / sum w_i^2 = exp(2 lse(l) - lse(2 l))``.
+
+    Kong, Liu & Wong (1994). Equals ``N`` for equal weights and 1 for a single
+    nonzero weight; 0 when every weight is invalid (``-inf``/NaN).
+    """
+    l = sanitize(_check_log_weights(log_weights))
+    value = jnp.exp(2.0 * jax.nn.logsumexp(l) - jax.nn.logsumexp(2.0 * l))
+    return jnp.where(jnp.all(l == -jnp.inf), jnp.zeros((), l.dtype), value)
+
+
+def _weights(l: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Normalised weights of sanitised log-weights, and the all-invalid flag."""
+    invalid = jnp.all(l == -jnp.inf)
+    shift = jnp.where(invalid, 0.0, jnp.max(l))
+    w = jnp.exp(l - shift)
+    return w / jnp.maximum(jnp.sum(w), jnp.finfo(l.dtype).tiny), invalid
+
+
+def _inverse_cdf(w: jax.Array, invalid: jax.Array, uniforms: jax.Array) -> jax.Array:
+    n = w.shape[0]
+    m = uniforms.shape[0]
+    # cummax makes the CDF non-decreasing whatever order the cumsum adds in, and
+    # gives a zero-weight entry exactly the value of the entry before it, so a
+    # zero-weight index is never the first entry above u. Dividing by the last
+    # entry makes the CDF end at exactly 1 (the float32 sum may end below 1);
+    # trailing zero-weight entries equal it, and u < 1 stops before them.
+    cdf = jax.lax.cummax(jnp.where(w > 0, jnp.cumsum(w), 0.0))
+    cdf = cdf / jnp.where(invalid, 1.0, cdf[-1])
+    below_one = jnp.nextafter(jnp.ones((), uniforms.dtype), jnp.zeros((), uniforms.dtype))
+    u = jnp.clip(uniforms, 0.0, below_one)
+    idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
+    return jnp.where(invalid, jnp.arange(m, dtype=jnp.int32) % n, idx)
+
+
+def inverse_cdf(log_weights: jax.Array, uniforms: jax.Array) -> jax.Array:
+    """Ancestors ``a_k = min{i : sum_{j<=i} w_j > u_k}`` for given points ``u`` in [0, 1).
+
+    Args:
+        log_weights: ``[N]`` unnormalised log-weights (NaN counts as ``-inf``).
+        uniforms: ``[M]`` points in [0, 1) (values outside are clipped).
+
+    Returns:
+        ``int32 [M]`` ancestor indices; ``arange(M) % N`` if all weights are invalid.
+    """
+    l = sanitize(_check_log_weights(log_weights))
+    uniforms = jnp.asarray(uniforms)
+    if uniforms.ndim != 1:
+        raise ValueError(f"uniforms: expected a 1-D array [M], got shape {uniforms.shape}")
+    w, invalid = _weights(l)
+    return _inverse_cdf(w, invalid, uniforms.astype(l.dtype))
+
+
+def multinomial(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+    """Multinomial resampling: ``M`` i.i.d. draws, ``u_k ~ U[0, 1)``.
+
+    Args:
+        key: PRNG key.
+        log_weights: ``[N]`` unnormalised log-weights.
+        num_samples: ``M``, number of ancestors (default ``N``).
+
+    Returns:
+        ``int32 [M]`` ancestor indices.
+    """
+    l = _check_log_weights(log_weights)
+    m = _check_num_samples(num_samples, l.shape[0])
+    return inverse_cdf(l, jax.random.uniform(key, (m,), dtype=l.dtype))
+
+
+def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+    """Stratified resampling (Kitagawa 1996): ``u_k = (k + U_k) / M``, ``U_k`` i.i.d.
+
+    Args:
+        key: PRNG key.
+        log_weights: ``[N]`` unnormalised log-weights.
+        num_samples: ``M``, number of ancestors (default ``N``).
+
+    Returns:
+        ``int32 [M]`` ancestor indices (non-decreasing).
+    """
+    l = _check_log_weights(log_weights)
+    m = _check_num_samples(num_samples, l.shape[0])
+    u = (jnp.arange(m, dtype=l.dtype) + jax.random.uniform(key, (m,), dtype=l.dtype)) / m
+    return inverse_cdf(l, u)
+
+
+def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+    """Systematic resampling (Carpenter, Clifford & Fearnhead 1999): ``u_k = (k + U) / M``.
+
+    Args:
+        key: PRNG key.
+        log_weights: ``[N]`` unnormalised log-weights.
+        num_samples: ``M``, number of ancestors (default ``N``).
+
+    Returns:
+        ``int32 [M]`` ancestor indices (non-decreasing).
+    """
+    l = _check_log_weights(log_weights)
+    m = _check_num_samples(num_samples, l.shape[0])
+    u = (jnp.arange(m, dtype=l.dtype) + jax.random.uniform(key, (), dtype=l.dtype)) / m
+    return inverse_cdf(l, u)
+
+
+def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+    """Residual resampling (Liu & Chen 1998), with static shapes.
+
+    Particle ``i`` first gets ``floor(M w_i)`` copies (slots ``0 .. D-1``, in
+    index order, ``D = sum_i floor(M w_i)``); the ``M - D`` free slots are
+    filled with multinomial draws (``u_k ~ U[0, 1)``, ``k = D .. M-1``) from the
+    remainders ``M w_i - floor(M w_i)``. Unbiased: the expected count is
+    ``floor(M w_i) + (M - D) r_i / sum_j r_j = M w_i``.
+
+    Args:
+        key: PRNG key.
+        log_weights: ``[N]`` unnormalised log-weights.
+        num_samples: ``M``, number of ancestors (default ``N``).
+
+    Returns:
+        ``int32 [M]`` ancestor indices.
+    """
+    l = sanitize(_check_log_weights(log_weights))
+    n = l.shape[0]
+    m = _check_num_samples(num_samples, n)
+    w, invalid = _weights(l)
+    scaled = m * w
+    copies = jnp.floor(scaled)
+    counts = jnp.cumsum(copies.astype(jnp.int32))
+    slots = jnp.arange(m, dtype=jnp.int32)
+    deterministic = jnp.clip(jnp.searchsorted(counts, slots, side="right"), 0, n - 1)
+    remainder = scaled - copies
+    rem_total = jnp.sum(remainder)
+    rem_invalid = invalid | (rem_total <= 0)
+    rem_w = remainder / jnp.where(rem_invalid, 1.0, rem_total)
+    u = jax.random.uniform(key, (m,), dtype=l.dtype)
+    random = _inverse_cdf(rem_w, rem_invalid, u)
+    idx = jnp.where(slots < counts[-1], deterministic, random).astype(jnp.int32)
+    return jnp.where(invalid, slots % n, idx)
+
+
+RESAMPLERS: dict[str, Resampler] = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get(name: str) -> Resampler:
+    """Returns the resampling function called ``name`` (a key of ``RESAMPLERS``).
+
+    Raises:
+        ValueError: if ``name`` is not a known scheme.
+    """
+    if not isinstance(name, str) or name not in RESAMPLERS:
+        raise ValueError(f"resampling: expected one of {sorted(RESAMPLERS)}, got {name!r}")
+    return RESAMPLERS[name]
