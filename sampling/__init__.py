@@ -1,12 +1,50 @@
 """inferax.sampling: schedules, ODE/SDE flow samplers, guidance, SMC and Feynman-Kac correctors."""
 
-from inferax.sampling import distributed, flow, guidance, resampling, schedules, smc
+from inferax.sampling import (
+    distributed,
+    feynman_kac,
+    flow,
+    guidance,
+    interpolants,
+    resampling,
+    schedules,
+    sde,
+    smc,
+)
 from inferax.sampling.distributed import island_smc_run, particle_mesh, shard_particles, sharded_run
+from inferax.sampling.feynman_kac import FKInfo, FKTransition, geometric_transition
 from inferax.sampling.flow import FlowInfo
 from inferax.sampling.guidance import cfg
+from inferax.sampling.interpolants import (
+    Interpolant,
+    convert_velocity,
+    linear,
+    posterior_mean_from_velocity,
+    score_from_velocity,
+    time_to_linear,
+    velocity_from_score,
+    vp,
+)
+from inferax.sampling.sde import G_SCHEDULES, SDEInfo
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
 __all__ = [
+    "FKInfo",
+    "FKTransition",
+    "G_SCHEDULES",
+    "Interpolant",
+    "SDEInfo",
+    "convert_velocity",
+    "feynman_kac",
+    "geometric_transition",
+    "interpolants",
+    "linear",
+    "posterior_mean_from_velocity",
+    "score_from_velocity",
+    "sde",
+    "time_to_linear",
+    "velocity_from_score",
+    "vp",
     "SMC",
     "FlowInfo",
     "SMCInfo",

@@ -125,16 +125,26 @@ def check_state(x0, name: str = "x0") -> jax.Array:
     return x0
 
 
-def check_velocity(velocity_fn, x0, t, name: str = "velocity_fn") -> None:
-    """Traces ``velocity_fn`` abstractly once and checks its output shape."""
-    if not callable(velocity_fn):
-        raise TypeError(f"{name}: expected a callable (x, t) -> v, got {type(velocity_fn)}")
-    out = jax.eval_shape(velocity_fn, x0, t)
-    if not hasattr(out, "shape") or tuple(out.shape) != tuple(x0.shape):
+def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
+    """Checks, at trace time, that a velocity output has the shape of ``x``."""
+    if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(
-            f"{name}: expected an output of shape {tuple(x0.shape)} (the shape of x), got {got}"
+            f"{name}: expected an output of shape {tuple(x.shape)} (the shape of x), got {got}"
         )
+    return out.astype(x.dtype)
+
+
+def check_velocity(velocity_fn, x0, t, name: str = "velocity_fn") -> None:
+    """Traces ``velocity_fn`` abstractly once and checks its output shape.
+
+    ``sample`` does not call this (it checks the output where it traces the
+    solver step anyway, saving a trace); it is for callers that need the check
+    before building something bigger.
+    """
+    if not callable(velocity_fn):
+        raise TypeError(f"{name}: expected a callable (x, t) -> v, got {type(velocity_fn)}")
+    check_velocity_output(jax.eval_shape(velocity_fn, x0, t), x0, name)
 
 
 def sample(
@@ -167,14 +177,15 @@ def sample(
         raise ValueError(f"solver: expected one of {sorted(_SOLVERS)}, got {solver!r}")
     x0 = check_state(x0)
     ts = check_grid(ts)
-    check_velocity(velocity_fn, x0, ts[0])
+    if not callable(velocity_fn):
+        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
     if nfe_per_call is None:
         nfe_per_call = int(getattr(velocity_fn, "nfe_per_call", 1))
     step = _SOLVERS[solver]
     num_steps = ts.shape[0] - 1
 
     def v(x, t):
-        return velocity_fn(x, t).astype(x.dtype)
+        return check_velocity_output(velocity_fn(x, t), x)
 
     def body(x, t01):
         x_next = step(v, x, t01[0], t01[1])
