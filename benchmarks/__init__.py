@@ -1,0 +1,1 @@
+"""Speed benchmarks of inferax against its peers (run as ``python -m benchmarks.<name>``)."""
