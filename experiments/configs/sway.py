@@ -4,7 +4,7 @@ Claim: on a trained flow model, the sway grid t = u + s (cos(pi u / 2) - 1 + u)
 with s < 0 (more steps near the noise end) at N steps is as good as the uniform
 grid at 2N steps.
 
-Run (full, ~15-20 min on 2 CPU cores, most of it training; models are cached):
+Run (full, ~10-15 min on 2 CPU cores, most of it training; models are cached):
 
     python -m inferax.experiments.sway \
         --config=experiments/configs/sway.py --workdir=runs/sway
@@ -66,11 +66,11 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
 
     c.digits = ml_collections.ConfigDict()
     c.digits.enabled = True
-    c.digits.model = "conv"
+    c.digits.model = "mlp"
     c.digits.channels = 32
     c.digits.hidden = 512
-    c.digits.depth = 3
-    c.digits.train_steps = 12_000
+    c.digits.depth = 4
+    c.digits.train_steps = 10_000
     c.digits.batch_size = 128
     c.digits.lr = 1e-3
     c.digits.p_uncond = 0.2

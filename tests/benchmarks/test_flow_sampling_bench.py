@@ -8,13 +8,12 @@ x1 as ``flow.sample``, and that the helpers keep their promises.
 
 from __future__ import annotations
 
+import diffrax  # noqa: E402,F401  (a `test` extra: the peer we check against)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
-
-pytest.importorskip("diffrax")  # a `bench` extra peer, not a test dependency
 
 from benchmarks import common, flow_sampling  # noqa: E402
 from inferax.models.mlp import VelocityMLP  # noqa: E402
@@ -84,7 +83,6 @@ def test_quick_sides_agree_with_ours(quick):
 
 @pytest.mark.parametrize("solver", ["euler", "midpoint"])
 def test_diffrax_matches_ours_and_heun_does_not(model_params, solver):
-    import diffrax
 
     model, params = model_params
     ts = np.linspace(0.0, 1.0, 9, dtype=np.float32)
