@@ -1,6 +1,64 @@
-"""inferax.models: Flax modules, losses, training, data and analytic oracles."""
+"""inferax.models: Flax modules, losses, training, data and analytic oracles.
 
-from inferax.models import gmm
+``train`` is the training submodule (``train.train``, ``train.train_or_restore``);
+the 2-D data samplers live in ``data`` (``data.eight_gaussians``) and the exact
+mixture oracles in ``gmm`` (``gmm.eight_gaussians``).
+"""
+
+from inferax.models import (
+    checkpoint,
+    classifier,
+    convnet,
+    data,
+    flow_matching,
+    gmm,
+    mlp,
+    train,
+)
+from inferax.models.checkpoint import Checkpointer
+from inferax.models.classifier import DigitsClassifier, accuracy, train_classifier
+from inferax.models.convnet import ConvVelocity
+from inferax.models.data import TOY_DATASETS, digits_to_unit, gmm_samples, load_digits, toy_samples
+from inferax.models.flow_matching import (
+    TrainState,
+    flow_matching_loss,
+    init_train_state,
+    make_train_step,
+)
 from inferax.models.gmm import GaussianMixture, eight_gaussians, gaussian_mixture, random_mixture
+from inferax.models.mlp import VelocityMLP, null_label, sinusoidal_embedding
+from inferax.models.train import make_optimizer, train_or_restore
 
-__all__ = ["GaussianMixture", "eight_gaussians", "gaussian_mixture", "gmm", "random_mixture"]
+__all__ = [
+    "TOY_DATASETS",
+    "Checkpointer",
+    "ConvVelocity",
+    "DigitsClassifier",
+    "GaussianMixture",
+    "TrainState",
+    "VelocityMLP",
+    "accuracy",
+    "checkpoint",
+    "classifier",
+    "convnet",
+    "data",
+    "digits_to_unit",
+    "eight_gaussians",
+    "flow_matching",
+    "flow_matching_loss",
+    "gaussian_mixture",
+    "gmm",
+    "gmm_samples",
+    "init_train_state",
+    "load_digits",
+    "make_optimizer",
+    "make_train_step",
+    "mlp",
+    "null_label",
+    "random_mixture",
+    "sinusoidal_embedding",
+    "toy_samples",
+    "train",
+    "train_classifier",
+    "train_or_restore",
+]
