@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+from absl import flags
 
 
 class Timing(NamedTuple):
@@ -229,3 +230,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# Flags shared by every benchmark binary, defined once here so that several
+# benchmarks can be imported into one process (the tests do).
+QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes that run in seconds (no timing value).")
+OUT = flags.DEFINE_string("out", None, "Also write the markdown report to this path.")
+REPEATS = flags.DEFINE_integer(
+    "repeats", None, "Most timed repeats per case (default: per benchmark)."
+)
+BUDGET = flags.DEFINE_float("budget_s", None, "No new repeat starts after this many seconds.")
+
+
+def flag_or(flag, default):
+    """The flag's value, or the benchmark's own default when it was not given."""
+    return default if flag.value is None else flag.value

@@ -55,16 +55,12 @@ from benchmarks import common
 from inferax.models.mlp import VelocityMLP
 from inferax.sampling import flow
 
-_QUICK = flags.DEFINE_bool("quick", False, "Tiny grid (N=64, 4 steps) that runs in seconds.")
-_OUT = flags.DEFINE_string("out", None, "Also write the markdown report to this path.")
 _PARTICLES = flags.DEFINE_list("particles", ["256", "4096"], "Particle counts N (full grid).")
 _STEPS = flags.DEFINE_list("steps", ["32", "64"], "Step counts (full grid).")
 _SOLVERS = flags.DEFINE_list("solvers", ["euler", "midpoint"], "Solvers: euler, midpoint.")
 _BIG = flags.DEFINE_integer(
     "big_particles", 16384, "Extra large-N rows, at the smallest step count only (0: none)."
 )
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Most timed repeats per measurement.")
-_BUDGET = flags.DEFINE_float("budget_s", 15.0, "No new repeat starts after this many seconds.")
 _TORCH_THREADS = flags.DEFINE_integer(
     "torch_threads", 0, "PyTorch threads; 0: the faster of 1 and all cores; < 0: skip PyTorch."
 )
@@ -452,16 +448,16 @@ def run(
 def main(argv):
     del argv
     run(
-        quick=_QUICK.value,
+        quick=common.QUICK.value,
         particles=_PARTICLES.value,
         steps=_STEPS.value,
         solvers=_SOLVERS.value,
         big_particles=_BIG.value,
-        repeats=_REPEATS.value,
-        budget_s=_BUDGET.value,
+        repeats=common.flag_or(common.REPEATS, 5),
+        budget_s=common.flag_or(common.BUDGET, 15.0),
         torch_threads=_TORCH_THREADS.value,
         seed=_SEED.value,
-        out=_OUT.value,
+        out=common.OUT.value,
     )
 
 

@@ -49,16 +49,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app
 
 from benchmarks import common
 from inferax.models.mlp import VelocityMLP
 from inferax.sampling import feynman_kac, resampling, smc
-
-_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes that run in seconds (no timing value).")
-_OUT = flags.DEFINE_string("out", None, "Also write the markdown report to this path.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Most timed repeats per case.")
-_BUDGET = flags.DEFINE_float("budget_s", 10.0, "No new repeat of a case starts after this.")
 
 SCHEMES = ("multinomial", "stratified", "systematic", "residual")
 TARGETS = {"resampling": 1.0, "tempered": 1.0, "fkc": 1.15}
@@ -462,7 +457,12 @@ def run(
 
 def main(argv):
     del argv
-    run(quick=_QUICK.value, repeats=_REPEATS.value, budget_s=_BUDGET.value, out=_OUT.value)
+    run(
+        quick=common.QUICK.value,
+        repeats=common.flag_or(common.REPEATS, 7),
+        budget_s=common.flag_or(common.BUDGET, 10.0),
+        out=common.OUT.value,
+    )
 
 
 if __name__ == "__main__":

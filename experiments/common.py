@@ -120,12 +120,26 @@ def image_grid(path: str, rows: list[tuple[str, np.ndarray]]) -> str:
     return path
 
 
-def absl_main(run: Callable[[Any, str], dict], config_flag, workdir_flag) -> Callable:
-    """The ``main`` of an experiment binary: ``run(config, workdir)`` from flags."""
+def main(run: Callable[[Any, str], dict], name: str) -> None:
+    """Entry point of an experiment binary: ``--config`` and ``--workdir`` flags, then
+    ``run(config, workdir)``.
 
-    def main(argv):
+    The flags are defined here, when the binary starts, not at import time, so
+    that every experiment module can be imported into one process (the demo,
+    the tests and the notebooks do).
+    """
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file(
+        "config", None, f"experiments/configs/{name}.py, or ...{name}.py:quick"
+    )
+    workdir = flags.DEFINE_string("workdir", f"runs/{name}", "output directory")
+    flags.mark_flags_as_required(["config"])
+
+    def _main(argv):
         if len(argv) > 1:
             raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-        run(config_flag.value, workdir_flag.value)
+        run(config.value, workdir.value)
 
-    return main
+    app.run(_main)

@@ -18,6 +18,7 @@ from absl import app, flags, logging
 # name -> (experiment module, config module); later issues append here.
 EXPERIMENTS = {
     "sway": ("inferax.experiments.sway", "inferax.experiments.configs.sway"),
+    "fkc": ("inferax.experiments.fkc", "inferax.experiments.configs.fkc"),
 }
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go")

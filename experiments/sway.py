@@ -14,8 +14,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 from tqdm import tqdm
 
 from inferax.experiments import common, metrics
@@ -390,9 +389,5 @@ def run(config, workdir: str) -> dict:
         common.close_log(handler)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiments/configs/sway.py[:quick]")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/sway", "output directory")
-
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(common.absl_main(run, _CONFIG, _WORKDIR))
+    common.main(run, "sway")

@@ -125,13 +125,18 @@ def check_state(x0, name: str = "x0") -> jax.Array:
     return x0
 
 
-def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
-    """Checks, at trace time, that a velocity output has the shape of ``x``."""
+def _check_output_shape(out, x, name: str) -> None:
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(
             f"{name}: expected an output of shape {tuple(x.shape)} (the shape of x), got {got}"
         )
+
+
+def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
+    """Checks, at trace time, that a velocity output has the shape of ``x``; casts
+    it to ``x``'s dtype."""
+    _check_output_shape(out, x, name)
     return out.astype(x.dtype)
 
 
@@ -144,7 +149,7 @@ def check_velocity(velocity_fn, x0, t, name: str = "velocity_fn") -> None:
     """
     if not callable(velocity_fn):
         raise TypeError(f"{name}: expected a callable (x, t) -> v, got {type(velocity_fn)}")
-    check_velocity_output(jax.eval_shape(velocity_fn, x0, t), x0, name)
+    _check_output_shape(jax.eval_shape(velocity_fn, x0, t), x0, name)
 
 
 def sample(

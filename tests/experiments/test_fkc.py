@@ -1,0 +1,160 @@
+"""The Feynman-Kac corrector reproduction on a shrunken quick config.
+
+Also checks the two exact target samplers the experiment relies on: the grid
+sampler against a Gaussian's moments, and the closed-form product of two
+mixtures against a brute-force grid normalisation.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from inferax.experiments import fkc
+from inferax.experiments.configs import fkc as fkc_config
+from inferax.models import gmm
+
+
+def tiny_config():
+    c = fkc_config.get_config("quick")
+    c.velocities = ["oracle"]
+    c.num_particles = [256, 1024]
+    c.num_repeats = 2
+    c.num_steps = 100
+    c.num_target_samples = 1500
+    c.num_reference = 20_000
+    c.grid_resolution = 400
+    c.anneal.betas = [2.0]
+    c.cfg.ws = [4.0]
+    return c
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("fkc"))
+    return workdir, fkc.run(tiny_config(), workdir)
+
+
+def test_writes_results_plots_and_log(results):
+    workdir, _ = results
+    names = ["results.json", "fkc.log"] + [
+        f"{t}_{k}.png"
+        for t in ("anneal", "product", "cfg")
+        for k in ("energy_distance", "mode_weight_error", "samples")
+    ]
+    for name in names:
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    with open(os.path.join(workdir, "results.json")) as f:
+        saved = json.load(f)
+    assert saved["config"]["seed"] == 0 and saved["config"]["num_particles"] == [256, 1024]
+    for target, setting in [("anneal", "beta=2"), ("product", "p1*p2"), ("cfg", "w=4")]:
+        for method in ("fkc", "unweighted"):
+            entry = saved[target][setting]["oracle"][method]["1024"]
+            assert {"energy_distance", "mode_weight_error", "ess_min", "nfe"} <= set(entry)
+            assert 0.0 <= entry["mode_weight_error"] <= 1.0
+    # NFE per particle: steps x models (a CFG pair counts 2).
+    assert saved["anneal"]["beta=2"]["oracle"]["fkc"]["256"]["nfe"] == 100
+    assert saved["product"]["p1*p2"]["oracle"]["fkc"]["256"]["nfe"] == 200
+    assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["256"]["nfe"] == 200
+    # The unweighted SDE never reweights: its ESS is N throughout.
+    assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["256"]["ess_min"] == 256
+    with open(os.path.join(workdir, "fkc.log")) as f:
+        assert "FKC beats the unweighted SDE" in f.read()
+
+
+def test_fkc_beats_the_unweighted_sde_with_the_oracle(results):
+    """The claim, where it is robust at this size: anneal and CFG, both N, energy distance."""
+    _, res = results
+    for target, setting in [("anneal", "beta=2"), ("cfg", "w=4"), ("product", "p1*p2")]:
+        node = res[target][setting]["oracle"]
+        for n in (256, 1024):
+            f, u = node["fkc"][n]["energy_distance"], node["unweighted"][n]["energy_distance"]
+            assert f < 0.5 * u, (target, n, f, u)
+    # More particles, better FKC (the unweighted SDE's bias does not shrink with N).
+    node = res["anneal"]["beta=2"]["oracle"]["fkc"]
+    assert node[1024]["energy_distance"] < node[256]["energy_distance"]
+
+
+def test_report_mentions_claim_and_numbers(results):
+    _, res = results
+    md = fkc.report(res)
+    assert "Skreta" in md and "| anneal | beta=2 | oracle | 1024 |" in md and "Verdict" in md
+    assert "fkc/cfg_samples.png" in md
+
+
+def test_grid_sampler_reproduces_a_gaussian():
+    """Mean within 4 standard errors and covariance within 5% of a correlated Gaussian."""
+    mean = np.array([1.0, -0.5])
+    cov = np.array([[0.8, 0.3], [0.3, 0.5]])
+    dist = stats.multivariate_normal(mean, cov)
+
+    def log_density(x):  # unnormalised on purpose
+        d = x - jnp.asarray(mean, jnp.float32)
+        return -0.5 * jnp.einsum("ni,ij,nj->n", d, jnp.asarray(np.linalg.inv(cov)), d) + 3.0
+
+    n = 100_000
+    x = fkc.grid_samples(jax.random.key(0), log_density, [-5.0, -5.5], [7.0, 4.5], 500, n)
+    assert x.shape == (n, 2) and x.dtype == np.float32
+    se = np.sqrt(np.diag(cov) / n)
+    assert np.all(np.abs(x.mean(0) - mean) < 4 * se), (x.mean(0), mean)
+    np.testing.assert_allclose(np.cov(x, rowvar=False), cov, atol=0.05 * cov.max())
+    # One-dimensional marginal: a KS test against the exact law.
+    assert stats.kstest(x[:5000, 0], stats.norm(mean[0], np.sqrt(cov[0, 0])).cdf).pvalue > 1e-3
+    assert np.isfinite(dist.logpdf(x[:10])).all()
+    with pytest.raises(ValueError, match="resolution"):
+        fkc.grid_samples(jax.random.key(0), log_density, [0, 0], [1, 1], 1, 10)
+    with pytest.raises(ValueError, match="lo, hi"):
+        fkc.grid_samples(jax.random.key(0), log_density, [0, 0], [1, -1], 10, 10)
+
+
+def test_product_mixture_matches_a_brute_force_grid():
+    p1 = gmm.gaussian_mixture([0.3, 0.7], [[-1.0, 0.0], [1.5, 1.0]], scale=0.7)
+    covs = np.array(
+        [[[0.5, 0.2], [0.2, 0.9]], [[1.2, -0.3], [-0.3, 0.4]], [[0.3, 0.0], [0.0, 0.3]]]
+    )
+    p2 = gmm.gaussian_mixture([0.2, 0.5, 0.3], [[0.0, 1.0], [1.0, -1.0], [-2.0, 0.5]], covs)
+    prod = fkc.product_mixture(p1, p2)
+    assert prod.num_components == 6
+    # Normalise p1 p2 by brute force on a fine grid (float64) and compare pointwise.
+    g = np.linspace(-8, 8, 801)
+    xx, yy = np.meshgrid(g, g, indexing="ij")
+    pts = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
+    log_pp = np.asarray(p1.log_prob(pts), np.float64) + np.asarray(p2.log_prob(pts), np.float64)
+    log_z = np.log(np.exp(log_pp).sum() * (g[1] - g[0]) ** 2)
+    idx = np.random.default_rng(0).choice(len(pts), 2000, replace=False)
+    idx = idx[log_pp[idx] > -20]
+    np.testing.assert_allclose(
+        np.asarray(prod.log_prob(pts[idx]), np.float64), log_pp[idx] - log_z, atol=2e-3
+    )
+    # A wrong formula (e.g. dropping the overlap factor from the weights) is caught.
+    naive = gmm.GaussianMixture(
+        jnp.log(jnp.outer(p1.weights, p2.weights).ravel()), prod.means, prod.covs
+    )
+    assert np.max(np.abs(np.asarray(naive.log_prob(pts[idx])) - (log_pp[idx] - log_z))) > 0.1
+
+
+def test_model_velocities_train_cache_and_shapes(tmp_path):
+    """The trained-model path: three tiny models, cached, with the oracle's call signatures."""
+    c = tiny_config()
+    c.train.hidden, c.train.depth, c.train.train_steps, c.train.batch_size = 16, 1, 5, 32
+    problems = fkc.build_problems(c, jax.random.key(0))
+    v = fkc.model_velocities(problems, c, str(tmp_path), jax.random.key(1))
+    for name in ("anneal", "product", "cfg"):
+        assert os.path.isdir(os.path.join(tmp_path, "models", name, "checkpoints")), name
+    x = jnp.ones((3, 2))
+    assert v["anneal"](x, 0.5).shape == (3, 2)
+    assert v["product"][0](x, 0.5).shape == (3, 2)
+    # The two experts are the same network with different labels: different fields.
+    assert not np.allclose(v["product"][0](x, 0.5), v["product"][1](x, 0.5))
+    assert v["cfg"](x, 0.5, jnp.array([0, 1, 3])).shape == (3, 2)
+
+
+def test_bad_velocities_config(tmp_path):
+    c = tiny_config()
+    c.velocities = ["exact"]
+    with pytest.raises(ValueError, match="velocities"):
+        fkc.run(c, str(tmp_path))
