@@ -67,6 +67,13 @@ def test_report_mentions_claim_and_numbers(results):
     _, res = results
     md = sway.report(res)
     assert "F5-TTS" in md and "| sway-1 |" in md and "Verdict" in md
+    rows = sway.summary(res)
+    assert {r[1].split(":")[0] for r in rows} == {
+        "toy/model/euler",
+        "toy/model/midpoint",
+        "digits/w=2/euler",
+        "digits/w=2/midpoint",
+    }
 
 
 def test_padded_grid_is_a_no_op_after_t1():
