@@ -11,9 +11,15 @@ expectation, ``w = softmax(l)`` (unbiasedness; Douc, Cappe & Moulines 2005,
 - ``residual``:    ``floor(M w_i)`` deterministic copies, then multinomial
   draws from the remainders ``M w_i - floor(M w_i)`` for the free slots.
 
-The first three invert the empirical CDF at the points ``u`` (``inverse_cdf``):
-cumulative sum, ``searchsorted`` and a clip, all with static shapes, so every
-scheme is ``jit``- and ``vmap``-compatible.
+All invert the empirical CDF at the points ``u``. ``multinomial`` and the
+random part of ``residual`` use ``inverse_cdf`` (cumulative sum, a running max,
+``searchsorted``, a clip). ``stratified`` and ``systematic``, whose points are
+sorted with one per stratum, skip the binary search: they count the points
+below each CDF value, ``cnt_i = floor(M c_i) + [U < frac(M c_i)]``, and turn
+the counts into ancestors with a histogram and a prefix sum, in O(N + M)
+(``_stratified_counts``); this is ``inverse_cdf`` at the same points, up to
+where float rounding falls. All shapes are static, so every scheme is ``jit``-
+and ``vmap``-compatible.
 
 Conventions (shared by ``ess``, ``log_normalize`` and the SMC module):
 
@@ -111,26 +117,87 @@ def ess(log_weights: jax.Array) -> jax.Array:
 
 
 def _weights(l: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Normalised weights of sanitised log-weights, and the all-invalid flag."""
-    invalid = jnp.all(l == -jnp.inf)
-    shift = jnp.where(invalid, 0.0, jnp.max(l))
-    w = jnp.exp(l - shift)
+    """Normalised weights of checked log-weights, and the all-invalid flag.
+
+    Applies ``sanitize`` on the way with a single max-reduction: after NaN ->
+    ``-inf``, the max is ``+inf`` iff some entry is ``+inf`` and ``-inf`` iff
+    every entry is invalid. Bit-identical to normalising ``sanitize(l)``.
+    """
+    l = jnp.where(jnp.isnan(l), -jnp.inf, l)
+    top = jnp.max(l)
+    pos_inf = top == jnp.inf
+    l = jnp.where(pos_inf, jnp.where(l == jnp.inf, 0.0, -jnp.inf), l).astype(l.dtype)
+    top = jnp.where(pos_inf, 0.0, top)
+    invalid = top == -jnp.inf
+    w = jnp.exp(l - jnp.where(invalid, 0.0, top))
     return w / jnp.maximum(jnp.sum(w), jnp.finfo(l.dtype).tiny), invalid
+
+
+def _cdf(w: jax.Array, invalid: jax.Array) -> jax.Array:
+    """Non-decreasing normalised CDF of ``w``, ending at exactly 1 unless ``invalid``.
+
+    XLA's CPU ``cumsum`` adds in a tree, so it is not monotone in float. A
+    running max makes it non-decreasing and gives a zero-weight entry exactly
+    the value of the entry before it (0 for leading zeros); as max is exact,
+    ``associative_scan(maximum)`` equals ``lax.cummax`` bit for bit and is
+    cheaper on CPU. Dividing by the last entry makes the CDF end at exactly 1
+    (``x / x == 1`` in IEEE arithmetic; the float32 sum may end below 1), and
+    trailing zero-weight entries equal it.
+    """
+    cdf = jax.lax.associative_scan(jnp.maximum, jnp.where(w > 0, jnp.cumsum(w), 0.0))
+    return cdf / jnp.where(invalid, 1.0, cdf[-1])
 
 
 def _inverse_cdf(w: jax.Array, invalid: jax.Array, uniforms: jax.Array) -> jax.Array:
     n = w.shape[0]
     m = uniforms.shape[0]
-    # cummax makes the CDF non-decreasing whatever order the cumsum adds in, and
-    # gives a zero-weight entry exactly the value of the entry before it, so a
-    # zero-weight index is never the first entry above u. Dividing by the last
-    # entry makes the CDF end at exactly 1 (the float32 sum may end below 1);
-    # trailing zero-weight entries equal it, and u < 1 stops before them.
-    cdf = jax.lax.cummax(jnp.where(w > 0, jnp.cumsum(w), 0.0))
-    cdf = cdf / jnp.where(invalid, 1.0, cdf[-1])
+    # A zero-weight index has the CDF value of the index before it, so it is
+    # never the first entry above u; u < 1 stops before trailing zero weights.
+    cdf = _cdf(w, invalid)
     below_one = jnp.nextafter(jnp.ones((), uniforms.dtype), jnp.zeros((), uniforms.dtype))
     u = jnp.clip(uniforms, 0.0, below_one)
     idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1).astype(jnp.int32)
+    return jnp.where(invalid, jnp.arange(m, dtype=jnp.int32) % n, idx)
+
+
+def _stratified_counts(w: jax.Array, invalid: jax.Array, shifts: jax.Array, m: int) -> jax.Array:
+    """Inverse CDF at the sorted points ``u_k = (k + U_k) / M`` by counting, in O(N + M).
+
+    With the monotone CDF ``c`` (``_cdf``), ``x_i = M c_i``, ``j_i = floor(x_i)``
+    and ``f_i = x_i - j_i`` (exact in float), the number of points below
+    ``c_i`` is ``cnt_i = #{k : k + U_k < x_i} = j_i + [U_{j_i} < f_i]``: strata
+    ``k < j_i`` lie below, strata ``k > j_i`` above. As the points are sorted,
+    ``searchsorted(c, u_k, side="right") = #{i : c_i <= u_k} = #{i : cnt_i <= k}``,
+    a prefix sum of the histogram of ``cnt``. Particle ``i`` gets
+    ``cnt_i - cnt_{i-1}`` copies: none when ``w_i = 0`` (``c_i = c_{i-1}``
+    exactly, so the counts are equal), and the last positive particle and the
+    zero-weight ones after it have ``c = 1``, ``cnt = M``. ``cnt`` is a
+    monotone function of ``c`` (float rounding is monotone), so the ancestors
+    are non-decreasing. The only rounding is that of ``M c_i`` (against that
+    of ``(k + U_k) / M`` in ``inverse_cdf``).
+
+    Args:
+        w: ``[N]`` normalised weights.
+        invalid: all-invalid flag (identity ancestors are returned).
+        shifts: ``U_k`` in [0, 1): shape ``[M]`` (stratified) or ``[]`` (systematic).
+        m: number of ancestors ``M``.
+
+    Returns:
+        ``int32 [M]`` non-decreasing ancestor indices.
+    """
+    n = w.shape[0]
+    c = _cdf(w, invalid)
+    x = m * c
+    j = jnp.floor(x)
+    f = x - j
+    j = j.astype(jnp.int32)
+    u = shifts if shifts.ndim == 0 else shifts[jnp.minimum(j, m - 1)]
+    cnt = jnp.clip(j + (u < f).astype(jnp.int32), 0, m)
+    # c = 1 means every point lies below (guards against any rounding of M * 1).
+    cnt = jnp.where(c >= 1.0, m, cnt)
+    hist = jnp.zeros(m + 1, jnp.int32).at[cnt].add(1)
+    # Integer prefix sum: exact in any order, and the scan is cheaper than cumsum on CPU.
+    idx = jnp.minimum(jax.lax.associative_scan(jnp.add, hist[:m]), n - 1)
     return jnp.where(invalid, jnp.arange(m, dtype=jnp.int32) % n, idx)
 
 
@@ -144,7 +211,7 @@ def inverse_cdf(log_weights: jax.Array, uniforms: jax.Array) -> jax.Array:
     Returns:
         ``int32 [M]`` ancestor indices; ``arange(M) % N`` if all weights are invalid.
     """
-    l = sanitize(_check_log_weights(log_weights))
+    l = _check_log_weights(log_weights)
     uniforms = jnp.asarray(uniforms)
     if uniforms.ndim != 1:
         raise ValueError(f"uniforms: expected a 1-D array [M], got shape {uniforms.shape}")
@@ -171,6 +238,9 @@ def multinomial(key: jax.Array, log_weights: jax.Array, num_samples: int | None 
 def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
     """Stratified resampling (Kitagawa 1996): ``u_k = (k + U_k) / M``, ``U_k`` i.i.d.
 
+    Evaluated by counting the points below each CDF value (``_stratified_counts``,
+    O(N + M), no binary search).
+
     Args:
         key: PRNG key.
         log_weights: ``[N]`` unnormalised log-weights.
@@ -181,13 +251,16 @@ def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
     """
     l = _check_log_weights(log_weights)
     m = _check_num_samples(num_samples, l.shape[0])
-    u = (jnp.arange(m, dtype=l.dtype) + jax.random.uniform(key, (m,), dtype=l.dtype)) / m
-    return inverse_cdf(l, u)
+    w, invalid = _weights(l)
+    return _stratified_counts(w, invalid, jax.random.uniform(key, (m,), dtype=l.dtype), m)
 
 
 def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
     """Systematic resampling (Carpenter, Clifford & Fearnhead 1999): ``u_k = (k + U) / M``.
 
+    Evaluated by counting (``_stratified_counts``): particle ``i`` gets
+    ``ceil(M c_i - U) - ceil(M c_{i-1} - U)`` copies, ``c`` the CDF (``c_{-1} = 0``).
+
     Args:
         key: PRNG key.
         log_weights: ``[N]`` unnormalised log-weights.
@@ -198,8 +271,8 @@ def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
     """
     l = _check_log_weights(log_weights)
     m = _check_num_samples(num_samples, l.shape[0])
-    u = (jnp.arange(m, dtype=l.dtype) + jax.random.uniform(key, (), dtype=l.dtype)) / m
-    return inverse_cdf(l, u)
+    w, invalid = _weights(l)
+    return _stratified_counts(w, invalid, jax.random.uniform(key, (), dtype=l.dtype), m)
 
 
 def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
@@ -219,7 +292,7 @@ def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = N
     Returns:
         ``int32 [M]`` ancestor indices.
     """
-    l = sanitize(_check_log_weights(log_weights))
+    l = _check_log_weights(log_weights)
     n = l.shape[0]
     m = _check_num_samples(num_samples, n)
     w, invalid = _weights(l)

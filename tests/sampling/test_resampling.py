@@ -230,3 +230,92 @@ def test_bad_input():
     with pytest.raises(TypeError, match="log_weights"):
         resampling.ess(jnp.arange(3))
     assert resampling.get("residual") is resampling.residual
+
+
+# --------------------------------------------------------------------------- counting form
+# ``stratified`` and ``systematic`` count the points below each CDF value
+# (``resampling._stratified_counts``) instead of a binary search.
+
+
+_count_jit = jax.jit(resampling._stratified_counts, static_argnums=3)
+
+
+def _count_ancestors(w, shifts, m):
+    w = jnp.asarray(w, jnp.float32)
+    return np.asarray(_count_jit(w, jnp.all(w == 0), jnp.asarray(shifts, jnp.float32), m))
+
+
+@pytest.mark.parametrize("m", [32, 64, 128])
+def test_counting_equals_searchsorted_on_exact_inputs(m):
+    # Weights k/32 (every partial sum is exact in any order), M a power of 2
+    # and shifts multiples of 1/8 make every float32 operation exact, so the
+    # counting form must equal searchsorted(c, u, side="right") bit for bit,
+    # ties u_k == c_i included (U = 0 puts points on CDF values).
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        q = rng.multinomial(32, rng.dirichlet(np.full(24, 0.5)))
+        if trial % 3 == 0:
+            q[-1] = 0  # trailing zero weights
+            q[int(np.argmax(q))] += 32 - q.sum()
+        w64 = q / 32.0
+        cdf = np.cumsum(w64)
+        for shifts in (0.0, 0.5, 0.875, rng.integers(0, 8, m) / 8.0):
+            u = (np.arange(m) + np.asarray(shifts)) / m
+            ref = np.minimum(np.searchsorted(cdf, u, side="right"), 23)
+            got = _count_ancestors(w64, shifts, m)
+            np.testing.assert_array_equal(got, ref, err_msg=f"trial {trial}, shifts {shifts}")
+            assert not np.any(q[got] == 0)
+
+
+@pytest.mark.parametrize("m", [3, 7, 10_007])
+def test_counting_extreme_shifts_never_pick_zero_weights(m):
+    # U = 0 and U = 1 - ulp. With U = 1 - ulp a naive ceil(M c - U) rounds
+    # M - U down to M - 1 (float32, any M >= 2) and would hand the last slot
+    # to a trailing zero-weight particle; the float32 sums here end below 1.
+    below_one = np.nextafter(np.float32(1), np.float32(0))
+    cases = [
+        np.array([0.3, 0.7 - 1e-7, 0.0], np.float32),
+        np.array([0.0, 0.5, 0.0, 0.0, 0.5, 0.0, 0.0], np.float32),
+        np.array(
+            [0.23676449, 0.10028219, 0.01523023, 0.00614347, 0.30229998, 0.3392796, 0.0],
+            np.float32,
+        ),
+    ]
+    for w in cases:
+        for shift in (0.0, below_one):
+            for shifts in (jnp.float32(shift), jnp.full((m,), shift, jnp.float32)):
+                a = _count_ancestors(w, shifts, m)
+                assert a.shape == (m,) and a.dtype == np.int32
+                assert np.all(np.diff(a) >= 0)
+                counts = np.bincount(a, minlength=w.shape[0])
+                assert counts.sum() == m and np.all(counts[w == 0] == 0), (m, w, shift)
+                # Every positive particle gets floor or ceil of M w_i (up to float32 rounding).
+                assert np.all(np.abs(counts - m * w.astype(np.float64)) < 1 + 1e-6 * m)
+
+
+@pytest.mark.parametrize("scheme,slack", [("systematic", 1.0), ("stratified", 2.0)])
+def test_counting_large_n_with_non_monotone_cumsum(scheme, slack):
+    # N = 1e5 with 30% zero weights: XLA's CPU cumsum is not monotone here.
+    n = 100_000
+    l = 2.0 * jax.random.normal(jax.random.key(1), (n,), jnp.float32)
+    l = jnp.where(jax.random.uniform(jax.random.key(2), (n,)) < 0.3, -jnp.inf, l)
+    w32 = jax.nn.softmax(l)
+    assert np.any(np.diff(np.asarray(jnp.cumsum(w32))) < 0), "cumsum monotone: test is moot"
+    w = _weights64(l)
+    cdf = np.cumsum(w)
+    fn = jax.jit(resampling.get(scheme))
+    for seed in range(2):
+        key = jax.random.key(seed)
+        a = np.asarray(fn(key, l))
+        assert np.all(np.diff(a) >= 0)
+        counts = np.bincount(a, minlength=n)
+        assert counts.sum() == n and np.all(counts[w == 0] == 0)
+        # Systematic: each count is floor or ceil of N w_i; stratified: within 2.
+        # The float32 CDF moves N c_i by at most N * 3e-7 = 0.03.
+        assert np.all(np.abs(counts - n * w) < slack + 0.05)
+        # Same ancestors as the float64 inverse CDF at the documented points,
+        # except where float32 rounding moves a boundary.
+        shape = () if scheme == "systematic" else (n,)
+        u = (np.arange(n) + np.asarray(jax.random.uniform(key, shape), np.float64)) / n
+        ref = np.minimum(np.searchsorted(cdf / cdf[-1], u, side="right"), n - 1)
+        assert np.mean(a == ref) > 0.99
