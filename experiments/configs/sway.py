@@ -14,10 +14,19 @@ Quick (~1 min, used by `make demo`; the tests shrink it further):
     python -m inferax.experiments.sway \
         --config=experiments/configs/sway.py:quick --workdir=runs/sway_quick
 
-Expected: on the 8-Gaussians model, sway (s = -1) with Euler at 8 NFE reaches an
-energy distance near that of the uniform grid at 16 NFE; on digits the
-Fréchet distance in classifier features falls faster with NFE under sway.
-`results.json` holds every number, `sway.log` the verdict per setting.
+Measured (full config, this machine, 2026-11-22; 14 min on 2 CPU cores): the
+claim does NOT reproduce on these small models. At low NFE sway with s < 0 is
+worse than the uniform grid: 8-Gaussians model, Euler, energy distance at
+4 / 8 NFE: sway(-1) 0.031 / 0.0046 vs uniform 0.012 / 0.0029 (the exact oracle
+velocity gives the same picture, so this is the grid, not the model); midpoint at
+4 NFE: sway(-1) 0.148, uniform 0.020, sway(+0.5) 0.002 (more steps near the
+data end is what helps here). Digits (MLP, classifier FD; train-vs-test floor
+12.4): w = 0, Euler, 4 NFE: sway(-1) 27.0 vs uniform 20.7; w = 2 midpoint
+8 NFE: sway(-1) 152.8 vs uniform 27.9. From 16-32 NFE on every grid is within
+noise of the converged value, which is where the "sway at N matches uniform at
+2N" checks pass. Our reading: these flows are nearly straight near the noise
+end and curved near the data end (mode selection), the opposite of what sway
+assumes. `results.json` holds every number, `sway.log` the verdict per setting.
 
 Fields:
     seed: master seed (training, noise, evaluation).
