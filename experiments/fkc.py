@@ -252,15 +252,19 @@ def model_velocities(problems: dict, config, workdir: str, key: jax.Array) -> di
     }
 
 
-def make_transition(target: str, setting: dict, velocity, config) -> fk.FKTransition:
+def make_transition(
+    target: str, setting: dict, velocity, config, transport: str = "model"
+) -> fk.FKTransition:
+    """The FKC transition of one target; ``transport`` as in ``feynman_kac``."""
+    kw = {"g": config.g, "transport": transport, "transport_power": config.transport_power}
     if target == "anneal":
-        return fk.anneal(velocity, setting["beta"], g=config.g)
+        return fk.anneal(velocity, setting["beta"], **kw)
     if target == "product":
-        return fk.product(*velocity, g=config.g)
+        return fk.product(*velocity, **kw)
     c = config.cfg
     return fk.cfg(
         velocity, jnp.int32(c.cond_class), jnp.int32(mlp.null_label(c.num_classes)),
-        setting["w"], g=config.g,
+        setting["w"], **kw,
     )  # fmt: skip
 
 
@@ -303,12 +307,16 @@ def run_sweep(config, problems, velocities: dict, key: jax.Array) -> tuple[dict,
             ref = setting["sampler"](kt, config.num_reference)
             refs[target, sname] = (ref[: config.num_target_samples], _shares(ref, prob["centres"]))
         target_x, target_w = refs[target, sname]
-        transition = make_transition(target, setting, velocities[vname][target], config)
         # Same keys for both methods (and both velocities): only the weights differ.
         keys = jax.random.split(jax.random.fold_in(k_run, j // len(config.velocities)),
                                 config.num_repeats)  # fmt: skip
         node = results.setdefault(target, {}).setdefault(sname, {}).setdefault(vname, {})
         for method in METHODS:
+            # FKC uses the configured transport; the unweighted baseline is the paper's:
+            # the plain combined drift (scaled transport; for CFG ordinary CFG), no weights.
+            transport = config.transport if method == "fkc" else "scaled"
+            vel = velocities[vname][target]
+            transition = make_transition(target, setting, vel, config, transport)
             xs, ess_min, nfe = sampler_fn(transition, n, ts, method == "fkc")(keys)
             xs = np.asarray(xs)
             ed = [metrics.energy_distance(x, target_x) for x in xs]

@@ -12,7 +12,13 @@ from inferax.sampling import (
     smc,
 )
 from inferax.sampling.distributed import island_smc_run, particle_mesh, shard_particles, sharded_run
-from inferax.sampling.feynman_kac import FKInfo, FKTransition, geometric_transition
+from inferax.sampling.feynman_kac import (
+    TRANSPORTS,
+    FKInfo,
+    FKTransition,
+    geometric_transition,
+    transport_rate,
+)
 from inferax.sampling.flow import FlowInfo
 from inferax.sampling.guidance import cfg
 from inferax.sampling.interpolants import (
@@ -29,6 +35,8 @@ from inferax.sampling.sde import G_SCHEDULES, SDEInfo
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
 __all__ = [
+    "TRANSPORTS",
+    "transport_rate",
     "FKInfo",
     "FKTransition",
     "G_SCHEDULES",

@@ -74,9 +74,11 @@ def test_fkc_beats_the_unweighted_sde_with_the_oracle(results):
         for n in (256, 1024):
             f, u = node["fkc"][n]["energy_distance"], node["unweighted"][n]["energy_distance"]
             assert f < 0.5 * u, (target, n, f, u)
-    # More particles, better FKC (the unweighted SDE's bias does not shrink with N).
-    node = res["anneal"]["beta=2"]["oracle"]["fkc"]
-    assert node[1024]["energy_distance"] < node[256]["energy_distance"]
+    # With 1024 particles FKC is at the Monte Carlo floor of the energy distance
+    # (~1e-3 with 1500 target samples), while the unweighted SDE's bias is not.
+    node = res["anneal"]["beta=2"]["oracle"]
+    assert node["fkc"][1024]["energy_distance"] < 0.02
+    assert node["unweighted"][1024]["energy_distance"] > 0.05
 
 
 def test_report_mentions_claim_and_numbers(results):

@@ -4,9 +4,11 @@ Every target is prod_i p_i^beta_i of exact Gaussian-mixture marginals
 (models/gmm.py, linear interpolant). Moments of the weighted population and
 the log normalising-constant estimate are compared with 1-D quadrature (and
 closed forms for Gaussians); the unweighted SDE and a sign-flipped weight must
-fail the same check. Tolerances are ~3-4 standard deviations of each estimate
-(plus its small discretisation bias), measured over 10 seeds with the same
-N = 10000 particles and 200 Euler steps.
+fail the same check. Every target runs with both transports ("model", the
+default, and "scaled" = the plain sum_i beta_i u_i drift): both are exact.
+Tolerances are ~3-4 standard deviations of each estimate (plus its small
+discretisation bias), measured over 10 seeds with the same N = 10000 particles
+and 200 Euler steps.
 """
 
 import jax
@@ -69,35 +71,39 @@ def _weighted_moments(x, log_weights):
 CASES = {
     # name: (transition factory, log target density, mean tol, var tol, log Z tol)
     "anneal_gaussian": (
-        lambda: fk.anneal(G1.velocity, 2.0, g=2.0),
+        lambda **kw: fk.anneal(G1.velocity, 2.0, g=2.0, **kw),
         lambda xs: 2.0 * _log_prob_np(G1)(xs),  # exact N(1.5, 0.32)
         0.03,
         0.015,
         0.08,
     ),
     "product_gaussians": (
-        lambda: fk.product(G1.velocity, G2.velocity, g="linear"),
+        lambda **kw: fk.product(G1.velocity, G2.velocity, g="linear", **kw),
         lambda xs: _log_prob_np(G1)(xs) + _log_prob_np(G2)(xs),
         0.035,
         0.035,
         0.055,
     ),
     "cfg_gaussians": (
-        lambda: fk.cfg(_cond_velocity(CC, CU), jnp.int32(1), jnp.int32(0), 2.0, g="linear"),
+        lambda **kw: fk.cfg(
+            _cond_velocity(CC, CU), jnp.int32(1), jnp.int32(0), 2.0, g="linear", **kw
+        ),
         lambda xs: 2.0 * _log_prob_np(CC)(xs) - _log_prob_np(CU)(xs),
         0.03,
         0.03,
         0.05,
     ),
     "anneal_mixture": (
-        lambda: fk.anneal(MIX.velocity, 2.0, g=2.0),
+        lambda **kw: fk.anneal(MIX.velocity, 2.0, g=2.0, **kw),
         lambda xs: 2.0 * _log_prob_np(MIX)(xs),
         0.1,
         0.2,
         0.06,
     ),
     "cfg_mixture": (
-        lambda: fk.cfg(_cond_velocity(MC, MU), jnp.int32(1), jnp.int32(0), 2.0, g="linear"),
+        lambda **kw: fk.cfg(
+            _cond_velocity(MC, MU), jnp.int32(1), jnp.int32(0), 2.0, g="linear", **kw
+        ),
         lambda xs: 2.0 * _log_prob_np(MC)(xs) - _log_prob_np(MU)(xs),
         0.06,
         0.055,
@@ -106,10 +112,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("transport", fk.TRANSPORTS)
 @pytest.mark.parametrize("name", list(CASES))
-def test_fkc_hits_the_target_and_the_baselines_miss(name):
+def test_fkc_hits_the_target_and_the_baselines_miss(name, transport):
     make, log_density, tol_mean, tol_var, tol_log_z = CASES[name]
-    transition = make()
+    transition = make(transport=transport)
+    assert transition.transport == transport
     mean, var, log_z1 = _quadrature(log_density)
     if name == "anneal_gaussian":  # closed form N(m, s^2 / beta)
         np.testing.assert_allclose([mean, var], [1.5, 0.32], atol=1e-4)
@@ -152,7 +160,8 @@ def test_fkc_hits_the_target_and_the_baselines_miss(name):
     assert not close(*unweighted), ("unweighted SDE should miss", unweighted, (mean, var))
 
 
-def test_product_in_two_dimensions():
+@pytest.mark.parametrize("transport", fk.TRANSPORTS)
+def test_product_in_two_dimensions(transport):
     """Event axes are reduced correctly: product of two anisotropic 2-D Gaussians."""
     c1 = np.array([[0.5, 0.2], [0.2, 0.4]])
     c2 = np.array([[0.3, -0.1], [-0.1, 0.6]])
@@ -162,7 +171,7 @@ def test_product_in_two_dimensions():
     prec = np.linalg.inv(c1) + np.linalg.inv(c2)
     cov = np.linalg.inv(prec)
     mean = cov @ (np.linalg.solve(c1, m1) + np.linalg.solve(c2, m2))
-    tr = fk.product(p1.velocity, p2.velocity, g=2.0)
+    tr = fk.product(p1.velocity, p2.velocity, g=2.0, transport=transport)
     x, log_w, info = jax.jit(lambda k: fk.sample(k, tr, 4000, TS[::2], event_shape=(2,)))(
         jax.random.key(1)
     )
@@ -175,13 +184,17 @@ def test_product_in_two_dimensions():
     assert int(info.nfe) == 100 * 2
 
 
-def test_anneal_along_the_vp_interpolant():
+@pytest.mark.parametrize("transport", fk.TRANSPORTS)
+def test_anneal_along_the_vp_interpolant(transport):
     """The same corrector on a converted VP velocity (VP scores, warped grid) hits N(1.5, 0.32).
 
-    Tolerances as the linear case plus the approximate VP start (a(0) ~ 6.6e-3).
+    Tolerances as the linear case plus the approximate VP start (a(0) ~ 6.6e-3, where
+    alpha = a'/a ~ 1500 is large but finite).
     """
     vp = I.vp()
-    tr = fk.anneal(I.convert_velocity(G1.velocity, vp), 2.0, g=2.0, interpolant=vp)
+    tr = fk.anneal(
+        I.convert_velocity(G1.velocity, vp), 2.0, g=2.0, interpolant=vp, transport=transport
+    )
     ts = 1.0 - (1.0 - TS) ** 2  # small steps near the data, where b' diverges
     x, log_w, _ = jax.jit(lambda k: fk.sample(k, tr, N, ts, event_shape=(1,)))(jax.random.key(0))
     mean, var = _weighted_moments(x, log_w)
@@ -231,7 +244,7 @@ def test_weight_rate_special_cases_and_ve_reduction():
 
 def test_transition_drift_increment_and_init():
     """One step by hand: drift sum beta u + sigma^2/2 sum beta s, increment G dt."""
-    tr = fk.product(G1.velocity, G2.velocity, g=1.5)
+    tr = fk.product(G1.velocity, G2.velocity, g=1.5, transport="scaled")
     x = jax.random.normal(jax.random.key(3), (16, 1))
     t0, t1 = 0.3, 0.35
     x_next, inc = tr(jax.random.key(4), x, (t0, t1))
@@ -242,12 +255,64 @@ def test_transition_drift_increment_and_init():
     np.testing.assert_allclose(x_next, mean + 1.5 * np.sqrt(0.05) * z, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(inc, 0.05 * (u1 * s2 + u2 * s1)[:, 0], rtol=1e-4, atol=1e-5)
     # options: centring shifts every increment by the same amount; clip bounds them
-    tr_c = fk.product(G1.velocity, G2.velocity, g=1.5, center=True, clip=0.01)
+    tr_c = fk.product(G1.velocity, G2.velocity, g=1.5, center=True, clip=0.01, transport="scaled")
     _, inc_c = tr_c(jax.random.key(4), x, (t0, t1))
     np.testing.assert_allclose(inc_c, np.clip(inc - inc.mean(), -0.01, 0.01), atol=1e-6)
     # q_0 = N(0, I / sum beta)
     x0 = tr.init(jax.random.key(5), 40_000, (1,))
     assert abs(float(x0.var()) - 0.5) < 0.015
+
+
+@pytest.mark.parametrize("interp_name", ["linear", "vp"])
+def test_model_transport_step_matches_the_gamma_formula(interp_name):
+    """Drift Gamma alpha x + (h + sigma^2/2) S and the increment
+    (Gamma - 1) alpha <x, S> + h (|S|^2 - sum beta |s_i|^2) + (Gamma - B) alpha d, written
+    with alpha = a'/a, h = b (a'b - ab')/a and the exact scores (float64 NumPy)."""
+    interp = I.linear() if interp_name == "linear" else I.vp()
+    m1 = gmm.gaussian_mixture([0.4, 0.6], [[1.5, -0.5], [-1.0, 2.0]], scale=0.8)
+    m2 = gmm.gaussian_mixture([1.0], [[-1.0, 0.5]], scale=0.7)
+    vels = [m.velocity if interp_name == "linear" else I.convert_velocity(m.velocity, interp)
+            for m in (m1, m2)]  # fmt: skip
+    betas, p, sig = np.array([1.5, 0.7]), 2.5, 1.5
+    big_b = betas.sum()
+    tr = fk.geometric_transition(vels, betas, g=sig, interpolant=interp, transport_power=p)
+    x = jax.random.normal(jax.random.key(3), (16, 2))
+    z = np.asarray(jax.random.normal(jax.random.key(4), x.shape), np.float64)
+    xn = np.asarray(x, np.float64)
+    for t0 in (0.3, 0.8):
+        dt = 0.01
+        x_next, inc = tr(jax.random.key(4), x, (t0, t0 + dt))
+        a, b, da, db = (
+            float(f(jnp.float32(t0))) for f in (interp.a, interp.b, interp.da, interp.db)
+        )
+        alpha, h = da / a, b * (da * b - a * db) / a
+        ss = [np.asarray(I.score_from_velocity(interp, v(x, t0), x, t0), np.float64) for v in vels]
+        big_s = betas[0] * ss[0] + betas[1] * ss[1]
+        gamma = 1 + (big_b - 1) * (1 - a) ** p
+        drift = gamma * alpha * xn + (h + 0.5 * sig**2) * big_s
+        np.testing.assert_allclose(x_next, xn + dt * drift + sig * np.sqrt(dt) * z, atol=2e-4)
+        g_rate = (
+            (gamma - 1) * alpha * (xn * big_s).sum(-1)
+            + h
+            * (
+                (big_s**2).sum(-1)
+                - sum(bi * (si**2).sum(-1) for bi, si in zip(betas, ss, strict=True))
+            )
+            + (gamma - big_b) * alpha * 2
+        )
+        np.testing.assert_allclose(inc, dt * g_rate, rtol=2e-3, atol=2e-4)
+    # linear at t = 0: c = (Gamma - B) alpha -> -(B - 1) p, finite
+    if interp_name == "linear":
+        c0 = fk.transport_rate(interp, jnp.float32(0.0), big_b, "model", p)
+        np.testing.assert_allclose(c0, -(big_b - 1) * p, rtol=1e-6)
+        x0n, inc0 = tr(jax.random.key(4), x, (0.0, 0.01))
+        assert bool(jnp.all(jnp.isfinite(x0n)) and jnp.all(jnp.isfinite(inc0)))
+    # B = 1 (CFG-like exponents): both transports are the same step
+    one = [fk.geometric_transition(vels, [2.0, -1.0], interpolant=interp, transport=tp)
+           for tp in fk.TRANSPORTS]  # fmt: skip
+    outs = [o(jax.random.key(4), x, (0.3, 0.31)) for o in one]
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
 
 
 def test_nfe_doubled_cfg_batch_and_jit_traces_once():
@@ -285,6 +350,11 @@ def test_bad_inputs():
         fk.anneal(v, 2.0, clip=-1.0)
     with pytest.raises(TypeError, match="center"):
         fk.anneal(v, 2.0, center="yes")
+    with pytest.raises(ValueError, match="transport: expected one of"):
+        fk.anneal(v, 2.0, transport="ode")
+    for bad in (0.0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="transport_power"):
+            fk.anneal(v, 2.0, transport_power=bad)
     with pytest.raises(ValueError, match="g: expected one of"):
         fk.anneal(v, 2.0, g="cubic")
     with pytest.raises(TypeError, match="interpolant"):
