@@ -141,8 +141,8 @@ def _cpu_model() -> str:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    except OSError:  # no /proc (not Linux): fall through to what platform knows
+        return platform.processor() or platform.machine() or "unknown"
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -230,6 +230,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def emit(report: str, out: str | None) -> None:
+    """Prints a markdown report and, if ``out`` is set, writes it there too."""
+    print(report)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(report + "\n")
 
 
 # Flags shared by every benchmark binary, defined once here so that several

@@ -438,10 +438,7 @@ def run(
             agreement_table(rows),
         ]
     )
-    print(report)
-    if out:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(report + "\n")
+    common.emit(report, out)
     return report, rows
 
 
