@@ -61,7 +61,10 @@ def _sample_cond(apply_fn, params, x0, ts, labels, w, solver, guided):
     if guided:
         v = guidance.cfg(cond_v, labels, mlp.null_label(10), w)
     else:
-        v = functools.partial(lambda x, t: cond_v(x, t, labels))
+
+        def v(x, t):
+            return cond_v(x, t, labels)
+
     return flow.sample(v, x0, ts, solver=solver)[0]
 
 

@@ -1,0 +1,28 @@
+"""The README's code examples run as written, on a small untrained model."""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+
+from inferax.models import mlp
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 2, "expected the sampler and the SMC examples"
+    model = mlp.VelocityMLP(features=2, hidden=32, depth=2, num_classes=3)
+    params = model.init(jax.random.key(0), jnp.zeros((2, 2)), jnp.zeros(2), jnp.zeros(2, int))
+    namespace = {
+        "model": model,
+        "params": params,
+        "labels": jnp.arange(1024) % 3,
+        "null_label": mlp.null_label(3),
+    }
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    assert namespace["x1"].shape == (1024, 2)
+    assert namespace["x"].shape == (4096, 2) and bool(jnp.all(jnp.isfinite(namespace["x"])))
