@@ -13,7 +13,6 @@ particles. Library entry point: ``run(config, workdir)``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,75 +21,12 @@ from absl import logging
 from tqdm import tqdm
 
 from inferax.experiments import common, metrics
+from inferax.experiments.targets import grid_samples, product_mixture
 from inferax.models import gmm, mlp, train
 from inferax.sampling import feynman_kac as fk
 from inferax.sampling import resampling
 
 METHODS = ("fkc", "unweighted")
-
-
-def grid_samples(
-    key: jax.Array, log_density_fn: Callable, lo, hi, resolution: int, n: int
-) -> np.ndarray:
-    """Exact-up-to-discretisation samples of an unnormalised 2-D density.
-
-    Evaluates ``log_density_fn([M, 2]) -> [M]`` at the centres of a
-    ``resolution x resolution`` grid over the box ``[lo, hi]``, draws cells with
-    probability proportional to the density (inverse CDF in float64) and places
-    each sample uniformly inside its cell.
-
-    Returns:
-        ``float32 [n, 2]``.
-    """
-    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    if lo.shape != (2,) or hi.shape != (2,) or not np.all(hi > lo):
-        raise ValueError(f"lo, hi: expected 2-D corners with hi > lo, got {lo} and {hi}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution: expected an int >= 2, got {resolution!r}")
-    h = (hi - lo) / resolution
-    centres = [lo[d] + (np.arange(resolution) + 0.5) * h[d] for d in range(2)]
-    rows = max(1, 200_000 // resolution)
-    fn = jax.jit(log_density_fn)
-    logits = np.empty((resolution, resolution), np.float64)
-    for r0 in range(0, resolution, rows):
-        idx = np.arange(r0, r0 + rows) % resolution  # fixed chunk shape: one compile
-        xx, yy = np.meshgrid(centres[0][idx], centres[1], indexing="ij")
-        pts = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
-        vals = np.asarray(fn(pts), np.float64).reshape(rows, resolution)
-        keep = min(rows, resolution - r0)
-        logits[r0 : r0 + keep] = vals[:keep]
-    logits = np.where(np.isfinite(logits), logits, -np.inf).ravel()
-    cdf = np.cumsum(np.exp(logits - logits.max()))
-    k_cell, k_jit = jax.random.split(key)
-    u = np.asarray(jax.random.uniform(k_cell, (n,)), np.float64) * cdf[-1]
-    cell = np.minimum(np.searchsorted(cdf, u, side="right"), cdf.size - 1)
-    ij = np.stack([cell // resolution, cell % resolution], -1)
-    jitter = np.asarray(jax.random.uniform(k_jit, (n, 2)), np.float64)
-    return (lo + (ij + jitter) * h).astype(np.float32)
-
-
-def product_mixture(p1: gmm.GaussianMixture, p2: gmm.GaussianMixture) -> gmm.GaussianMixture:
-    """The normalised product p1 p2 of two mixtures: a mixture of K1 K2 Gaussians.
-
-    N(x; m_i, S_i) N(x; m_j, S_j) = N(m_i; m_j, S_i + S_j) N(x; m_ij, S_ij) with
-    S_ij = (S_i^-1 + S_j^-1)^-1 and m_ij = S_ij (S_i^-1 m_i + S_j^-1 m_j); weights
-    pi_i pi_j N(m_i; m_j, S_i + S_j), normalised (computed in float64).
-    """
-    m1, m2 = np.asarray(p1.means, np.float64), np.asarray(p2.means, np.float64)
-    c1, c2 = np.asarray(p1.covs, np.float64), np.asarray(p2.covs, np.float64)
-    lw1, lw2 = np.asarray(p1.log_weights, np.float64), np.asarray(p2.log_weights, np.float64)
-    d = m1.shape[1]
-    p1i, p2i = np.linalg.inv(c1), np.linalg.inv(c2)
-    cov = np.linalg.inv(p1i[:, None] + p2i[None])  # [K1, K2, d, d]
-    mean = np.einsum("abij,abj->abi", cov, (p1i @ m1[..., None])[:, None, :, 0]
-                     + (p2i @ m2[..., None])[None, :, :, 0])  # fmt: skip
-    s = c1[:, None] + c2[None]
-    diff = m1[:, None] - m2[None]
-    quad = np.einsum("abi,abi->ab", diff, np.linalg.solve(s, diff[..., None])[..., 0])
-    log_norm = -0.5 * (quad + np.linalg.slogdet(s)[1] + d * np.log(2 * np.pi))
-    logw = (lw1[:, None] + lw2[None] + log_norm).ravel()
-    w = np.exp(logw - logw.max())
-    return gmm.gaussian_mixture(w, mean.reshape(-1, d), cov.reshape(-1, d, d))
 
 
 def _scaled(mix: gmm.GaussianMixture, s: float) -> gmm.GaussianMixture:
