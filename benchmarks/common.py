@@ -232,6 +232,21 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def parse_tables(report: str) -> list[list[list[str]]]:
+    """The markdown tables of a report (inverse of ``markdown_table``): each a list of
+    cell rows, header included, separator rows dropped."""
+    tables, current = [], None
+    for line in report.splitlines() + [""]:
+        if line.startswith("|"):
+            current = [] if current is None else current
+            if not line.startswith("|---"):
+                current.append([c.strip() for c in line.strip("|").split("|")])
+        elif current is not None:
+            tables.append(current)
+            current = None
+    return tables
+
+
 def emit(report: str, out: str | None) -> None:
     """Prints a markdown report and, if ``out`` is set, writes it there too."""
     print(report)

@@ -249,10 +249,7 @@ def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
     Returns:
         ``int32 [M]`` ancestor indices (non-decreasing).
     """
-    l = _check_log_weights(log_weights)
-    m = _check_num_samples(num_samples, l.shape[0])
-    w, invalid = _weights(l)
-    return _stratified_counts(w, invalid, jax.random.uniform(key, (m,), dtype=l.dtype), m)
+    return _by_counting(key, log_weights, num_samples, one_uniform=False)
 
 
 def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
@@ -269,10 +266,16 @@ def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
     Returns:
         ``int32 [M]`` ancestor indices (non-decreasing).
     """
+    return _by_counting(key, log_weights, num_samples, one_uniform=True)
+
+
+def _by_counting(key, log_weights, num_samples, *, one_uniform: bool) -> jax.Array:
+    """Stratified (``M`` uniforms) or systematic (one shared uniform) by counting."""
     l = _check_log_weights(log_weights)
     m = _check_num_samples(num_samples, l.shape[0])
     w, invalid = _weights(l)
-    return _stratified_counts(w, invalid, jax.random.uniform(key, (), dtype=l.dtype), m)
+    u = jax.random.uniform(key, () if one_uniform else (m,), dtype=l.dtype)
+    return _stratified_counts(w, invalid, u, m)
 
 
 def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):

@@ -32,25 +32,10 @@ def model_params():
     return model, model.init(jax.random.key(0), jnp.zeros((1, 2)), 0.0)
 
 
-def _tables(report: str) -> list[list[list[str]]]:
-    """The markdown tables of ``report``: a list of tables, each a list of cell rows."""
-    tables, current = [], None
-    for line in report.splitlines() + [""]:
-        if line.startswith("|"):
-            if current is None:
-                current = []
-            if not line.startswith("|---"):
-                current.append([c.strip() for c in line.strip("|").split("|")])
-        elif current is not None:
-            tables.append(current)
-            current = None
-    return tables
-
-
 def test_quick_report_has_every_row_and_column(quick):
     report, rows, out = quick
     assert [(r.n, r.steps, r.solver) for r in rows] == [(64, 4, "euler"), (64, 4, "midpoint")]
-    speed, best, agreement = _tables(report)
+    speed, best, agreement = common.parse_tables(report)
     assert best[0] == list(flow_sampling.BEST_HEADERS) and len(best) == 3
     assert speed[0] == list(flow_sampling.HEADERS)
     assert all(len(line) == len(flow_sampling.HEADERS) for line in speed)

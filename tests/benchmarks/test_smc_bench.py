@@ -17,6 +17,7 @@ from absl import flags
 
 pytest.importorskip("blackjax")  # a `bench` extra peer, not a test dependency
 
+from benchmarks import common  # noqa: E402
 from benchmarks import smc as smc_bench  # noqa: E402
 from inferax.models.mlp import VelocityMLP  # noqa: E402
 
@@ -28,22 +29,9 @@ def quick(tmp_path_factory):
     return report, rows, out
 
 
-def _tables(report: str) -> list[list[list[str]]]:
-    tables, current = [], None
-    for line in report.splitlines() + [""]:
-        if line.startswith("|"):
-            current = [] if current is None else current
-            if not line.startswith("|---"):
-                current.append([c.strip() for c in line.strip("|").split("|")])
-        elif current is not None:
-            tables.append(current)
-            current = None
-    return tables
-
-
 def test_quick_report_has_every_row_and_column(quick):
     report, rows, out = quick
-    main, detail = _tables(report)
+    main, detail = common.parse_tables(report)
     assert main[0] == list(smc_bench.HEADERS)
     assert all(len(line) == len(smc_bench.HEADERS) for line in main)
     cases = [line[0] for line in main[1:]]
