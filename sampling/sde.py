@@ -110,7 +110,7 @@ def check_g_on_grid(g_fn: GFn, ts: jax.Array, name: str = "g") -> None:
 def drift(velocity_fn, x: jax.Array, t, g_fn: GFn, interpolant) -> tuple[jax.Array, jax.Array]:
     """``(u + g^2/2 score, g)`` at ``(x, t)``; one velocity call."""
     t = jnp.asarray(t, x.dtype)
-    u = velocity_fn(x, t).astype(x.dtype)
+    u = flow.check_velocity_output(velocity_fn(x, t), x)  # shape checked where traced
     g = jnp.asarray(g_fn(t), x.dtype)
     score = interp_lib.score_from_velocity(interpolant, u, x, t)
     # g = 0 gives exactly u (0 * finite score = 0), so the ODE is reproduced bit for bit.
@@ -184,7 +184,8 @@ def sample(
     g_fn = resolve_g(g)
     x0 = flow.check_state(x0)
     ts = flow.check_grid(ts)
-    flow.check_velocity(velocity_fn, x0, ts[0])
+    if not callable(velocity_fn):
+        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
     check_g_on_grid(g_fn, ts)
     if nfe_per_call is None:
         nfe_per_call = int(getattr(velocity_fn, "nfe_per_call", 1))
