@@ -239,7 +239,13 @@ def geometric_transition(
     nfe = sum(int(getattr(fn, "nfe_per_call", 1)) for fn in fns)
 
     def fields_fn(x, t):
-        return jnp.stack([fn(x, t).astype(x.dtype) for fn in fns])
+        # Shapes are checked here, where the velocities are traced anyway.
+        return jnp.stack(
+            [
+                flow.check_velocity_output(fn(x, t), x, f"velocity_fns[{i}]")
+                for i, fn in enumerate(fns)
+            ]
+        )
 
     return FKTransition(
         fields_fn, betas, g, interpolant, center, clip, nfe, transport, float(transport_power)
@@ -293,8 +299,10 @@ def cfg(cond_velocity_fn: Callable, cond: Any, null_cond: Any, w: float, **kwarg
                 [jnp.broadcast_to(c, (n, *c.shape)), jnp.broadcast_to(nc, (n, *c.shape))]
             ).astype(c.dtype)
 
-        v = cond_velocity_fn(jnp.concatenate([x, x]), t, jax.tree.map(both, cond, null_cond))
-        return jnp.stack([v[:n], v[n:]]).astype(x.dtype)  # order matches betas (w, 1 - w)
+        xx = jnp.concatenate([x, x])
+        v = cond_velocity_fn(xx, t, jax.tree.map(both, cond, null_cond))
+        v = flow.check_velocity_output(v, xx, "cond_velocity_fn")
+        return jnp.stack([v[:n], v[n:]])  # order matches betas (w, 1 - w)
 
     base.fields_fn, base.nfe_per_step = fields_fn, nfe  # same options, doubled batch
     return base
@@ -372,14 +380,6 @@ def sample(
         raise TypeError(f"event_shape: expected a tuple of ints, got {event_shape!r}") from None
     k_init, k_run = jax.random.split(key)
     x0 = transition.init(k_init, num_particles, event_shape, ts[0], dtype)
-    out = jax.eval_shape(transition.fields_fn, x0, ts[0])
-    expected = (len(transition.betas), *x0.shape)
-    if tuple(getattr(out, "shape", ())) != expected:
-        raise ValueError(
-            f"velocity_fns: expected every velocity to return the shape of x {x0.shape} "
-            f"(stacked: {expected}), got {getattr(out, 'shape', out)}"
-        )
-
     num_steps = ts.shape[0] - 1
     nfe = jnp.asarray(num_steps * transition.nfe_per_step, jnp.int32)
     step_inputs = (ts[:-1], ts[1:])

@@ -327,8 +327,8 @@ def test_nfe_doubled_cfg_batch_and_jit_traces_once():
     _, _, info = run(jax.random.key(0))
     n = len(calls)
     x, _, _ = run(jax.random.key(1))
-    # traced twice on the first call (shape check + scan body), never again
-    assert len(calls) == n == 2 and set(calls) == {128}  # one doubled batch per step
+    # traced once on the first call (the shape check runs in that trace), never again
+    assert len(calls) == n == 1 and set(calls) == {128}  # one doubled batch per step
     assert int(info.nfe) == 10 * 2 and info.ess.shape == (10,) and x.shape == (64, 1)
     three = fk.geometric_transition([G1.velocity, G2.velocity, MIX.velocity], [0.5, 0.5, 1.0])
     assert three.nfe_per_step == 3 and fk.anneal(G1.velocity, 2.0).nfe_per_step == 1
