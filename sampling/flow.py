@@ -1,11 +1,27 @@
 """ODE sampling of flow-matching models.
 
 Integrates dx/dt = v(x, t) from ``ts[0]`` to ``ts[-1]`` on a fixed grid with
-one ``lax.scan``. Time runs from noise (t = 0) to data (t = 1).
+one ``lax.scan`` (or, for a step count only known at run time, one
+``lax.while_loop``). Time runs from noise (t = 0) to data (t = 1).
 
 NFE is counted per sample, the way papers count it: one network evaluation
 of one sample is 1 NFE; a step of a two-stage solver costs 2; a guided
-velocity (classifier-free guidance) declares ``nfe_per_call = 2``.
+velocity (classifier-free guidance) costs 2 per call. The cost of a call is
+static (``inferax.sampling.cost``): ``cost(num_steps, solver, nfe_per_call)``
+says before tracing what ``sample`` will report in ``FlowInfo.nfe``.
+
+Dtype policy: a sampler computes in the dtype of its state ``x0`` (float64,
+float32, bfloat16 or float16). The time grid is cast to that dtype before it
+is checked and used, the velocity is called with ``x`` and ``t`` of that
+dtype and its output is cast back to it, so the result has the dtype of
+``x0``. A grid that the state's dtype cannot resolve (two points that round
+to the same value) is rejected. ``noise`` draws in the default float dtype
+(``jnp.result_type(float)``: float64 under ``jax_enable_x64``) unless given
+``dtype=``.
+
+Solvers are ``Solver`` records (step function, evaluations per step, order);
+``SOLVERS`` holds Euler, midpoint and Heun, and ``solver=`` accepts a name or
+any ``Solver``.
 """
 
 from __future__ import annotations
@@ -17,21 +33,96 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inferax.sampling import _checks
+from inferax.sampling import cost as cost_lib
+
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-# Network evaluations per step for each solver.
-SOLVER_EVALS = {"euler": 1, "midpoint": 2, "heun": 2}
+
+class Solver(NamedTuple):
+    """One ODE solver, defined once.
+
+    Attributes:
+        name: a label for messages.
+        step: ``(v, x, t0, t1, v0=None) -> x1``: one step from ``t0`` to ``t1``;
+            ``v0``, when given, is ``v(x, t0)`` already computed (a solver whose
+            first stage is ``v(x, t0)`` must use it instead of calling ``v``).
+        evals_per_step: calls of ``v`` per step (with ``v0=None``).
+        order: global order of accuracy.
+    """
+
+    name: str
+    step: Callable[..., jax.Array]
+    evals_per_step: int
+    order: int
+
+
+def _euler(v, x, t0, t1, v0=None):
+    v0 = v(x, t0) if v0 is None else v0
+    return x + (t1 - t0) * v0
+
+
+def _midpoint(v, x, t0, t1, v0=None):
+    dt = t1 - t0
+    v0 = v(x, t0) if v0 is None else v0
+    half = dt / 2
+    return x + dt * v(x + half * v0, t0 + half)
+
+
+def _heun(v, x, t0, t1, v0=None):
+    # Full Heun on every interval, the last one included (2 NFE each): the
+    # linear-interpolant velocity is regular at t = 1, so there is no reason to
+    # drop the corrector there (REFERENCES section 1).
+    dt = t1 - t0
+    v0 = v(x, t0) if v0 is None else v0
+    v1 = v(x + dt * v0, t1)
+    return x + (dt / 2) * (v0 + v1)
+
+
+SOLVERS: dict[str, Solver] = {
+    s.name: s
+    for s in (
+        Solver("euler", _euler, 1, 1),
+        Solver("midpoint", _midpoint, 2, 2),
+        Solver("heun", _heun, 2, 2),
+    )
+}
+# Evaluations per step by name, derived from SOLVERS (kept for experiments/benchmarks).
+SOLVER_EVALS = {name: s.evals_per_step for name, s in SOLVERS.items()}
+
+
+def resolve_solver(solver, name: str = "solver") -> Solver:
+    """A ``Solver`` from a name in ``SOLVERS`` or a ``Solver`` record.
+
+    Raises:
+        ValueError: unknown name.
+        TypeError: anything else, or a ``Solver`` with a bad field.
+    """
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(
+                f"{name}: expected one of {sorted(SOLVERS)} or a Solver, got {solver!r}"
+            )
+        return SOLVERS[solver]
+    if isinstance(solver, Solver):
+        if not callable(solver.step):
+            raise TypeError(f"{name}.step: expected a callable, got {type(solver.step).__name__}")
+        _checks.positive_int(solver.evals_per_step, f"{name}.evals_per_step")
+        _checks.positive_int(solver.order, f"{name}.order")
+        return solver
+    raise TypeError(f"{name}: expected a solver name or a flow.Solver, got {type(solver).__name__}")
 
 
 class FlowInfo(NamedTuple):
-    """What a flow sample cost.
+    """What a flow (ODE or SDE) sample cost.
 
     Attributes:
-        num_steps: number of grid intervals integrated.
+        num_steps: number of grid intervals integrated (the active ones).
         nfe: network evaluations per sample (steps x evals per step x
             ``nfe_per_call`` of the velocity).
-        trajectory: ``[num_steps + 1, *x0.shape]`` states on the grid when
-            ``return_trajectory=True``, else ``None``.
+        trajectory: ``[len(ts), *x0.shape]`` states on the grid when
+            ``return_trajectory=True`` (after the last active step the final
+            state is repeated), else ``None``.
     """
 
     num_steps: jax.Array
@@ -45,77 +136,94 @@ def noise(
     event_shape: tuple[int, ...],
     *,
     offset: int | jax.Array = 0,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> jax.Array:
     """Standard normal source samples, one key per sample index.
 
     Sample ``i`` is drawn from ``fold_in(key, offset + i)``, so a population
     drawn in one batch equals the same population drawn in several batches
     (``offset`` = index of the first sample), on any number of devices.
+
+    Args:
+        key: typed PRNG key.
+        num_samples: positive int.
+        event_shape: shape of one sample.
+        offset: index of the first sample.
+        dtype: floating dtype; default ``jnp.result_type(float)``.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    dtype = jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
     idx = jnp.arange(num_samples) + offset
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     return jax.vmap(lambda k: jax.random.normal(k, tuple(event_shape), dtype))(keys)
 
 
-def _euler(v, x, t0, t1):
-    return x + (t1 - t0) * v(x, t0)
+def check_grid(ts, name: str = "ts", *, dtype=None, num_active_steps=None) -> jax.Array:
+    """Validates a time grid (cast to ``dtype`` first, if given) and returns it.
 
-
-def _midpoint(v, x, t0, t1):
-    dt = t1 - t0
-    x_mid = x + 0.5 * dt * v(x, t0)
-    return x + dt * v(x_mid, t0 + 0.5 * dt)
-
-
-def _heun(v, x, t0, t1):
-    # Full Heun on every interval, the last one included (2 NFE each): the
-    # linear-interpolant velocity is regular at t = 1, so there is no reason to
-    # drop the corrector there.
-    dt = t1 - t0
-    v0 = v(x, t0)
-    v1 = v(x + dt * v0, t1)
-    return x + 0.5 * dt * (v0 + v1)
-
-
-_SOLVERS = {"euler": _euler, "midpoint": _midpoint, "heun": _heun}
-
-
-def check_grid(ts, name: str = "ts") -> jax.Array:
-    """Validates a time grid; value checks run when ``ts`` is concrete.
+    Value checks run whenever the values are known at trace time: concrete
+    arrays, lists, and constants built under ``jax.ensure_compile_time_eval``
+    inside ``jit`` (the ``schedules`` grids are); a known grid stays concrete.
+    With ``num_active_steps`` (an int) only ``ts[:num_active_steps + 1]`` is
+    value-checked; with a traced count, none of it. For traced grids see
+    ``grid_is_valid`` (the samplers' ``runtime_checks=True``).
 
     Raises:
-        ValueError: if ``ts`` is not 1-D with >= 2 points, leaves [0, 1], or is
-            not strictly increasing.
+        ValueError: if ``ts`` is not 1-D with >= 2 points, holds NaN, leaves
+            [0, 1], or is not strictly increasing (in ``dtype``).
     """
-    ts_arr = jnp.asarray(ts)
-    if ts_arr.ndim != 1 or ts_arr.shape[0] < 2:
+    values = _checks.concrete_value(ts) if hasattr(ts, "dtype") else np.asarray(ts)
+    shape, in_dtype = (ts.shape, ts.dtype) if values is None else (values.shape, values.dtype)
+    if len(shape) != 1 or shape[0] < 2:
         raise ValueError(
-            f"{name}: expected a 1-D time grid with at least 2 points, got shape {ts_arr.shape}"
+            f"{name}: expected a 1-D time grid with at least 2 points, got shape {tuple(shape)}"
         )
-    if not jnp.issubdtype(ts_arr.dtype, jnp.floating):
-        raise ValueError(f"{name}: expected a floating-point grid, got dtype {ts_arr.dtype}")
-    try:
-        values = np.asarray(ts_arr)
-    except jax.errors.TracerArrayConversionError:
-        return ts_arr  # traced grid: value checks are the caller's responsibility
-    if np.any(values < 0.0) or np.any(values > 1.0):
+    if not jnp.issubdtype(in_dtype, jnp.floating):
+        raise ValueError(f"{name}: expected a floating-point grid, got dtype {in_dtype}")
+    if values is None:  # traced: only the opt-in run-time check applies
+        ts_arr = jnp.asarray(ts)
+        return ts_arr if dtype is None else ts_arr.astype(dtype)
+    with jax.ensure_compile_time_eval():  # stays concrete inside jit
+        ts_arr = jnp.asarray(values) if dtype is None else jnp.asarray(values, dtype)
+    if num_active_steps is None:
+        n = shape[0] - 1
+    elif isinstance(num_active_steps, int):
+        n = max(num_active_steps, 1)
+    else:
+        return ts_arr
+    checked = np.asarray(ts_arr).astype(np.float64)[: n + 1]
+    if np.any(np.isnan(checked)):
         raise ValueError(
-            f"{name}: expected times in [0, 1], got min {values.min()}, max {values.max()}"
+            f"{name}: expected a grid without NaN, got NaN at index "
+            f"{int(np.argmax(np.isnan(checked)))}"
         )
-    steps = np.diff(values)
+    if np.any(checked < 0.0) or np.any(checked > 1.0):
+        raise ValueError(
+            f"{name}: expected times in [0, 1], got min {checked.min()}, max {checked.max()}"
+        )
+    steps = np.diff(checked)
     if np.any(steps <= 0.0):
         i = int(np.argmax(steps <= 0.0))
         raise ValueError(
-            f"{name}: expected a strictly increasing grid, got ts[{i}] = {values[i]} "
-            f">= ts[{i + 1}] = {values[i + 1]}"
+            f"{name}: expected a strictly increasing grid (in {ts_arr.dtype}), got "
+            f"ts[{i}] = {checked[i]} >= ts[{i + 1}] = {checked[i + 1]}"
         )
     return ts_arr
 
 
+def grid_is_valid(ts: jax.Array, num_active_steps=None) -> jax.Array:
+    """Traced check: ``ts[:num_active_steps + 1]`` lies in [0, 1] and strictly increases."""
+    n = ts.shape[0] - 1 if num_active_steps is None else num_active_steps
+    idx = jnp.arange(ts.shape[0])
+    in_range = jnp.where(idx <= n, (ts >= 0.0) & (ts <= 1.0), True)  # NaN fails
+    increasing = jnp.where(idx[:-1] < n, jnp.diff(ts) > 0.0, True)
+    return jnp.all(in_range) & jnp.all(increasing)
+
+
 def check_state(x0, name: str = "x0") -> jax.Array:
+    """An array ``[N, *event]`` of a floating dtype (else TypeError/ValueError naming ``name``)."""
     if not hasattr(x0, "shape") or not hasattr(x0, "dtype"):
         raise TypeError(f"{name}: expected an array [N, *event], got {type(x0).__name__}")
     if x0.ndim < 1:
@@ -125,31 +233,173 @@ def check_state(x0, name: str = "x0") -> jax.Array:
     return x0
 
 
-def _check_output_shape(out, x, name: str) -> None:
+def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
+    """Checks, at trace time, that a velocity output has the shape of ``x``; casts
+    it to ``x``'s dtype."""
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(
             f"{name}: expected an output of shape {tuple(x.shape)} (the shape of x), got {got}"
         )
-
-
-def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
-    """Checks, at trace time, that a velocity output has the shape of ``x``; casts
-    it to ``x``'s dtype."""
-    _check_output_shape(out, x, name)
     return out.astype(x.dtype)
 
 
-def check_velocity(velocity_fn, x0, t, name: str = "velocity_fn") -> None:
-    """Traces ``velocity_fn`` abstractly once and checks its output shape.
+def check_num_active_steps(num_active_steps, num_steps: int, name: str = "num_active_steps"):
+    """A step count in ``[0, num_steps]``: a Python int if known at trace time,
+    else a traced int32 scalar clipped to that range.
 
-    ``sample`` does not call this (it checks the output where it traces the
-    solver step anyway, saving a trace); it is for callers that need the check
-    before building something bigger.
+    Raises:
+        TypeError: a bool, a float, or a non-scalar.
+        ValueError: a known value outside ``[0, num_steps]``.
     """
-    if not callable(velocity_fn):
-        raise TypeError(f"{name}: expected a callable (x, t) -> v, got {type(velocity_fn)}")
-    _check_output_shape(jax.eval_shape(velocity_fn, x0, t), x0, name)
+    if isinstance(num_active_steps, bool | np.bool_) or not (
+        isinstance(num_active_steps, int | np.integer)
+        or (
+            hasattr(num_active_steps, "dtype")
+            and jnp.ndim(num_active_steps) == 0
+            and jnp.issubdtype(num_active_steps.dtype, jnp.integer)
+        )
+    ):
+        raise TypeError(
+            f"{name}: expected an int or an integer scalar array, got {num_active_steps!r}"
+        )
+    value = _checks.concrete_value(num_active_steps)
+    if value is None:
+        return jnp.clip(jnp.asarray(num_active_steps, jnp.int32), 0, num_steps)
+    value = int(value)
+    if not 0 <= value <= num_steps:
+        raise ValueError(
+            f"{name}: expected an int in [0, {num_steps}] (the grid's intervals), got {value}"
+        )
+    return value
+
+
+def prepare_grid(ts, x0, num_active_steps=None, runtime_checks: bool = False, name: str = "ts"):
+    """Casts a sampler's grid to the state's dtype and checks it.
+
+    Returns:
+        ``(ts, n)``: the grid in ``x0.dtype`` and the active step count (None
+        for all steps, a Python int, or a traced int32 scalar). Only the active
+        part ``ts[:n + 1]`` is value-checked; the padding after it may hold
+        anything. A traced grid or count gets the opt-in ``checkify`` check
+        when ``runtime_checks``.
+    """
+    shape = jnp.shape(ts)
+    if len(shape) != 1 or shape[0] < 2:
+        check_grid(ts, name)  # raises the shape error
+    n = None
+    if num_active_steps is not None:
+        n = check_num_active_steps(num_active_steps, shape[0] - 1)
+    ts = check_grid(ts, name, dtype=x0.dtype, num_active_steps=n)
+    if _checks.concrete_value(ts) is None or not (n is None or isinstance(n, int)):
+        _checks.runtime_check(
+            grid_is_valid(ts, n),
+            f"{name}: expected times in [0, 1], strictly increasing over the active steps",
+            runtime_checks,
+        )
+    return ts, n
+
+
+def integrate(
+    step_fn: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array],
+    x0: jax.Array,
+    ts: jax.Array,
+    *,
+    num_active_steps: int | jax.Array | None = None,
+    return_trajectory: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Runs ``x <- step_fn(i, x, ts[i], ts[i + 1])`` over the first intervals of ``ts``.
+
+    With ``num_active_steps=None`` every interval is integrated (one
+    ``lax.scan``); with a Python int only the first ``num_active_steps``; with
+    a traced count a ``lax.while_loop`` runs exactly that many steps, so the
+    inactive ones evaluate nothing (under ``vmap`` with a count that differs
+    across the batch, the loop runs to the largest count and masks the rest).
+
+    Returns:
+        ``(x_final, num_steps int32, trajectory or None)``; the trajectory has
+        ``len(ts)`` entries, the final state repeated after the active steps.
+    """
+    total = ts.shape[0] - 1
+    n = total if num_active_steps is None else num_active_steps
+    if isinstance(n, int):
+
+        def body(x, inp):
+            i, t0, t1 = inp
+            x_next = step_fn(i, x, t0, t1)
+            return x_next, (x_next if return_trajectory else None)
+
+        inputs = (jnp.arange(n), ts[:n], ts[1 : n + 1])
+        x1, traj = jax.lax.scan(body, x0, inputs)
+        if return_trajectory:
+            pad = jnp.broadcast_to(x1, (total - n, *x1.shape))
+            traj = jnp.concatenate([x0[None], traj, pad], axis=0)
+        return x1, jnp.asarray(n, jnp.int32), traj
+
+    def loop_body(i, carry):
+        x, traj = carry
+        x_next = step_fn(i, x, ts[i], ts[i + 1])
+        if return_trajectory:
+            traj = jax.lax.dynamic_update_index_in_dim(traj, x_next, i + 1, 0)
+        return x_next, traj
+
+    traj0 = None
+    if return_trajectory:
+        traj0 = jnp.zeros((total + 1, *x0.shape), x0.dtype).at[0].set(x0)
+    x1, traj = jax.lax.fori_loop(0, n, loop_body, (x0, traj0))
+    if return_trajectory:
+        after = (jnp.arange(total + 1) > n).reshape((-1,) + (1,) * x0.ndim)
+        traj = jnp.where(after, x1[None], traj)
+    return x1, jnp.asarray(n, jnp.int32), traj
+
+
+def step(
+    velocity_fn: VelocityFn,
+    x: jax.Array,
+    t0,
+    t1,
+    *,
+    solver: str | Solver = "euler",
+    velocity: jax.Array | None = None,
+) -> jax.Array:
+    """One solver step of dx/dt = velocity_fn(x, t) from ``t0`` to ``t1``.
+
+    Args:
+        velocity_fn: batched velocity ``(x [N, *event], t scalar) -> [N, *event]``.
+        x: states at ``t0``.
+        t0, t1: scalar times (cast to ``x.dtype``).
+        solver: a name in ``SOLVERS`` or a ``Solver``.
+        velocity: ``velocity_fn(x, t0)`` if already computed (e.g. for a
+            lookahead); the solver then skips that evaluation.
+
+    Returns:
+        The state at ``t1``, in ``x.dtype``.
+    """
+    solver = resolve_solver(solver)
+    x = check_state(x, "x")
+    t0, t1 = jnp.asarray(t0, x.dtype), jnp.asarray(t1, x.dtype)
+
+    def v(y, t):
+        return check_velocity_output(velocity_fn(y, jnp.asarray(t, x.dtype)), y)
+
+    if velocity is not None:
+        velocity = check_velocity_output(velocity, x, "velocity")
+    return solver.step(v, x, t0, t1, velocity).astype(x.dtype)
+
+
+def cost(num_steps, solver: str | Solver = "euler", nfe_per_call: int = 1) -> int:
+    """The NFE per sample ``sample`` reports, known before tracing.
+
+    Args:
+        num_steps: the number of (active) intervals, or a concrete grid.
+        solver: a name in ``SOLVERS`` or a ``Solver``.
+        nfe_per_call: cost of one velocity call (see ``cost.nfe_per_call``).
+    """
+    if hasattr(num_steps, "shape") or isinstance(num_steps, list | tuple):
+        num_steps = check_grid(num_steps, "num_steps").shape[0] - 1
+    steps = _checks.non_negative_int(num_steps, "num_steps")
+    nfe = _checks.positive_int(nfe_per_call, "nfe_per_call")
+    return steps * resolve_solver(solver).evals_per_step * nfe
 
 
 def sample(
@@ -157,9 +407,11 @@ def sample(
     x0: jax.Array,
     ts: jax.Array,
     *,
-    solver: str = "euler",
+    solver: str | Solver = "euler",
     return_trajectory: bool = False,
     nfe_per_call: int | None = None,
+    num_active_steps: int | jax.Array | None = None,
+    runtime_checks: bool = False,
 ) -> tuple[jax.Array, FlowInfo]:
     """Solves the flow ODE dx/dt = velocity_fn(x, t) on the grid ``ts``.
 
@@ -167,42 +419,40 @@ def sample(
         velocity_fn: batched velocity ``(x [N, *event], t scalar) -> [N, *event]``.
         x0: the state at ``ts[0]``, e.g. Gaussian noise when ``ts[0] = 0``.
         ts: strictly increasing grid in [0, 1] (see ``inferax.sampling.schedules``).
-        solver: ``"euler"`` (1 NFE/step), ``"midpoint"`` or ``"heun"`` (2 NFE/step).
+        solver: a name in ``SOLVERS`` (``"euler"`` 1 NFE/step, ``"midpoint"``,
+            ``"heun"`` 2 NFE/step) or a ``Solver``.
         return_trajectory: also return the state at every grid point.
-        nfe_per_call: NFE one call of ``velocity_fn`` costs per sample; defaults to
-            ``velocity_fn.nfe_per_call`` if set (2 for ``guidance.cfg``), else 1.
+        nfe_per_call: NFE one call of ``velocity_fn`` costs per sample; default
+            from ``cost.nfe_per_call`` (2 for ``guidance.cfg``, else 1).
+        num_active_steps: integrate only the first ``num_active_steps``
+            intervals (a Python int or a traced integer scalar); the rest of
+            ``ts`` is padding, never evaluated nor counted in the NFE. One
+            compiled sampler then serves every step count up to ``len(ts) - 1``.
+        runtime_checks: add a ``checkify`` check of a traced grid / step count
+            (run the caller under ``jax.experimental.checkify.checkify``).
 
     Returns:
-        ``(x1, info)``: the state at ``ts[-1]`` and a ``FlowInfo``.
+        ``(x1, info)``: the state after the last active step and a ``FlowInfo``.
 
     Raises:
-        ValueError: unknown solver, bad grid, or a velocity of the wrong shape.
+        ValueError / TypeError: unknown solver, bad grid, step count, cost or
+            state, or a velocity of the wrong shape.
     """
-    if solver not in _SOLVERS:
-        raise ValueError(f"solver: expected one of {sorted(_SOLVERS)}, got {solver!r}")
+    solver = resolve_solver(solver)
     x0 = check_state(x0)
-    ts = check_grid(ts)
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
-    if nfe_per_call is None:
-        nfe_per_call = int(getattr(velocity_fn, "nfe_per_call", 1))
-    step = _SOLVERS[solver]
-    num_steps = ts.shape[0] - 1
+    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    ts, n = prepare_grid(ts, x0, num_active_steps, runtime_checks)
 
     def v(x, t):
         return check_velocity_output(velocity_fn(x, t), x)
 
-    def body(x, t01):
-        x_next = step(v, x, t01[0], t01[1])
-        return x_next, (x_next if return_trajectory else None)
+    def step_fn(i, x, t0, t1):
+        return solver.step(v, x, t0, t1).astype(x.dtype)
 
-    pairs = jnp.stack([ts[:-1], ts[1:]], axis=1)
-    x1, traj = jax.lax.scan(body, x0, pairs)
-    if return_trajectory:
-        traj = jnp.concatenate([x0[None], traj], axis=0)
-    info = FlowInfo(
-        num_steps=jnp.asarray(num_steps, jnp.int32),
-        nfe=jnp.asarray(num_steps * SOLVER_EVALS[solver] * nfe_per_call, jnp.int32),
-        trajectory=traj,
+    x1, steps, traj = integrate(
+        step_fn, x0, ts, num_active_steps=n, return_trajectory=return_trajectory
     )
-    return x1, info
+    nfe = steps * (solver.evals_per_step * per_call)
+    return x1, FlowInfo(num_steps=steps, nfe=nfe.astype(jnp.int32), trajectory=traj)

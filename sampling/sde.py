@@ -11,19 +11,20 @@ score comes from the velocity through the interpolant
 evaluated at the left end point t0 of each interval. The score is singular at
 t = 1 (b(1) = 0), and left end points are always < 1, so the last interval is
 an ordinary Euler step too. One velocity call per interval: 1 NFE per step
-(times ``nfe_per_call`` of the velocity).
+(times ``nfe_per_call`` of the velocity), or none for a step given the
+velocity already computed by a lookahead (``step(..., velocity=u)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inferax.sampling import flow
+from inferax.sampling import _checks, flow
+from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 
 GFn = Callable[[jax.Array], jax.Array]
@@ -46,23 +47,16 @@ G_SCHEDULES: dict[str, GFn] = {
 }
 
 
-class SDEInfo(NamedTuple):
-    """What an SDE sample cost.
-
-    Attributes:
-        num_steps: number of grid intervals integrated.
-        nfe: network evaluations per sample (steps x ``nfe_per_call``).
-        trajectory: ``[num_steps + 1, *x0.shape]`` states on the grid when
-            ``return_trajectory=True``, else ``None``.
-    """
-
-    num_steps: jax.Array
-    nfe: jax.Array
-    trajectory: jax.Array | None = None
+# One info type for ODE and SDE samples (``SDEInfo`` kept for old code).
+SDEInfo = flow.FlowInfo
 
 
 def resolve_g(g, name: str = "g") -> GFn:
     """Turns a schedule name, a non-negative number or a callable into ``g(t)``.
+
+    A scalar array is a constant too: checked when its value is known at trace
+    time, else (traced, e.g. a swept noise level) by ``check_g_on_grid`` at
+    run time when asked.
 
     Raises:
         ValueError: unknown name or negative constant.
@@ -74,11 +68,15 @@ def resolve_g(g, name: str = "g") -> GFn:
                 f"{name}: expected one of {sorted(G_SCHEDULES)} or a callable, got {g!r}"
             )
         return G_SCHEDULES[g]
-    if isinstance(g, int | float) and not isinstance(g, bool):
-        if not g >= 0.0:
-            raise ValueError(f"{name}: expected a non-negative noise scale, got {g}")
-        value = float(g)
-        return lambda t: jnp.full_like(t, value)
+    if isinstance(g, bool | np.bool_):
+        raise TypeError(f"{name}: expected a schedule name, a number or a callable, got {g!r}")
+    if isinstance(g, int | float | np.number) or (hasattr(g, "dtype") and jnp.ndim(g) == 0):
+        value = _checks.concrete_value(g)
+        if value is not None:
+            if not float(value) >= 0.0:
+                raise ValueError(f"{name}: expected a non-negative noise scale, got {value}")
+            g = float(value)
+        return lambda t: jnp.full_like(t, g)
     if callable(g):
         return g
     raise TypeError(
@@ -87,30 +85,78 @@ def resolve_g(g, name: str = "g") -> GFn:
     )
 
 
-def check_g_on_grid(g_fn: GFn, ts: jax.Array, name: str = "g") -> None:
-    """Raises ValueError if g is negative or not finite at a left end point of a concrete grid."""
-    try:
-        left = np.asarray(ts[:-1])
-    except jax.errors.TracerArrayConversionError:
-        return
-    out = jax.eval_shape(g_fn, jax.ShapeDtypeStruct((), ts.dtype))
+def _g_on(g_fn: GFn, left: jax.Array) -> jax.Array:
+    return jax.vmap(lambda t: jnp.asarray(g_fn(t), left.dtype))(left)
+
+
+def check_g_on_grid(g_fn: GFn, ts: jax.Array, name: str = "g", *, num_active_steps=None) -> None:
+    """Raises ValueError if g is negative or not finite at a left end point of the grid.
+
+    Runs whenever the grid is known at trace time, inside ``jit`` too (g is
+    evaluated at compile time); skipped for a traced grid or a g that closes
+    over traced values (see ``g_is_valid`` for the run-time check). With an
+    int ``num_active_steps`` only the active left end points are checked.
+    """
+    out = jax.eval_shape(g_fn, jax.ShapeDtypeStruct((), jnp.result_type(ts)))
     if getattr(out, "shape", None) != ():
         raise ValueError(
             f"{name}: expected g(t) to return a scalar, got shape {getattr(out, 'shape', out)}"
         )
-    values = np.asarray(jax.vmap(g_fn)(jnp.asarray(left, ts.dtype)))
-    bad = ~(np.isfinite(values) & (values >= 0.0))
+    values = _checks.concrete_value(ts)
+    if values is None or not (num_active_steps is None or isinstance(num_active_steps, int)):
+        return
+    n = values.shape[0] - 1 if num_active_steps is None else num_active_steps
+    left = values[:n]
+    try:
+        with jax.ensure_compile_time_eval():
+            g_values = np.asarray(_g_on(g_fn, jnp.asarray(left))).astype(np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # g depends on traced values
+    bad = ~(np.isfinite(g_values) & (g_values >= 0.0))
     if np.any(bad):
         i = int(np.argmax(bad))
         raise ValueError(
-            f"{name}: expected g(t) >= 0 and finite on the grid, got g({left[i]}) = {values[i]}"
+            f"{name}: expected g(t) >= 0 and finite on the grid, got g({left[i]}) = {g_values[i]}"
         )
 
 
-def drift(velocity_fn, x: jax.Array, t, g_fn: GFn, interpolant) -> tuple[jax.Array, jax.Array]:
-    """``(u + g^2/2 score, g)`` at ``(x, t)``; one velocity call."""
+def g_is_valid(g_fn: GFn, ts: jax.Array, num_active_steps=None) -> jax.Array:
+    """Traced check: g >= 0 and finite at the (active) left end points of ``ts``."""
+    n = ts.shape[0] - 1 if num_active_steps is None else num_active_steps
+    values = _g_on(g_fn, ts[:-1])
+    ok = jnp.isfinite(values) & (values >= 0.0)
+    return jnp.all(jnp.where(jnp.arange(ts.shape[0] - 1) < n, ok, True))
+
+
+def drift(
+    velocity_fn,
+    x: jax.Array,
+    t,
+    g_fn: GFn,
+    interpolant,
+    *,
+    velocity: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """``(u + g^2/2 score, g)`` at ``(x, t)`` (Kim et al. 2025, REFERENCES section 2).
+
+    Args:
+        velocity_fn: batched velocity of ``interpolant``.
+        x: states at ``t``.
+        t: scalar time < 1 (cast to ``x.dtype``).
+        g_fn: ``g(t) -> scalar`` (a name or number is resolved by ``resolve_g``).
+        interpolant: the interpolant the velocity belongs to.
+        velocity: ``velocity_fn(x, t)`` if already computed (e.g. by a
+            lookahead); then ``velocity_fn`` is not called.
+
+    Returns:
+        ``(drift, g)``; one velocity call, or none with ``velocity``.
+    """
+    g_fn = resolve_g(g_fn, "g_fn")
     t = jnp.asarray(t, x.dtype)
-    u = flow.check_velocity_output(velocity_fn(x, t), x)  # shape checked where traced
+    if velocity is None:
+        u = flow.check_velocity_output(velocity_fn(x, t), x)  # shape checked where traced
+    else:
+        u = flow.check_velocity_output(velocity, x, "velocity")
     g = jnp.asarray(g_fn(t), x.dtype)
     score = interp_lib.score_from_velocity(interpolant, u, x, t)
     # g = 0 gives exactly u (0 * finite score = 0), so the ODE is reproduced bit for bit.
@@ -118,7 +164,15 @@ def drift(velocity_fn, x: jax.Array, t, g_fn: GFn, interpolant) -> tuple[jax.Arr
 
 
 def step(
-    key: jax.Array, velocity_fn, x: jax.Array, t0, t1, g_fn: GFn, interpolant
+    key: jax.Array,
+    velocity_fn,
+    x: jax.Array,
+    t0,
+    t1,
+    g_fn: GFn,
+    interpolant,
+    *,
+    velocity: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One Euler-Maruyama step of the flow SDE from ``t0`` to ``t1`` (t0 < 1).
 
@@ -131,18 +185,31 @@ def step(
         velocity_fn: batched ``(x [N, *event], t) -> [N, *event]`` for ``interpolant``.
         x: states ``[N, *event]`` at ``t0``.
         t0, t1: scalar interval end points.
-        g_fn: callable ``g(t) -> scalar`` (see ``resolve_g``).
+        g_fn: callable ``g(t) -> scalar`` (or a name / number, see ``resolve_g``).
         interpolant: the interpolant the velocity belongs to.
+        velocity: ``velocity_fn(x, t0)`` if already computed, e.g. for a
+            lookahead reward: the step then costs no network evaluation.
 
     Returns:
-        ``(x_next, mean, std)``; ``std`` is a scalar shared by all particles.
+        ``(x_next, mean, std)`` in ``x.dtype``; ``std`` is a scalar shared by all
+        particles.
     """
     dt = jnp.asarray(t1, x.dtype) - jnp.asarray(t0, x.dtype)
-    d, g = drift(velocity_fn, x, t0, g_fn, interpolant)
+    d, g = drift(velocity_fn, x, t0, g_fn, interpolant, velocity=velocity)
     mean = x + dt * d
     std = g * jnp.sqrt(dt)
     noise = jax.random.normal(key, x.shape, x.dtype)
     return mean + std * noise, mean, std
+
+
+def cost(num_steps, nfe_per_call: int = 1) -> int:
+    """The NFE per sample ``sample`` reports (one velocity call per step).
+
+    Args:
+        num_steps: the number of (active) intervals, or a concrete grid.
+        nfe_per_call: cost of one velocity call (see ``cost.nfe_per_call``).
+    """
+    return flow.cost(num_steps, "euler", nfe_per_call)
 
 
 def sample(
@@ -155,7 +222,9 @@ def sample(
     interpolant: interp_lib.Interpolant | None = None,
     return_trajectory: bool = False,
     nfe_per_call: int | None = None,
-) -> tuple[jax.Array, SDEInfo]:
+    num_active_steps: int | jax.Array | None = None,
+    runtime_checks: bool = False,
+) -> tuple[jax.Array, flow.FlowInfo]:
     """Integrates dx = [u + g^2/2 score] dt + g dW on ``ts`` by Euler-Maruyama.
 
     Args:
@@ -163,46 +232,46 @@ def sample(
         velocity_fn: batched velocity ``(x [N, *event], t) -> [N, *event]`` of
             ``interpolant`` (convert a linear model with
             ``interpolants.convert_velocity`` to sample along another path).
-        x0: states at ``ts[0]`` (N(0, I) noise when ``ts[0] = 0``).
+        x0: states at ``ts[0]`` (N(0, I) noise when ``ts[0] = 0``); the sampler
+            computes in ``x0.dtype`` (see ``flow``'s dtype policy).
         ts: strictly increasing grid in [0, 1].
         g: a name in ``G_SCHEDULES`` (default ``"square"`` = 3 (1 - t)^2), a
-            non-negative number, or a callable ``g(t)``.
+            non-negative number or scalar array, or a callable ``g(t)``.
         interpolant: defaults to ``interpolants.linear()``.
         return_trajectory: also return the states on the grid.
-        nfe_per_call: NFE per velocity call per sample; defaults to
-            ``velocity_fn.nfe_per_call`` if set, else 1.
+        nfe_per_call: NFE per velocity call per sample; default from
+            ``cost.nfe_per_call`` (2 for ``guidance.cfg``, else 1).
+        num_active_steps: integrate only the first ``num_active_steps``
+            intervals (int or traced integer scalar); the padding after them is
+            neither evaluated nor counted (see ``flow.sample``).
+        runtime_checks: add ``checkify`` checks of a traced grid, step count
+            or g (run the caller under ``jax.experimental.checkify.checkify``).
 
     Returns:
-        ``(x1, SDEInfo)``.
+        ``(x1, FlowInfo)``.
 
     Raises:
-        ValueError / TypeError: bad grid, state, velocity, g or interpolant.
+        ValueError / TypeError: bad grid, state, velocity, g, cost or interpolant.
     """
     if interpolant is None:
         interpolant = interp_lib.linear()
     interp_lib.check_interpolant(interpolant)
     g_fn = resolve_g(g)
     x0 = flow.check_state(x0)
-    ts = flow.check_grid(ts)
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
-    check_g_on_grid(g_fn, ts)
-    if nfe_per_call is None:
-        nfe_per_call = int(getattr(velocity_fn, "nfe_per_call", 1))
-    num_steps = ts.shape[0] - 1
+    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    ts, n = flow.prepare_grid(ts, x0, num_active_steps, runtime_checks)
+    check_g_on_grid(g_fn, ts, num_active_steps=n)
+    if runtime_checks:
+        _checks.runtime_check(
+            g_is_valid(g_fn, ts, n), "g: expected g(t) >= 0 and finite on the grid", True
+        )
 
-    def body(x, inp):
-        i, t0, t1 = inp
-        x_next, _, _ = step(jax.random.fold_in(key, i), velocity_fn, x, t0, t1, g_fn, interpolant)
-        return x_next, (x_next if return_trajectory else None)
+    def step_fn(i, x, t0, t1):
+        return step(jax.random.fold_in(key, i), velocity_fn, x, t0, t1, g_fn, interpolant)[0]
 
-    inputs = (jnp.arange(num_steps), ts[:-1], ts[1:])
-    x1, traj = jax.lax.scan(body, x0, inputs)
-    if return_trajectory:
-        traj = jnp.concatenate([x0[None], traj], axis=0)
-    info = SDEInfo(
-        num_steps=jnp.asarray(num_steps, jnp.int32),
-        nfe=jnp.asarray(num_steps * nfe_per_call, jnp.int32),
-        trajectory=traj,
+    x1, steps, traj = flow.integrate(
+        step_fn, x0, ts, num_active_steps=n, return_trajectory=return_trajectory
     )
-    return x1, info
+    return x1, flow.FlowInfo(num_steps=steps, nfe=steps * per_call, trajectory=traj)

@@ -149,3 +149,69 @@ def test_bad_inputs_raise():
         flow.sample(GAUSS.velocity, jnp.zeros((4, 2), jnp.int32), schedules.uniform(4))
     with pytest.raises(ValueError, match="num_samples"):
         flow.noise(jax.random.key(0), 0, (2,))
+
+
+# --- masked active steps -------------------------------------------------------------
+
+PADDED = jnp.concatenate([schedules.sway(6), jnp.ones(5)])  # 6 real steps + 5 of padding
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_num_active_steps_equals_the_unpadded_grid(solver):
+    x0 = flow.noise(jax.random.key(3), 32, (2,))
+    ref, ref_info = flow.sample(GAUSS.velocity, x0, schedules.sway(6), solver=solver)
+    # A Python int: a scan over the active part.
+    got, info = flow.sample(GAUSS.velocity, x0, PADDED, solver=solver, num_active_steps=6)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    assert int(info.nfe) == int(ref_info.nfe) == 6 * flow.SOLVERS[solver].evals_per_step
+    # A traced count: one compiled sampler serves every count.
+    run = jax.jit(
+        lambda x, n: flow.sample(
+            GAUSS.velocity, x, PADDED, solver=solver, num_active_steps=n, return_trajectory=True
+        )
+    )
+    got, info = run(x0, 6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6)
+    assert int(info.nfe) == int(ref_info.nfe) and int(info.num_steps) == 6
+    assert info.trajectory.shape == (12, 32, 2)
+    np.testing.assert_allclose(info.trajectory[-1], got)  # final state repeated after step 6
+    short, info3 = run(x0, 3)
+    ref3, _ = flow.sample(GAUSS.velocity, x0, schedules.sway(6)[:4], solver=solver)
+    np.testing.assert_allclose(np.asarray(short), np.asarray(ref3), rtol=1e-6, atol=1e-6)
+    assert int(info3.nfe) == 3 * flow.SOLVERS[solver].evals_per_step
+
+
+def test_inactive_steps_evaluate_nothing_even_under_vmap():
+    calls = []
+
+    def velocity(x, t):
+        jax.debug.callback(lambda t: calls.append(float(t)), t)
+        return GAUSS.velocity(x, t)
+
+    run = jax.jit(
+        jax.vmap(
+            lambda x, n: flow.sample(velocity, x, PADDED, num_active_steps=n)[0], in_axes=(0, None)
+        )
+    )
+    jax.block_until_ready(run(jnp.zeros((3, 4, 2)), 2))
+    assert len(calls) == 2 and max(calls) < float(PADDED[2])
+    calls.clear()
+    # Without a count every interval is integrated (the padding costs evaluations).
+    jax.block_until_ready(
+        jax.jit(lambda x: flow.sample(velocity, x, PADDED[:7])[0])(jnp.zeros((4, 2)))
+    )
+    assert len(calls) == 6
+
+
+def test_num_active_steps_checks_only_the_active_part():
+    x0 = jnp.zeros((4, 2))
+    bad_tail = jnp.array([0.0, 0.5, 1.0, 0.3, jnp.nan])  # padding may hold anything
+    _, info = flow.sample(GAUSS.velocity, x0, bad_tail, num_active_steps=2)
+    assert int(info.nfe) == 2
+    with pytest.raises(ValueError, match="strictly increasing"):
+        flow.sample(GAUSS.velocity, x0, bad_tail, num_active_steps=3)
+    with pytest.raises(ValueError, match=r"num_active_steps.*\[0, 4\]"):
+        flow.sample(GAUSS.velocity, x0, bad_tail, num_active_steps=5)
+    for bad in (2.0, True, jnp.array([1, 2])):
+        with pytest.raises(TypeError, match="num_active_steps"):
+            flow.sample(GAUSS.velocity, x0, bad_tail, num_active_steps=bad)

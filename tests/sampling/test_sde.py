@@ -125,22 +125,39 @@ def test_step_returns_the_proposal():
     np.testing.assert_allclose(x_next, mean + std * z, rtol=1e-6, atol=1e-6)
 
 
-def test_nfe_per_call_and_trace_once():
+def test_nfe_per_call_and_traces_the_velocity_exactly_once():
     traces = []
 
     def v(x, t):
         traces.append(1)
         return -x
 
-    v.nfe_per_call = 2
-    run = jax.jit(lambda k, x: sde.sample(k, v, x, jnp.linspace(0.0, 1.0, 11)))
+    run = jax.jit(lambda k, x: sde.sample(k, v, x, jnp.linspace(0.0, 1.0, 11), nfe_per_call=2))
     _, info = run(jax.random.key(0), jnp.ones((4, 3)))
+    assert int(info.nfe) == 20 == sde.cost(10, nfe_per_call=2)
+    assert len(traces) == 1  # traced once, inside the scan body: no extra shape-check trace
     run(jax.random.key(1), jnp.zeros((4, 3)))
-    assert int(info.nfe) == 20
-    # one trace for the shape check (eval_shape) and one inside the scan body
-    n = len(traces)
-    run(jax.random.key(2), 2.0 * jnp.ones((4, 3)))
-    assert len(traces) == n and n <= 2
+    assert len(traces) == 1  # same shapes: no retrace
+
+
+def test_num_active_steps_equals_the_unpadded_grid():
+    m = _mixture_1d()
+    x0 = jax.random.normal(jax.random.key(13), (64, 1))
+    ts = jnp.linspace(0.0, 1.0, 9)
+    padded = jnp.concatenate([ts, jnp.ones(4)])
+    key = jax.random.key(14)
+    ref, ref_info = sde.sample(key, m.velocity, x0, ts)
+    got, info = sde.sample(key, m.velocity, x0, padded, num_active_steps=8)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    assert int(info.nfe) == int(ref_info.nfe) == 8
+    run = jax.jit(lambda n: sde.sample(key, m.velocity, x0, padded, num_active_steps=n))
+    got, info = run(8)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
+    assert int(info.nfe) == 8 and int(info.num_steps) == 8
+    short, info = run(5)
+    ref5, _ = sde.sample(key, m.velocity, x0, ts[:6])
+    np.testing.assert_allclose(np.asarray(short), np.asarray(ref5), rtol=1e-5, atol=1e-6)
+    assert int(info.nfe) == 5
 
 
 def test_bad_inputs():
