@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from benchmarks import common, flow_sampling  # noqa: E402
+from benchmarks import common, flow_sampling, flow_sides  # noqa: E402
 from inferax.models.mlp import VelocityMLP  # noqa: E402
 
 
@@ -32,28 +32,51 @@ def model_params():
     return model, model.init(jax.random.key(0), jnp.zeros((1, 2)), 0.0)
 
 
+QUICK_ROWS = [
+    ("compute-bound", 64, 4, "euler"),
+    ("compute-bound", 64, 4, "midpoint"),
+    ("overhead-bound", 16, 8, "euler"),
+    ("overhead-bound", 16, 8, "midpoint"),
+]
+
+
 def test_quick_report_has_every_row_and_column(quick):
     report, rows, out = quick
-    assert [(r.n, r.steps, r.solver) for r in rows] == [(64, 4, "euler"), (64, 4, "midpoint")]
+    assert [(r.regime, r.n, r.steps, r.solver) for r in rows] == QUICK_ROWS
     speed, best, agreement = common.parse_tables(report)
-    assert best[0] == list(flow_sampling.BEST_HEADERS) and len(best) == 3
+    assert best[0] == list(flow_sampling.BEST_HEADERS) and len(best) == 5
     assert speed[0] == list(flow_sampling.HEADERS)
     assert all(len(line) == len(flow_sampling.HEADERS) for line in speed)
-    rows_seen = [line[:4] for line in speed[1:]]
-    assert rows_seen == [["64", "4", "euler", "4"], ["64", "4", "midpoint", "8"]]
-    assert agreement[0] == ["N", "steps", "solver", "timed repeats", "diffrax", "naive", "torch"]
-    assert [line[:3] for line in agreement[1:]] == [["64", "4", "euler"], ["64", "4", "midpoint"]]
+    rows_seen = [line[:5] for line in speed[1:]]
+    assert rows_seen == [
+        [r, str(n), str(k), s, str(k * (1 if s == "euler" else 2))] for r, n, k, s in QUICK_ROWS
+    ]
+    header = ["regime", "N", "steps", "solver", "timed repeats", "diffrax", "naive", "torch"]
+    assert agreement[0] == header
+    assert [line[:4] for line in agreement[1:]] == [
+        [r, str(n), str(k), s] for r, n, k, s in QUICK_ROWS
+    ]
     sides = {"ours", "limit", "naive", "diffrax"} | ({"torch"} if "torch" in rows[0].err else set())
     for r in rows:
+        reps = 2 * (flow_sampling.OVERHEAD_REPEATS if r.regime == "overhead-bound" else 1)
         assert (
-            r.repeats == 2
+            r.repeats == reps
             and set(r.median) == set(r.best) == sides
             and set(r.compile) == {"ours", "diffrax"}
         )
         for t in [*r.median.values(), *r.best.values(), *r.compile.values()]:
             assert np.isfinite(t) and t > 0.0
+    torch_col = flow_sampling.HEADERS.index("PyTorch/ours (>=3 overhead-bound)")
+    if "torch" in sides:  # the >= 3 target is judged at the overhead-bound rows only
+        assert all(
+            line[torch_col].endswith("(no target: parity is the ceiling)") for line in speed[1:3]
+        )
+        assert all(line[torch_col].endswith(("(met)", "(missed)")) for line in speed[3:])
+    else:
+        assert all(line[torch_col] == "skipped" for line in speed[1:])
     assert "cpu:" in report and "jax: " + jax.__version__ in report and "diffrax:" in report
     assert "(met)" in report or "(missed)" in report
+    assert "VelocityMLP(hidden=64, depth=1, time_embed_dim=32)" in report
     assert out.read_text().strip() == report.strip()
 
 
@@ -72,8 +95,8 @@ def test_diffrax_matches_ours_and_heun_does_not(model_params, solver):
     model, params = model_params
     ts = np.linspace(0.0, 1.0, 9, dtype=np.float32)
     x0 = jax.random.normal(jax.random.key(1), (32, 2))
-    ours = jax.jit(flow_sampling.make_ours(model.apply, ts, solver))(params, x0)
-    theirs = jax.jit(flow_sampling.make_diffrax(model.apply, ts, solver))(params, x0)
+    ours = jax.jit(flow_sides.make_ours(model.apply, ts, solver))(params, x0)
+    theirs = jax.jit(flow_sides.make_diffrax(model.apply, ts, solver))(params, x0)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-5)
     assert float(jnp.max(jnp.abs(ours - x0))) > 0.05  # the velocity is not trivially zero
 
@@ -94,8 +117,8 @@ def test_diffrax_matches_ours_and_heun_does_not(model_params, solver):
 def test_limit_calls_the_network_once_per_nfe_at_the_solver_times(model_params):
     model, params = model_params
     ts = np.array([0.0, 0.25, 1.0], np.float32)
-    np.testing.assert_allclose(flow_sampling.call_times(ts, "euler"), [0.0, 0.25])
-    np.testing.assert_allclose(flow_sampling.call_times(ts, "midpoint"), [0.0, 0.125, 0.25, 0.625])
+    np.testing.assert_allclose(flow_sides.call_times(ts, "euler"), [0.0, 0.25])
+    np.testing.assert_allclose(flow_sides.call_times(ts, "midpoint"), [0.0, 0.125, 0.25, 0.625])
     seen = []
 
     def apply(p, x, t):
@@ -103,7 +126,7 @@ def test_limit_calls_the_network_once_per_nfe_at_the_solver_times(model_params):
         return model.apply(p, x, t)
 
     x0 = jnp.ones((4, 2))
-    out = jax.jit(flow_sampling.make_limit(apply, ts, "midpoint"))(params, x0)
+    out = jax.jit(flow_sides.make_limit(apply, ts, "midpoint"))(params, x0)
     assert len(seen) == 1  # one call site inside the scan, run NFE = 4 times
     np.testing.assert_array_equal(np.asarray(out), np.asarray(x0))  # x + 0 * v keeps x
 
@@ -112,6 +135,7 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     got = {}
     monkeypatch.setattr(flow_sampling, "run", lambda **kw: got.update(kw))
     argv = ["flow_sampling", "--quick", f"--out={tmp_path / 'r.md'}", "--steps=8,16"]
+    argv += ["--overhead_particles=8,32", "--overhead_steps=150"]
     try:
         flags.FLAGS(argv)
         flow_sampling.main(argv)
@@ -119,16 +143,30 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
         flags.FLAGS.unparse_flags()
     assert got["quick"] is True and got["out"] == str(tmp_path / "r.md")
     assert got["steps"] == ["8", "16"] and got["solvers"] == ["euler", "midpoint"]
+    assert got["overhead_particles"] == ["8", "32"] and got["overhead_steps"] == ["150"]
 
 
-def test_grid_rejects_unknown_solver():
+def test_grid_rejects_unknown_solver_and_lists_both_regimes():
     with pytest.raises(ValueError, match="solvers: expected names in"):
         flow_sampling.grid([8], [4], ["rk4"], 0)
-    assert flow_sampling.grid([8], [4, 2], ["euler"], 16) == [
-        (8, 4, "euler"),
-        (8, 2, "euler"),
-        (16, 2, "euler"),
+    assert flow_sampling.grid([8], [4, 2], ["euler"], 16, [32], [100, 200]) == [
+        ("compute-bound", 8, 4, "euler"),
+        ("compute-bound", 8, 2, "euler"),
+        ("compute-bound", 16, 2, "euler"),
+        ("overhead-bound", 32, 100, "euler"),
+        ("overhead-bound", 32, 200, "euler"),
     ]
+    assert flow_sampling.grid([8], [4], ["euler"], 0) == [("compute-bound", 8, 4, "euler")]
+
+
+def test_overhead_network_is_narrow():
+    # The overhead-bound regime needs a network whose call is cheap: about 15x
+    # fewer parameters than the compute-bound one.
+    sizes = {}
+    for regime, net in flow_sampling.NETS.items():
+        params = net.model().init(jax.random.key(0), jnp.zeros((1, 2)), 0.0)
+        sizes[regime] = sum(p.size for p in jax.tree.leaves(params))
+    assert sizes["overhead-bound"] * 15 < sizes["compute-bound"], sizes
 
 
 def test_common_helpers():
