@@ -34,10 +34,11 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from inferax.sampling import resampling
+from inferax.sampling import _checks, resampling
+from inferax.sampling import particles as particles_lib
 from inferax.sampling.smc import PARTICLE_AXIS, SMC, SMCInfo, SMCState, num_particles
 
-AXIS = PARTICLE_AXIS
+AXIS = PARTICLE_AXIS  # the mesh axis name, "particles"
 
 
 def particle_mesh(devices=None) -> jax.sharding.Mesh:
@@ -59,19 +60,32 @@ def _mesh_size(mesh) -> int:
     return mesh.shape[AXIS]
 
 
-def shard_particles(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places every leaf of a particle pytree sharded along its leading axis.
+def _leaf_specs(tree: Any, particle_axes: Any) -> Any:
+    """A ``PartitionSpec`` per leaf: sharded on its particle axis, replicated if shared."""
+    axes = particles_lib.leaf_axes(particle_axes, tree)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    specs = [P() if ax is None else P(*([None] * ax), AXIS) for ax in axes]
+    return jax.tree_util.tree_unflatten(treedef, specs)
+
+
+def shard_particles(tree: Any, mesh: jax.sharding.Mesh, particle_axes: Any = 0) -> Any:
+    """Places a population pytree on ``mesh``, sharded along each leaf's particle axis.
+
+    Leaves shared by all particles (``particle_axes`` None) are replicated.
 
     Raises:
-        ValueError: if the leading axis ``N`` is not divisible by the mesh size.
+        ValueError: if ``N`` is not divisible by the mesh size.
     """
-    n, d = num_particles(tree), _mesh_size(mesh)
+    n, d = num_particles(tree, "particles", particle_axes), _mesh_size(mesh)
     if n % d:
         raise ValueError(
             f"particles: expected the number of particles to be divisible by the {d} "
             f"devices of the mesh, got N = {n}"
         )
-    return jax.device_put(tree, NamedSharding(mesh, P(AXIS)))
+    specs = _leaf_specs(tree, particle_axes)
+    return jax.tree_util.tree_map(
+        lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec)), tree, specs
+    )
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -80,9 +94,10 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_state(state: SMCState, mesh: jax.sharding.Mesh) -> SMCState:
+def shard_state(state: SMCState, mesh: jax.sharding.Mesh, particle_axes: Any = 0) -> SMCState:
     """Shards an ``SMCState``: particles and log-weights split, ``log_Z`` replicated."""
-    particles, log_weights = shard_particles((state.particles, state.log_weights), mesh)
+    particles = shard_particles(state.particles, mesh, particle_axes)
+    log_weights = shard_particles(state.log_weights, mesh)
     return SMCState(particles, log_weights, replicate(state.log_Z, mesh))
 
 
@@ -90,15 +105,24 @@ def shard_state(state: SMCState, mesh: jax.sharding.Mesh) -> SMCState:
 def _sharded_run(smc, key, state, step_inputs, mesh, resample_last):
     sharded = NamedSharding(mesh, P(AXIS))
     replicated = NamedSharding(mesh, P())
+    specs = _leaf_specs(state.particles, smc.particle_axes)
+
+    def constrain(tree):
+        return jax.tree_util.tree_map(
+            lambda x, spec: jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec)),
+            tree,
+            specs,
+        )
+
     state = SMCState(
-        jax.lax.with_sharding_constraint(state.particles, sharded),
+        constrain(state.particles),
         jax.lax.with_sharding_constraint(state.log_weights, replicated),
         state.log_Z,
     )
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # smc.step replicates weights
         final, infos = smc.run(key, state, step_inputs, resample_last=resample_last)
     final = SMCState(
-        jax.lax.with_sharding_constraint(final.particles, sharded),
+        constrain(final.particles),
         jax.lax.with_sharding_constraint(final.log_weights, sharded),
         final.log_Z,
     )
@@ -132,7 +156,7 @@ def sharded_run(
         ``(final_state, infos)``; the final particles and log-weights are
         sharded over ``"particles"``.
     """
-    state = shard_state(state, mesh)
+    state = shard_state(state, mesh, smc.particle_axes)
     return _sharded_run(smc, key, state, replicate(step_inputs, mesh), mesh, resample_last)
 
 
@@ -192,13 +216,9 @@ def _island_run(smc, key, state, step_inputs, mesh, num_islands, resample_last):
 
     ancestors = infos.ancestors + (jnp.arange(num_islands) * size)[:, None, None]
     num_steps = ancestors.shape[1]
-    infos = SMCInfo(
-        ess=infos.ess.T,
-        resampled=infos.resampled.T,
-        ancestors=jnp.swapaxes(ancestors, 0, 1).reshape(num_steps, n),
-        log_Z_increment=infos.log_Z_increment.T,
-        all_invalid=infos.all_invalid.T,
-    )
+    # Per-island fields [islands, T, ...] -> [T, islands, ...]; ancestors global [T, N].
+    swap = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), infos._replace(ancestors=None))
+    infos = swap._replace(ancestors=jnp.swapaxes(ancestors, 0, 1).reshape(num_steps, n))
     return SMCState(particles, log_weights, log_z), infos
 
 
@@ -258,10 +278,13 @@ def island_smc_run(
             size or does not divide ``N``.
     """
     d = _mesh_size(mesh)
+    if not smc.particle_axes.is_leading:
+        raise ValueError(
+            "smc: island_smc_run cuts the leading axis into islands; expected an SMC built "
+            f"with particle_axes=0, got {smc.particle_axes.unfreeze()!r}"
+        )
     n = num_particles(state.particles, "state.particles")
-    num_islands = d if num_islands is None else num_islands
-    if isinstance(num_islands, bool) or not isinstance(num_islands, int) or num_islands < 1:
-        raise ValueError(f"num_islands: expected a positive int, got {num_islands!r}")
+    num_islands = _checks.positive_int(d if num_islands is None else num_islands, "num_islands")
     if num_islands % d:
         raise ValueError(
             f"num_islands: expected a multiple of the {d} devices of the mesh, got {num_islands}"

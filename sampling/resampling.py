@@ -40,10 +40,13 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from inferax.sampling import _checks
+
 Resampler = Callable[..., jax.Array]
 
 
-def _check_log_weights(log_weights, name: str = "log_weights") -> jax.Array:
+def check_log_weights(log_weights, name: str = "log_weights") -> jax.Array:
+    """A floating ``[N]`` array (N >= 1), promoted to at least float32."""
     if not hasattr(log_weights, "dtype"):
         log_weights = jnp.asarray(log_weights)
     if not jnp.issubdtype(log_weights.dtype, jnp.floating):
@@ -59,14 +62,7 @@ def _check_log_weights(log_weights, name: str = "log_weights") -> jax.Array:
 def _check_num_samples(num_samples, n: int) -> int:
     if num_samples is None:
         return n
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(
-            f"num_samples: expected a positive Python int or None, got {num_samples!r} "
-            f"of type {type(num_samples).__name__}"
-        )
-    if num_samples <= 0:
-        raise ValueError(f"num_samples: expected a positive int, got {num_samples}")
-    return num_samples
+    return _checks.positive_int(num_samples, "num_samples")
 
 
 def sanitize(log_weights: jax.Array) -> jax.Array:
@@ -85,7 +81,7 @@ def sanitize(log_weights: jax.Array) -> jax.Array:
 
 def all_invalid(log_weights: jax.Array) -> jax.Array:
     """True iff every log-weight is ``-inf`` or NaN (no particle has weight)."""
-    log_weights = _check_log_weights(log_weights)
+    log_weights = check_log_weights(log_weights)
     return jnp.all(sanitize(log_weights) == -jnp.inf)
 
 
@@ -99,7 +95,7 @@ def log_normalize(log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
         ``(l - logsumexp(l), logsumexp(l))``. If every weight is invalid, the
         first is ``-inf`` everywhere and the second is ``-inf``.
     """
-    l = sanitize(_check_log_weights(log_weights))
+    l = sanitize(check_log_weights(log_weights))
     lse = jax.nn.logsumexp(l)
     normalized = jnp.where(jnp.isfinite(lse), l - lse, -jnp.inf)
     return normalized.astype(l.dtype), lse
@@ -111,9 +107,13 @@ def ess(log_weights: jax.Array) -> jax.Array:
     Kong, Liu & Wong (1994). Equals ``N`` for equal weights and 1 for a single
     nonzero weight; 0 when every weight is invalid (``-inf``/NaN).
     """
-    l = sanitize(_check_log_weights(log_weights))
+    l = sanitize(check_log_weights(log_weights))
+    invalid = jnp.all(l == -jnp.inf)
+    # Shift by the maximum first: at |l| ~ 1e6 the unshifted float32 difference
+    # 2 lse(l) - lse(2 l) loses the digits that matter.
+    l = l - jnp.where(invalid, 0.0, jnp.max(l))
     value = jnp.exp(2.0 * jax.nn.logsumexp(l) - jax.nn.logsumexp(2.0 * l))
-    return jnp.where(jnp.all(l == -jnp.inf), jnp.zeros((), l.dtype), value)
+    return jnp.where(invalid, jnp.zeros((), l.dtype), value)
 
 
 def _weights(l: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -211,7 +211,7 @@ def inverse_cdf(log_weights: jax.Array, uniforms: jax.Array) -> jax.Array:
     Returns:
         ``int32 [M]`` ancestor indices; ``arange(M) % N`` if all weights are invalid.
     """
-    l = _check_log_weights(log_weights)
+    l = check_log_weights(log_weights)
     uniforms = jnp.asarray(uniforms)
     if uniforms.ndim != 1:
         raise ValueError(f"uniforms: expected a 1-D array [M], got shape {uniforms.shape}")
@@ -230,7 +230,7 @@ def multinomial(key: jax.Array, log_weights: jax.Array, num_samples: int | None 
     Returns:
         ``int32 [M]`` ancestor indices.
     """
-    l = _check_log_weights(log_weights)
+    l = check_log_weights(log_weights)
     m = _check_num_samples(num_samples, l.shape[0])
     return inverse_cdf(l, jax.random.uniform(key, (m,), dtype=l.dtype))
 
@@ -271,7 +271,7 @@ def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
 
 def _by_counting(key, log_weights, num_samples, *, one_uniform: bool) -> jax.Array:
     """Stratified (``M`` uniforms) or systematic (one shared uniform) by counting."""
-    l = _check_log_weights(log_weights)
+    l = check_log_weights(log_weights)
     m = _check_num_samples(num_samples, l.shape[0])
     w, invalid = _weights(l)
     u = jax.random.uniform(key, () if one_uniform else (m,), dtype=l.dtype)
@@ -295,7 +295,7 @@ def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = N
     Returns:
         ``int32 [M]`` ancestor indices.
     """
-    l = _check_log_weights(log_weights)
+    l = check_log_weights(log_weights)
     n = l.shape[0]
     m = _check_num_samples(num_samples, n)
     w, invalid = _weights(l)

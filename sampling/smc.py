@@ -11,25 +11,50 @@ Carlo samplers"; Chopin & Papaspiliopoulos 2020, ch. 10). Each step
    ``log Z += logsumexp(l') - logsumexp(l)`` (the estimate of ``Z`` is
    unbiased; its log is not);
 3. resamples, if allowed and ``ESS(l') < ess_threshold * N``, with the chosen
-   scheme of ``inferax.sampling.resampling``, and then resets the
-   log-weights to zeros (uniform).
+   scheme, and then resets the log-weights to zeros (uniform).
 
-The API follows BlackJAX (``init``/``step`` with NamedTuple ``State``/``Info``)
-and a whole run is a single ``lax.scan`` (``run``), so it can be ``jit``-ed,
+The API follows BlackJAX (``init``/``step`` with NamedTuple ``State``/``Info``);
+a whole run is one ``lax.scan`` (``run``) or one ``lax.while_loop`` that stops
+when every particle is done (``run_until_done``), so it can be ``jit``-ed,
 ``vmap``-ed over keys, or sharded over a particle mesh
 (``inferax.sampling.distributed``).
+
+**Any population.** Particles are a pytree; ``particle_axes`` (a pytree prefix
+of ints / None, like ``jax.vmap``'s ``in_axes``; see
+``inferax.sampling.particles``) says where each leaf keeps its particles: a
+language model's tokens ``[N, L]`` (axis 0), a layer-major KV cache
+``[layers, N, ...]`` (axis 1), a decode index shared by all particles
+(``None``: never resampled). Resampling gathers the ancestors' rows of every
+per-particle leaf; nothing is recomputed. When a step does not resample, no
+gather runs — also under ``vmap``, where a ``lax.cond`` would turn into a
+select that gathers every step: the gather sits in a ``lax.while_loop`` of at
+most one iteration, which a batched predicate runs only when some member of
+the batch resamples.
+
+**Transitions.** ``transition_fn`` may return a third item, ``aux`` (any
+pytree: rewards, tokens generated, NFE), which lands in ``SMCInfo.aux``. It may
+also *expand* the population: returning ``K * N`` particles (children of
+particle ``i`` at rows ``i K .. i K + K - 1``, e.g. ``jnp.repeat(x, K, axis)``)
+and ``K * N`` increments. A child starts from its parent's log-weight minus
+``log K`` (the K children share the parent's mass), and the step always
+resamples back to ``N`` (SMC steering's expand-then-resample; Lew et al. 2023).
+
+**Resamplers.** ``resampling`` is a name of ``inferax.sampling.resampling``
+or any callable ``(key, log_weights [M], num_samples) -> int32 [num_samples]``.
 
 On a device mesh: run the step inside a global-view ``jit`` with the particles
 sharded over a mesh axis ``"particles"`` that is ambient (``jax.set_mesh`` or
 ``jax.sharding.use_abstract_mesh``; ``distributed.sharded_run`` does both
 parts). The ``[N]`` weight computations are then gathered and run replicated,
 so results do not depend on the number of devices (bit-identical on 1 and 4
-CPU devices). Compared with a run outside any mesh, floats may differ in the
-last bits, which can move an ancestor across a CDF boundary.
+CPU devices).
 
-Weights are in log space. NaN log-weights count as ``-inf``. If every
-log-weight is invalid after a reweighting, ``Info.all_invalid`` is set, no
-resampling happens and ``log_Z`` becomes ``-inf`` (it stays so afterwards).
+**Numerical failure is reported.** NaN log-weights count as ``-inf`` and are
+counted in ``SMCInfo.num_nan``; ``+inf`` log-weights are counted in
+``SMCInfo.num_posinf`` and make ``log_Z`` ``+inf`` (the ``+inf`` particles
+share the mass when resampling). If every log-weight is invalid after a
+reweighting, ``SMCInfo.all_invalid`` is set, no resampling happens and
+``log_Z`` becomes ``-inf`` (it stays so afterwards).
 """
 
 from __future__ import annotations
@@ -41,19 +66,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from inferax.sampling import _checks
+from inferax.sampling import particles as particles_lib
 from inferax.sampling import resampling as resampling_lib
 
 # Mesh axis name over which the particle axis is sharded (DESIGN.md, Multi-device).
 PARTICLE_AXIS = "particles"
 
-TransitionFn = Callable[[jax.Array, Any, Any], tuple[Any, jax.Array]]
+TransitionFn = Callable[..., tuple]
+Resampler = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
 class SMCState(NamedTuple):
     """State of an SMC population.
 
     Attributes:
-        particles: pytree whose leaves have leading axis ``N``.
+        particles: pytree; each leaf carries the ``N`` particles on its particle
+            axis (``particle_axes``), or is shared by all of them.
         log_weights: ``[N]`` unnormalised log-weights. ``step`` stores them
             shifted by their ``logsumexp`` (normalised) to keep float32
             precision over long runs, and as zeros right after resampling.
@@ -70,11 +99,16 @@ class SMCInfo(NamedTuple):
     """What one SMC step did.
 
     Attributes:
-        ess: effective sample size after reweighting, before resampling.
+        ess: effective sample size of the weights accumulated since the last
+            resampling, after this step's reweighting and before resampling.
         resampled: bool, whether this step resampled.
-        ancestors: ``int32 [N]`` ancestor indices (``arange(N)`` when not resampled).
+        ancestors: ``int32 [N]`` ancestor indices (``arange(N)`` when not
+            resampled; indices into the ``K N`` children when the step expanded).
         log_Z_increment: ``logsumexp(l + increment) - logsumexp(l)``.
         all_invalid: bool, every log-weight was ``-inf``/NaN after reweighting.
+        num_nan: int32, increments that were NaN (counted as ``-inf``).
+        num_posinf: int32, log-weights that were ``+inf`` after reweighting.
+        aux: the transition's auxiliary output, or None.
     """
 
     ess: jax.Array
@@ -82,46 +116,41 @@ class SMCInfo(NamedTuple):
     ancestors: jax.Array
     log_Z_increment: jax.Array
     all_invalid: jax.Array
+    num_nan: jax.Array | None = None
+    num_posinf: jax.Array | None = None
+    aux: Any = None
 
 
 class SMC(NamedTuple):
-    """An SMC algorithm built by ``build``: ``init``, ``step`` and ``run``."""
+    """An SMC algorithm built by ``build``: ``init``, ``step``, ``run``, ``run_until_done``."""
 
     init: Callable[..., SMCState]
     step: Callable[..., tuple[SMCState, SMCInfo]]
     run: Callable[..., tuple[SMCState, SMCInfo]]
+    run_until_done: Callable[..., tuple[SMCState, SMCInfo, jax.Array]]
+    particle_axes: particles_lib.ParticleAxes = particles_lib.ParticleAxes.of(0)
 
 
-def num_particles(particles: Any, name: str = "particles") -> int:
-    """Returns the common leading-axis size ``N`` of a particle pytree.
+def num_particles(particles: Any, name: str = "particles", particle_axes: Any = 0) -> int:
+    """Returns the common particle-axis size ``N`` of a population pytree.
 
     Raises:
-        ValueError: if the pytree has no leaves, a scalar leaf, or leaves with
-            different leading sizes.
+        ValueError: if the pytree has no leaves, a scalar leaf on axis 0, or
+            leaves with different sizes.
     """
-    leaves = jax.tree_util.tree_leaves(particles)
-    if not leaves:
-        raise ValueError(
-            f"{name}: expected a pytree with at least one array leaf, got {particles!r}"
-        )
-    sizes = []
-    for leaf in leaves:
-        shape = jnp.shape(leaf)
-        if len(shape) == 0:
-            raise ValueError(f"{name}: expected every leaf to have a leading axis N, got a scalar")
-        sizes.append(shape[0])
-    if len(set(sizes)) != 1:
-        raise ValueError(f"{name}: expected every leaf to share the leading axis N, got {sizes}")
-    return int(sizes[0])
+    return particles_lib.count(particles, particle_axes, name)
 
 
-def init(particles: Any, log_weights: jax.Array | None = None) -> SMCState:
+def init(
+    particles: Any, log_weights: jax.Array | None = None, *, particle_axes: Any = 0
+) -> SMCState:
     """Creates an SMC state; uniform log-weights (zeros) unless given; ``log_Z = 0``.
 
     Args:
-        particles: pytree of arrays with leading axis ``N``.
+        particles: population pytree (``N`` particles on each leaf's particle axis).
         log_weights: optional ``[N]`` floating log-weights of the initial population
             (e.g. importance weights). Their overall level does not enter ``log_Z``.
+        particle_axes: see ``inferax.sampling.particles`` (default 0: leading axis).
 
     Returns:
         ``SMCState``.
@@ -130,11 +159,11 @@ def init(particles: Any, log_weights: jax.Array | None = None) -> SMCState:
         ValueError / TypeError: on a malformed pytree or ``log_weights`` that is
             not a floating ``[N]`` array.
     """
-    n = num_particles(particles)
+    n = num_particles(particles, "particles", particle_axes)
     if log_weights is None:
         log_weights = jnp.zeros((n,), jnp.result_type(float))
     else:
-        log_weights = resampling_lib._check_log_weights(log_weights)
+        log_weights = resampling_lib.check_log_weights(log_weights)
         if log_weights.shape[0] != n:
             raise ValueError(
                 f"log_weights: expected shape ({n},) to match the {n} particles, "
@@ -179,53 +208,86 @@ def _on_whole_vector(fn: Callable) -> Callable:
     return resharded
 
 
-def _reweight(old_log_weights: jax.Array, inc: jax.Array):
+def _reweight(old_log_weights: jax.Array, inc: jax.Array, expand: int):
     old = resampling_lib.sanitize(old_log_weights)
-    new = resampling_lib.sanitize((old + inc).astype(old.dtype))
+    if expand > 1:  # K children share each parent's mass
+        old = jnp.repeat(old, expand) - jnp.asarray(math.log(expand), old.dtype)
+    raw = (old + inc).astype(old.dtype)
+    num_nan = jnp.sum(jnp.isnan(inc)).astype(jnp.int32)
+    num_posinf = jnp.sum(raw == jnp.inf).astype(jnp.int32)
+    new = resampling_lib.sanitize(raw)
     lse_new = jax.nn.logsumexp(new)
     invalid = jnp.all(new == -jnp.inf)
-    increment = jnp.where(invalid, -jnp.inf, lse_new - jax.nn.logsumexp(old)).astype(old.dtype)
+    increment = lse_new - jax.nn.logsumexp(old)
+    increment = jnp.where(num_posinf > 0, jnp.inf, increment)
+    increment = jnp.where(invalid, -jnp.inf, increment).astype(old.dtype)
     log_weights = jnp.where(invalid, new, new - lse_new).astype(old.dtype)
-    return log_weights, increment, invalid, resampling_lib.ess(log_weights)
+    ess = resampling_lib.ess(log_weights)
+    return log_weights, increment, invalid, ess, num_nan, num_posinf
 
 
 def _explicit_mesh() -> bool:
     return _particle_axis_type() == jax.sharding.AxisType.Explicit
 
 
-def _take(particles: Any, ancestors: jax.Array) -> Any:
-    if _explicit_mesh():  # sharding in types: each leaf keeps its sharding
-        return jax.tree_util.tree_map(
-            lambda x: x.at[ancestors].get(out_sharding=jax.typeof(x).sharding.spec), particles
+def _resolve_resampler(resampling) -> Resampler:
+    if callable(resampling):
+        return resampling
+    return resampling_lib.get(resampling)
+
+
+def _unpack(out, name="transition_fn"):
+    if not isinstance(out, tuple | list) or len(out) not in (2, 3):
+        raise ValueError(
+            f"{name}: expected (new_particles, log_weight_increments) or "
+            f"(new_particles, log_weight_increments, aux), got {type(out).__name__}"
+            + (f" of length {len(out)}" if isinstance(out, tuple | list) else "")
         )
-    return jax.tree_util.tree_map(lambda x: jnp.take(x, ancestors, axis=0), particles)
+    return (out[0], out[1], out[2] if len(out) == 3 else None)
 
 
 def build(
     transition_fn: TransitionFn,
     *,
-    resampling: str = "systematic",
+    resampling: str | Resampler = "systematic",
     ess_threshold: float = 0.5,
+    particle_axes: Any = 0,
 ) -> SMC:
     """Builds an adaptive-resampling SMC algorithm.
 
     Args:
-        transition_fn: ``(key, particles, step_input) -> (new_particles, inc)``
-            with ``inc`` the ``[N]`` log-weight increments ``log G_t``. It must
-            keep the particle pytree's structure, shapes and dtypes.
-        resampling: name of a scheme in ``resampling.RESAMPLERS``.
+        transition_fn: ``(key, particles, step_input) -> (new_particles, inc)`` or
+            ``(new_particles, inc, aux)``, ``inc`` the ``[N]`` (or ``[K N]`` when
+            expanding) log-weight increments ``log G_t``. It must keep the
+            pytree structure, dtypes and shapes (a particle axis may grow to
+            ``K N``; shared leaves keep their shape).
+        resampling: a name in ``resampling.RESAMPLERS`` or a callable
+            ``(key, log_weights [M], num_samples) -> int32 [num_samples]``.
         ess_threshold: resample when ``ESS < ess_threshold * N``; ``1.0`` means at
-            every step, ``0.0`` never.
+            every step, ``0.0`` never (an expanding step always resamples).
+        particle_axes: each leaf's particle axis (int) or None for leaves shared
+            by all particles; a pytree prefix of the particles
+            (``inferax.sampling.particles``).
 
     Returns:
-        ``SMC(init, step, run)``:
+        ``SMC(init, step, run, run_until_done)``:
 
+        - ``init(particles, log_weights=None)``;
         - ``step(key, state, step_input, may_resample=True) -> (state, info)``;
           ``may_resample`` may be a traced bool.
         - ``run(key, state, step_inputs, *, resample_last=True) -> (state, infos)``:
           one ``lax.scan`` over the leading axis of the ``step_inputs`` pytree,
           step ``i`` using ``jax.random.fold_in(key, i)``; ``infos`` are stacked
           over steps. ``resample_last=False`` never resamples after the final step.
+        - ``run_until_done(key, state, done_fn, *, max_steps, step_inputs=None,
+          resample_last=True) -> (state, infos, num_steps)``: one
+          ``lax.while_loop`` that stops after ``max_steps`` steps or as soon as
+          ``done_fn(particles) -> bool [N]`` holds for every particle. Step ``i``
+          gets ``step_inputs[i]`` (default: ``i`` itself) and the key
+          ``fold_in(key, i)``, as in ``run``; a particle that is done before a
+          step keeps its state and weight through it (not for expanding
+          transitions, which see ``done`` themselves). ``infos`` have
+          ``max_steps`` rows, the first ``num_steps`` filled (the rest zeros).
 
     Raises:
         TypeError: if ``transition_fn`` is not callable or ``ess_threshold`` is
@@ -234,20 +296,18 @@ def build(
     """
     if not callable(transition_fn):
         raise TypeError(f"transition_fn: expected a callable, got {type(transition_fn).__name__}")
-    resample_fn = resampling_lib.get(resampling)
-    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, int | float):
-        raise TypeError(
-            f"ess_threshold: expected a Python float in [0, 1], got {ess_threshold!r} "
-            f"of type {type(ess_threshold).__name__}"
-        )
-    if not 0.0 <= float(ess_threshold) <= 1.0 or math.isnan(ess_threshold):
-        raise ValueError(f"ess_threshold: expected a value in [0, 1], got {ess_threshold}")
-    threshold = float(ess_threshold)
+    resample_fn = _resolve_resampler(resampling)
+    threshold = _checks.unit_interval(ess_threshold, "ess_threshold")
+    particle_axes = particles_lib.ParticleAxes.of(particle_axes)
 
-    def step(key, state: SMCState, step_input, may_resample=True):
+    def init_fn(particles, log_weights=None):
+        return init(particles, log_weights, particle_axes=particle_axes)
+
+    def _step(key, state, step_input, may_resample, done):
         if not isinstance(state, SMCState):
             raise TypeError(f"state: expected an SMCState, got {type(state).__name__}")
-        n = num_particles(state.particles, "state.particles")
+        axes = particles_lib.leaf_axes(particle_axes, state.particles)
+        n = num_particles(state.particles, "state.particles", particle_axes)
         if jnp.shape(state.log_weights) != (n,):
             raise ValueError(
                 f"state.log_weights: expected shape ({n},) to match the {n} particles, "
@@ -256,67 +316,85 @@ def build(
         dtype = state.log_weights.dtype
         key_move, key_resample = jax.random.split(key)
 
-        new_particles, inc = transition_fn(key_move, state.particles, step_input)
-        if jax.tree_util.tree_structure(new_particles) != jax.tree_util.tree_structure(
-            state.particles
-        ):
+        new_particles, inc, aux = _unpack(transition_fn(key_move, state.particles, step_input))
+        m = jnp.shape(inc)[0] if jnp.ndim(inc) == 1 else None
+        expand = m // n if (m is not None and m % n == 0) else 0
+        if m is None or expand < 1:
             raise ValueError(
-                "transition_fn: expected new particles with the same pytree structure as "
-                f"the input, got {jax.tree_util.tree_structure(new_particles)}"
+                f"transition_fn: expected log-weight increments of shape ({n},) "
+                f"(or (K * {n},) when expanding), got {jnp.shape(inc)}"
             )
-        num_particles(new_particles, "transition_fn output particles")
-        if jnp.shape(inc) != (n,):
-            raise ValueError(
-                f"transition_fn: expected log-weight increments of shape ({n},), "
-                f"got {jnp.shape(inc)}"
+        particles_lib.check_like(new_particles, state.particles, axes, (m,), "transition_fn")
+        if not jnp.issubdtype(jnp.result_type(inc), jnp.floating):
+            raise TypeError(
+                "transition_fn: expected floating log-weight increments, got "
+                f"{jnp.result_type(inc)}"
             )
+        inc = inc.astype(dtype)
+        if done is not None and expand == 1:  # finished particles stand still
+            new_particles = particles_lib.where(done, state.particles, new_particles, axes)
+            inc = jnp.where(done, jnp.zeros((), dtype), inc)
 
-        log_weights, increment, invalid, ess = _on_whole_vector(_reweight)(
-            state.log_weights, inc.astype(dtype)
-        )
+        log_weights, increment, invalid, ess, num_nan, num_posinf = _on_whole_vector(
+            lambda lw, i: _reweight(lw, i, expand)
+        )(state.log_weights, inc)
 
-        if threshold >= 1.0:
+        trigger = jnp.array(True) if threshold >= 1.0 else ess < threshold * m
+        if expand > 1:
             trigger = jnp.array(True)
-        else:
-            trigger = ess < threshold * n
+        if callable(may_resample):
+            may_resample = may_resample(new_particles)
         do_resample = jnp.asarray(may_resample, bool) & trigger & ~invalid
+        if expand > 1:  # the population must come back to N
+            do_resample = do_resample | jnp.array(True)
 
-        def _resample(operand):
-            particles, lw = operand
-            ancestors = _on_whole_vector(resample_fn)(key_resample, lw)
-            return _take(particles, ancestors), jnp.zeros_like(lw), ancestors
+        def ancestors_fn(k, lw):
+            a = resample_fn(k, lw, n)
+            if jnp.shape(a) != (n,) or not jnp.issubdtype(jnp.result_type(a), jnp.integer):
+                raise ValueError(
+                    f"resampling: expected int ancestors of shape ({n},), got "
+                    f"{jnp.result_type(a)}{list(jnp.shape(a))}"
+                )
+            return a.astype(jnp.int32)
 
-        def _keep(operand):
-            particles, lw = operand
-            return particles, lw, jnp.arange(n, dtype=jnp.int32)
+        sharding = None
+        if _explicit_mesh():  # sharding in types: each leaf keeps its sharding
+            sharding = lambda leaf: jax.typeof(leaf).sharding.spec  # noqa: E731
+        identity = jnp.arange(n, dtype=jnp.int32)
+        if expand > 1:
+            ancestors = _on_whole_vector(ancestors_fn)(key_resample, log_weights)
+            particles = particles_lib.take(new_particles, ancestors, axes, sharding)
+        else:
+            # At most one iteration: under vmap a batched predicate runs the
+            # gather only when some member resamples (a cond would always gather).
+            def body(carry):
+                _, tree, _ = carry
+                anc = _on_whole_vector(ancestors_fn)(key_resample, log_weights)
+                return (
+                    jnp.zeros_like(do_resample),
+                    particles_lib.take(tree, anc, axes, sharding),
+                    anc,
+                )
 
-        particles, log_weights, ancestors = jax.lax.cond(
-            do_resample, _resample, _keep, (new_particles, log_weights)
-        )
+            _, particles, ancestors = jax.lax.while_loop(
+                lambda c: c[0], body, (do_resample, new_particles, identity)
+            )
+        log_weights = jnp.where(do_resample, jnp.zeros_like(log_weights), log_weights)
+        if expand > 1:
+            log_weights = log_weights[:n]
         if _explicit_mesh():  # the scan carry keeps the input's sharding
             log_weights = jax.sharding.reshard(
                 log_weights, jax.typeof(state.log_weights).sharding.spec
             )
         new_state = SMCState(particles, log_weights, (state.log_Z + increment).astype(dtype))
-        info = SMCInfo(ess, do_resample, ancestors, increment, invalid)
+        info = SMCInfo(ess, do_resample, ancestors, increment, invalid, num_nan, num_posinf, aux)
         return new_state, info
 
+    def step(key, state: SMCState, step_input, may_resample=True):
+        return _step(key, state, step_input, may_resample, None)
+
     def run(key, state: SMCState, step_inputs, *, resample_last: bool = True):
-        leaves = jax.tree_util.tree_leaves(step_inputs)
-        if not leaves:
-            raise ValueError(
-                "step_inputs: expected a pytree with at least one array leaf whose "
-                f"leading axis indexes the steps, got {step_inputs!r}"
-            )
-        lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
-        if None in lengths or len(lengths) != 1:
-            raise ValueError(
-                "step_inputs: expected every leaf to share a leading (step) axis, "
-                f"got shapes {[jnp.shape(leaf) for leaf in leaves]}"
-            )
-        num_steps = lengths.pop()
-        if num_steps < 1:
-            raise ValueError("step_inputs: expected at least one step, got 0")
+        num_steps = _num_steps(step_inputs)
         if not isinstance(resample_last, bool):
             raise TypeError(f"resample_last: expected a Python bool, got {resample_last!r}")
 
@@ -327,4 +405,117 @@ def build(
 
         return jax.lax.scan(body, state, (jnp.arange(num_steps), step_inputs))
 
-    return SMC(init, step, run)
+    def run_until_done(
+        key, state: SMCState, done_fn, *, max_steps: int, step_inputs=None, resample_last=True
+    ):
+        max_steps = _checks.positive_int(max_steps, "max_steps")
+        if not callable(done_fn):
+            raise TypeError(f"done_fn: expected a callable particles -> bool [N], got {done_fn!r}")
+        if not isinstance(resample_last, bool):
+            raise TypeError(f"resample_last: expected a Python bool, got {resample_last!r}")
+        if step_inputs is not None and _num_steps(step_inputs) < max_steps:
+            raise ValueError(
+                f"step_inputs: expected at least max_steps = {max_steps} rows, got "
+                f"{_num_steps(step_inputs)}"
+            )
+        n = num_particles(state.particles, "state.particles", particle_axes)
+
+        def done_of(particles):
+            d = done_fn(particles)
+            if jnp.shape(d) != (n,):
+                raise ValueError(
+                    f"done_fn: expected a bool array of shape ({n},), got {jnp.shape(d)}"
+                )
+            return jnp.asarray(d, bool)
+
+        def input_at(i):
+            if step_inputs is None:
+                return i
+            return jax.tree_util.tree_map(lambda a: a[i], step_inputs)
+
+        def one(i, st, may_resample, done):
+            return _step(jax.random.fold_in(key, i), st, input_at(i), may_resample, done)
+
+        # The info buffers need one step's output shapes (an abstract trace only).
+        info_shape = jax.eval_shape(
+            lambda s: one(jnp.int32(0), s, True, done_of(s.particles))[1], state
+        )
+        infos0 = jax.tree_util.tree_map(
+            lambda a: jnp.zeros((max_steps, *a.shape), a.dtype), info_shape
+        )
+
+        def cond(carry):
+            i, _, _, all_done = carry
+            return (i < max_steps) & ~all_done
+
+        def body(carry):
+            i, st, infos, _ = carry
+            done = done_of(st.particles)
+            if resample_last:
+                may = True
+            else:  # decided after the move, once the new done mask is known
+
+                def may(new_particles):
+                    return ~(jnp.all(done_of(new_particles)) | (i >= max_steps - 1))
+
+            new, info = one(i, st, may, done)
+            infos = jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), infos, info)
+            return i + 1, new, infos, jnp.all(done_of(new.particles))
+
+        start = (jnp.int32(0), state, infos0, jnp.all(done_of(state.particles)))
+        num, final, infos, _ = jax.lax.while_loop(cond, body, start)
+        return final, infos, num
+
+    return SMC(init_fn, step, run, run_until_done, particle_axes)
+
+
+def _num_steps(step_inputs) -> int:
+    leaves = jax.tree_util.tree_leaves(step_inputs)
+    if not leaves:
+        raise ValueError(
+            "step_inputs: expected a pytree with at least one array leaf whose "
+            f"leading axis indexes the steps, got {step_inputs!r}"
+        )
+    lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
+    if None in lengths or len(lengths) != 1:
+        raise ValueError(
+            "step_inputs: expected every leaf to share a leading (step) axis, "
+            f"got shapes {[jnp.shape(leaf) for leaf in leaves]}"
+        )
+    num_steps = lengths.pop()
+    if num_steps < 1:
+        raise ValueError("step_inputs: expected at least one step, got 0")
+    return num_steps
+
+
+def lineage(ancestors: jax.Array) -> jax.Array:
+    """The initial particle each final particle descends from.
+
+    Args:
+        ancestors: ``int32 [T, N]`` stacked ``SMCInfo.ancestors`` of a run
+            (non-expanding steps).
+
+    Returns:
+        ``int32 [N]``: ``a_0[a_1[... a_{T-1}[i]]]`` for final particle ``i``.
+    """
+    ancestors = jnp.asarray(ancestors)
+    if ancestors.ndim != 2:
+        raise ValueError(f"ancestors: expected shape [T, N], got {ancestors.shape}")
+    n = ancestors.shape[1]
+
+    def back(origin, a):
+        return a[origin], None
+
+    origin, _ = jax.lax.scan(back, jnp.arange(n, dtype=jnp.int32), ancestors, reverse=True)
+    return origin
+
+
+def num_distinct_ancestors(ancestors: jax.Array) -> jax.Array:
+    """How many initial particles still have descendants at the end (path degeneracy).
+
+    ``N`` when nothing was resampled; 1 when the whole population descends from
+    one initial particle.
+    """
+    origin = lineage(ancestors)
+    n = origin.shape[0]
+    return jnp.sum(jnp.zeros((n,), jnp.int32).at[origin].set(1))
