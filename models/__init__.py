@@ -1,11 +1,14 @@
 """inferax.models: Flax modules, losses, training, data and analytic oracles.
 
-``train`` is the training submodule (``train.train``, ``train.train_or_restore``);
+``train`` is the training submodule (``train.train``, ``train.train_or_restore``,
+keyed by ``cache.cache_record``); ``checkpoint`` holds the verified
+``Checkpointer`` and the ``DirectoryLock`` of a run;
 the 2-D data samplers live in ``data`` (``data.eight_gaussians``) and the exact
 mixture oracles in ``gmm`` (``gmm.eight_gaussians``).
 """
 
 from inferax.models import (
+    cache,
     checkpoint,
     classifier,
     convnet,
@@ -15,7 +18,13 @@ from inferax.models import (
     mlp,
     train,
 )
-from inferax.models.checkpoint import Checkpointer
+from inferax.models.checkpoint import (
+    Checkpointer,
+    CorruptCheckpointError,
+    DirectoryLock,
+    DirectoryLockedError,
+    NonFiniteError,
+)
 from inferax.models.classifier import DigitsClassifier, accuracy, train_classifier
 from inferax.models.convnet import ConvVelocity
 from inferax.models.data import TOY_DATASETS, digits_to_unit, gmm_samples, load_digits, toy_samples
@@ -33,11 +42,16 @@ __all__ = [
     "TOY_DATASETS",
     "Checkpointer",
     "ConvVelocity",
+    "CorruptCheckpointError",
+    "DirectoryLock",
+    "DirectoryLockedError",
     "DigitsClassifier",
     "GaussianMixture",
+    "NonFiniteError",
     "TrainState",
     "VelocityMLP",
     "accuracy",
+    "cache",
     "checkpoint",
     "classifier",
     "convnet",

@@ -9,10 +9,18 @@ again with the same arguments and ``workdir`` continues from the saved
 
 Each update is one call of a single jitted function (batch selection, loss,
 gradient, optax update), compiled once per ``train`` call.
+
+Training stops with ``NonFiniteError`` (and an absl error line) at the first
+NaN or infinite loss or parameter, before anything non-finite is saved, so the
+last finite checkpoint survives; a resume restores the newest checkpoint that
+passes its integrity check. ``train_or_restore`` caches a finished model under
+a key that hashes everything that determines it (see ``cache_record``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -24,13 +32,25 @@ import numpy as np
 import optax
 from absl import logging
 
-from inferax.models.checkpoint import Checkpointer
+from inferax.models import checkpoint
+from inferax.models.cache import CACHE_VERSION, cache_record, record_differences
+from inferax.models.checkpoint import Checkpointer, DirectoryLock, NonFiniteError
 from inferax.models.flow_matching import (
     ApplyFn,
     TrainState,
     init_train_state,
     make_train_step,
 )
+from inferax.sampling import _checks
+
+__all__ = [
+    "CACHE_VERSION",
+    "cache_record",
+    "make_optimizer",
+    "record_differences",
+    "train",
+    "train_or_restore",
+]
 
 DataSampler = Callable[[jax.Array, int], Any]
 
@@ -39,14 +59,26 @@ def make_optimizer(
     learning_rate: float = 1e-3,
     num_steps: int = 10_000,
     *,
-    warmup_steps: int = 100,
+    warmup_steps: int | None = None,
     weight_decay: float = 0.0,
     clip_norm: float | None = 1.0,
 ) -> optax.GradientTransformation:
-    """AdamW with linear warm-up then cosine decay to 0 at ``num_steps``, and grad clipping."""
+    """AdamW with linear warm-up then cosine decay to 0 at ``num_steps``, and grad clipping.
+
+    Args:
+        learning_rate: peak learning rate.
+        num_steps: length of the schedule (the run's number of updates).
+        warmup_steps: steps of linear warm-up from 0; ``None`` picks
+            ``min(100, num_steps // 10)``, valid for any ``num_steps >= 1``.
+        weight_decay: AdamW's decoupled weight decay.
+        clip_norm: global gradient-norm clip, or ``None`` for none.
+    """
     if not learning_rate > 0:
         raise ValueError(f"learning_rate: expected a positive number, got {learning_rate!r}")
-    if num_steps < 1 or warmup_steps < 0 or warmup_steps >= max(num_steps, 1):
+    num_steps = _checks.positive_int(num_steps, "num_steps")
+    if warmup_steps is None:
+        warmup_steps = min(100, num_steps // 10)
+    if warmup_steps < 0 or warmup_steps >= num_steps:
         raise ValueError(
             f"warmup_steps: expected 0 <= warmup_steps < num_steps = {num_steps}, "
             f"got {warmup_steps!r}"
@@ -56,12 +88,6 @@ def make_optimizer(
     )
     adam = optax.adamw(schedule, weight_decay=weight_decay)
     return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
-
-
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _batch_fn(data: Any, batch_size: int) -> Callable:
@@ -152,12 +178,16 @@ def train(
 
     Raises:
         ValueError: on bad arguments, or when ``workdir`` holds a checkpoint
-            beyond ``num_steps``.
+            beyond ``num_steps`` or of a different model.
+        NonFiniteError: at the first non-finite loss or parameters (the step
+            is named; nothing non-finite is saved).
+        CorruptCheckpointError: when no checkpoint in ``workdir`` passes its
+            integrity check.
     """
-    num_steps = _int_arg("num_steps", num_steps, 0)
-    batch_size = _int_arg("batch_size", batch_size, 1)
-    checkpoint_every = _int_arg("checkpoint_every", checkpoint_every, 1)
-    log_every = _int_arg("log_every", log_every, 1)
+    num_steps = _checks.non_negative_int(num_steps, "num_steps")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    checkpoint_every = _checks.positive_int(checkpoint_every, "checkpoint_every")
+    log_every = _checks.positive_int(log_every, "log_every")
     data_arr, labels_arr = _checked_data(data, labels)
     step_fn = make_train_step(
         apply_fn, optimizer, p_uncond=p_uncond, null_label=null_label, ema_decay=ema_decay
@@ -180,11 +210,16 @@ def train(
                     f"num_steps: expected >= the latest checkpoint step {latest} in {workdir}, "
                     f"got {num_steps}"
                 )
-            target = {"state": state, "losses": jax.ShapeDtypeStruct((latest,), jnp.float32)}
-            restored = ckpt.restore(latest, target)
-            state, start = restored["state"], latest
+            abstract = checkpoint.abstract_tree(state)
+
+            def target(step):
+                return {"state": abstract, "losses": jax.ShapeDtypeStruct((step,), jnp.float32)}
+
+            start, restored = ckpt.restore_latest(target, delete_bad=True)
+            state = restored["state"]
             history.append(np.asarray(restored["losses"]))
-            logging.info("train: resumed from step %d in %s", latest, ckpt.directory)
+            done = "restored the finished run" if start == num_steps else "resumed"
+            logging.info("train: %s at step %d from %s", done, start, ckpt.directory)
         if start < num_steps:
             state = _run(
                 state, key, step_fn, data, data_arr, labels_arr, batch_size,
@@ -195,7 +230,15 @@ def train(
             ckpt.close()
     losses = np.concatenate(history) if history else np.zeros((0,), np.float32)
     params = state.ema_params if ema_decay is not None else state.params
+    bad = checkpoint.first_non_finite(params)
+    if bad is not None:
+        _fail(f"train: parameter {bad} is not finite after step {num_steps}")
     return params, losses
+
+
+def _fail(message: str) -> None:
+    logging.error("%s", message)
+    raise NonFiniteError(message)
 
 
 def _run(
@@ -229,7 +272,17 @@ def _run(
         at_ckpt = ckpt is not None and (step % checkpoint_every == 0 or step == num_steps)
         if not (at_log or at_ckpt):
             continue
-        history.append(np.asarray(jnp.stack(pending), np.float32))
+        chunk = np.asarray(jnp.stack(pending), np.float32)
+        if not np.all(np.isfinite(chunk)):
+            idx = int(np.argmin(np.isfinite(chunk)))
+            where = f"; the last checkpoint is step {ckpt.latest_step()}" if ckpt else ""
+            if bar is not None:
+                bar.close()
+            _fail(
+                f"train: loss {chunk[idx]} at step {step - len(pending) + 1 + idx} "
+                f"(of {num_steps}) is not finite; training stopped{where}"
+            )
+        history.append(chunk)
         if bar is not None:
             bar.update(len(pending))
         pending = []
@@ -240,30 +293,80 @@ def _run(
                 step, num_steps, float(recent.mean()), time.perf_counter() - t0,
             )  # fmt: skip
         if at_ckpt:
-            ckpt.save(step, {"state": state, "losses": np.concatenate(history)}, force=True)
+            try:
+                ckpt.save(step, {"state": state, "losses": np.concatenate(history)}, force=True)
+            except NonFiniteError as e:
+                _fail(f"train: step {step}: {e}; training stopped")
     if bar is not None:
         bar.close()
     return state
 
 
-def train_or_restore(
-    key: jax.Array, *, workdir: str | os.PathLike, **kwargs
-) -> tuple[Any, np.ndarray]:
-    """``train`` with a cache: a finished run in ``workdir`` is restored, not retrained.
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
-    Takes the arguments of ``train`` (``workdir`` is required). When
-    ``workdir`` holds a checkpoint at exactly ``num_steps``, the saved
-    parameters and losses are returned without compiling or running a step;
-    otherwise training starts or resumes there.
+
+def train_or_restore(
+    key: jax.Array,
+    *,
+    workdir: str | os.PathLike,
+    spec: Any = None,
+    refuse_mismatch: bool = False,
+    **kwargs,
+) -> tuple[Any, np.ndarray]:
+    """``train`` with a cache keyed by everything that determines the model.
+
+    The run goes to ``workdir/<key>/`` where ``<key>`` is a hash of
+    ``cache_record(key, spec=spec, **kwargs)`` (written beside it as
+    ``spec.json``): a finished entry is restored without compiling a step, an
+    interrupted one resumes, and a different seed, architecture, data or
+    ``spec`` trains into a new entry. The entry is locked (``DirectoryLock``)
+    for the duration, so a concurrent run with the same key fails at once.
+
+    Args:
+        key: PRNG key of the run (part of the cache key).
+        workdir: cache root for this model.
+        spec: JSON-like description of what the arguments do not show (config
+            section with the optimizer settings, data definition, code version).
+        refuse_mismatch: if ``workdir`` holds entries and none matches, raise
+            instead of training a new one.
+        **kwargs: the other arguments of ``train``.
+
+    Raises:
+        ValueError: with ``refuse_mismatch``, one line naming the fields in
+            which the newest cached entry differs.
+        DirectoryLockedError: if another run is training this entry.
     """
     if workdir is None:
         raise ValueError("workdir: expected a directory to cache the trained model in, got None")
-    num_steps = kwargs.get("num_steps")
-    path = os.path.join(os.fspath(workdir), "checkpoints")
-    cached = False
-    if os.path.isdir(path):
-        with Checkpointer(path) as ckpt:
-            cached = ckpt.latest_step() == num_steps
-    if cached:
-        logging.info("train_or_restore: using the finished run cached in %s", path)
-    return train(key, workdir=workdir, **kwargs)
+    record = cache_record(key, spec=spec, **kwargs)
+    blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    root = os.path.abspath(os.fspath(workdir))
+    entry = os.path.join(root, digest)
+    others = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name, "spec.json")
+            if name != digest and os.path.isfile(path):
+                others.append((os.path.getmtime(path), name, path))
+    if others and not os.path.isfile(os.path.join(entry, "spec.json")):
+        _, name, path = max(others)
+        diff = record_differences(_read_json(path) or {}, record)
+        if refuse_mismatch:
+            raise ValueError(
+                f"workdir: the model cached in {os.path.join(root, name)} differs in: {diff}"
+            )
+        logging.info("train_or_restore: new cache entry %s (differs from %s in: %s)",
+                     digest, name, diff)  # fmt: skip
+    with DirectoryLock(entry, what="model cache entry"):
+        spec_path = os.path.join(entry, "spec.json")
+        if not os.path.isfile(spec_path):
+            with open(spec_path + ".tmp", "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+            os.replace(spec_path + ".tmp", spec_path)
+        return train(key, workdir=entry, **kwargs)

@@ -1,6 +1,8 @@
-"""The resumable training loop."""
+"""The resumable training loop: resume, non-finite stops, the config-keyed cache."""
 
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,12 @@ import pytest
 
 from inferax.models import data, gmm, mlp
 from inferax.models import train as tr
+from inferax.models.checkpoint import (
+    Checkpointer,
+    DirectoryLock,
+    DirectoryLockedError,
+    NonFiniteError,
+)
 from inferax.models.flow_matching import flow_matching_loss
 
 TINY = mlp.VelocityMLP(hidden=16, depth=1, time_embed_dim=8, num_classes=3)
@@ -75,34 +83,111 @@ def test_resume_is_bit_identical(tmp_path):
     )
 
 
-def test_train_or_restore_uses_the_cache(tmp_path):
-    params, losses = run(tmp_path, 6)
-    calls = []
-
-    def sampler(key, n):  # would be traced if any step ran
-        calls.append(1)
-        return jnp.zeros((n, 2)), jnp.zeros((n,), jnp.int32)
-
+def cached(workdir, key=0, model=TINY, params=None, **kw):
     x, y = tiny_data()
-    cached, cached_losses = tr.train_or_restore(
-        jax.random.key(0),
-        workdir=tmp_path,
-        apply_fn=TINY.apply,
-        params_init=tiny_params(),
-        data=sampler,
+    args = dict(
+        workdir=workdir,
+        apply_fn=model.apply,
+        params_init=tiny_params() if params is None else params,
+        data=x,
+        labels=y,
         optimizer=tiny_optimizer(),
         num_steps=6,
         batch_size=32,
         checkpoint_every=4,
         p_uncond=0.3,
         null_label=3,
-        ema_decay=0.9,
+        spec={"lr": 3e-3, "warmup_steps": 2},
     )
-    assert calls == []
-    assert_trees_equal(cached, params)
-    np.testing.assert_array_equal(cached_losses, losses)
-    with pytest.raises(ValueError, match="num_steps: expected >= the latest checkpoint step 6"):
-        run(tmp_path, 4)
+    args.update(kw)
+    return tr.train_or_restore(jax.random.key(key), **args)
+
+
+def entries(workdir):
+    return sorted(d for d in os.listdir(workdir) if os.path.isfile(workdir / d / "spec.json"))
+
+
+def test_train_or_restore_keys_the_cache_by_seed(tmp_path, monkeypatch):
+    params_a, losses_a = cached(tmp_path, key=0)
+    params_b, _ = cached(tmp_path, key=1)
+    assert len(entries(tmp_path)) == 2  # seed B trained its own model ...
+    assert not np.array_equal(jax.tree.leaves(params_a)[0], jax.tree.leaves(params_b)[0])
+    # ... and seed A again restores A's model without running a step.
+    monkeypatch.setattr(tr, "_run", lambda *a: pytest.fail("trained although cached"))
+    again, again_losses = cached(tmp_path, key=0)
+    assert_trees_equal(again, params_a)
+    np.testing.assert_array_equal(again_losses, losses_a)
+    assert len(entries(tmp_path)) == 2
+    # The record beside the entry says what determined it.
+    with open(tmp_path / entries(tmp_path)[0] / "spec.json") as f:
+        record = json.load(f)
+    assert record["spec"] == {"lr": 3e-3, "warmup_steps": 2} and record["num_steps"] == 6
+    assert "VelocityMLP" in record["apply_fn"]
+
+
+def test_train_or_restore_mismatch(tmp_path):
+    cached(tmp_path)
+    wide = mlp.VelocityMLP(hidden=24, depth=1, time_embed_dim=8, num_classes=3)
+    wide_params = wide.init(jax.random.key(0), jnp.zeros((1, 2)), 0.0, jnp.zeros(1, jnp.int32))
+    with pytest.raises(ValueError) as err:
+        cached(tmp_path, model=wide, params=wide_params, refuse_mismatch=True)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("workdir: the model cached in")
+    assert "params_init" in msg and "apply_fn" in msg and "key" not in msg.split("in:")[1]
+    assert len(entries(tmp_path)) == 1  # refused before creating anything
+    with pytest.raises(ValueError, match=r"differs in: spec.lr \(0.003 -> 0.001\)$"):
+        cached(tmp_path, spec={"lr": 1e-3, "warmup_steps": 2}, refuse_mismatch=True)
+    # Without refuse_mismatch an architecture change trains a new entry (no orbax error).
+    params, losses = cached(tmp_path, model=wide, params=wide_params)
+    assert 24 in {x.shape[-1] for x in jax.tree.leaves(params)} and losses.shape == (6,)
+    assert len(entries(tmp_path)) == 2
+    with pytest.raises(TypeError, match="spec.fn: expected JSON-like values"):
+        cached(tmp_path, spec={"fn": print})
+
+
+def test_train_or_restore_refuses_a_concurrent_run(tmp_path):
+    cached(tmp_path)
+    (entry,) = entries(tmp_path)
+    with DirectoryLock(tmp_path / entry):  # another run is training this entry
+        with pytest.raises(DirectoryLockedError, match=rf"{entry}/.lock is held by PID"):
+            cached(tmp_path)
+
+
+def nan_at(step):
+    """An optax stage that turns the update of step ``step`` (1-based) into NaN."""
+
+    def update(updates, count, params=None):
+        scale = jnp.where(count + 1 == step, jnp.nan, 1.0)
+        return jax.tree.map(lambda u: u * scale, updates), count + 1
+
+    return optax.GradientTransformation(lambda p: jnp.zeros((), jnp.int32), update)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
+    opt = optax.chain(tiny_optimizer(), nan_at(6))
+    # NaN parameters after update 6 give a NaN loss at step 7; the flush at step 8 sees it.
+    with pytest.raises(NonFiniteError, match=r"loss nan at step 7 \(of 12\).*checkpoint is step 4"):
+        run(tmp_path, 12, optimizer=opt, max_to_keep=1, ema_decay=None)
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.all_steps() == [4]  # rotation (max_to_keep=1) kept the finite one
+    # Resuming with a healthy optimizer (same state structure) restores step 4 and finishes.
+    params, losses = run(tmp_path, 12, optimizer=optax.chain(tiny_optimizer(), nan_at(99)),
+                         max_to_keep=1, ema_decay=None)  # fmt: skip
+    assert losses.shape == (12,) and np.all(np.isfinite(losses))
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+    # Negative control: the NaN-free run is the one that resumed (same first 4 losses).
+    _, clean = run(None, 12, optimizer=optax.chain(tiny_optimizer(), nan_at(99)), ema_decay=None)
+    np.testing.assert_array_equal(losses, clean)
+
+
+def test_non_finite_parameters_stop_training(tmp_path):
+    opt = optax.chain(tiny_optimizer(), nan_at(12))  # the last update: its loss is still finite
+    with pytest.raises(NonFiniteError, match=r"step 12: checkpoint .*/12 not saved"):
+        run(tmp_path, 12, optimizer=opt, ema_decay=None)
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.all_steps() == [4, 8]
+    with pytest.raises(NonFiniteError, match=r"parameter .* is not finite after step 12"):
+        run(None, 12, optimizer=opt, ema_decay=None)
 
 
 def test_flow_matching_on_eight_gaussians_learns_the_exact_velocity():
@@ -152,11 +237,18 @@ def test_make_optimizer():
         tr.make_optimizer(-1.0)
     with pytest.raises(ValueError, match="warmup_steps"):
         tr.make_optimizer(1e-3, 10, warmup_steps=10)
+    # The default warm-up, min(100, num_steps // 10), works for short runs too.
+    for n, warm in [(5, False), (50, True), (5000, True)]:
+        opt = tr.make_optimizer(1e-2, n, clip_norm=None)
+        upd, _ = opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.zeros(2)}), {"w": jnp.zeros(2)})
+        assert (float(jnp.abs(upd["w"]).max()) == 0.0) == warm, n
+    with pytest.raises(ValueError, match="num_steps: expected a positive int, got 0"):
+        tr.make_optimizer(1e-3, 0)
 
 
 def test_bad_arguments(tmp_path):
     x, y = tiny_data()
-    with pytest.raises(ValueError, match="num_steps: expected an int >= 0"):
+    with pytest.raises(ValueError, match="num_steps: expected a non-negative int"):
         run(None, -1)
     with pytest.raises(ValueError, match="batch_size"):
         run(None, 2, batch_size=0)
