@@ -1,41 +1,98 @@
-"""Plumbing shared by the experiment binaries: workdirs, logs, results, plots."""
+"""Plumbing shared by the experiment binaries: workdirs, locks, logs, results, plots,
+and the command line.
+
+The command line of every binary (``main``)::
+
+    python -m inferax.experiments.sway --config=sway:quick --workdir=runs/sway \
+        --config.nfes=4,8,16 --config.sway_coefs="(-1, 0.5)" --config.toy.lr=1e-3
+
+``--config`` names a config shipped in ``inferax.experiments.configs``
+(``NAME`` or ``NAME:VARIANT``, from any directory) or a file
+(``path/to/config.py[:VARIANT]``, loaded by ``ml_collections.config_flags``).
+``--config.<field>=<value>`` overrides any field, lists and tuples included
+(``4,8,16``, ``(4, 8, 16)`` or ``[4, 8, 16]``; elements take the type of the
+field's current elements). The experiment's ``validate(config)`` runs on the
+final config before ``run``, so a bad setting fails before any training.
+
+Importing this module changes no global state (no matplotlib backend, no
+logging filters); ``prepare_workdir`` and ``main`` configure logging when a
+run starts.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging as py_logging
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
+from absl import logging
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import logging  # noqa: E402
+class _RunLogHandler(py_logging.FileHandler):
+    """The run's log file; holds the workdir's lock until ``close_log``."""
+
+    workdir_lock: Any = None
 
 
 def prepare_workdir(workdir: str, log_name: str) -> py_logging.Handler:
-    """Creates ``workdir`` and mirrors absl logging into ``workdir/log_name``."""
-    os.makedirs(workdir, exist_ok=True)
-    handler = py_logging.FileHandler(os.path.join(workdir, log_name), mode="w")
+    """Locks ``workdir`` for this run and mirrors absl logging into ``workdir/log_name``.
+
+    The lock (``<workdir>/.lock``, ``fcntl.flock``) is taken before the log
+    file is opened, so a second run on the same workdir fails at once (naming
+    the lock and the PID that holds it) without touching the first run's
+    files. ``close_log`` releases it.
+
+    Raises:
+        DirectoryLockedError: if another run holds ``workdir``.
+    """
+    from inferax.models.checkpoint import DirectoryLock, quiet_orbax_logging
+
+    lock = DirectoryLock(workdir, what="workdir").acquire()
+    try:
+        handler = _RunLogHandler(os.path.join(workdir, log_name), mode="w")
+    except BaseException:
+        lock.release()
+        raise
+    handler.workdir_lock = lock
     handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.get_absl_logger().addHandler(handler)
     logging.set_verbosity(logging.INFO)
+    quiet_orbax_logging()
     return handler
 
 
 def close_log(handler: py_logging.Handler) -> None:
+    """Detaches and closes the run's log file and releases the workdir lock."""
     logging.get_absl_logger().removeHandler(handler)
     handler.close()
+    lock = getattr(handler, "workdir_lock", None)
+    if lock is not None:
+        lock.release()
 
 
 def cache_dir(config, workdir: str, name: str) -> str:
-    """Where model ``name`` is cached: ``config.cache_dir/name`` or ``workdir/models/name``."""
+    """Where model ``name`` is cached: ``config.cache_dir/name`` or ``workdir/models/name``.
+
+    ``train.train_or_restore`` keys entries below it by everything that
+    determines the model, so one cache directory serves several seeds and
+    configs.
+    """
     root = config.cache_dir or os.path.join(workdir, "models")
     return os.path.join(root, name)
+
+
+def _save(fig: Figure, path: str) -> str:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def _to_jsonable(x: Any) -> Any:
@@ -67,7 +124,8 @@ def line_plot(
     logy: bool = False,
 ) -> str:
     """One row of panels; each panel maps a series name to ``(xs, ys)``."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels, strict=True):
         for name, (xs, ys) in series.items():
             ax.plot(xs, ys, marker="o", ms=3, label=name)
@@ -80,14 +138,12 @@ def line_plot(
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def scatter_grid(path: str, panels: list[tuple[str, np.ndarray]], lim: float = 3.5) -> str:
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(panels), 2.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, pts) in zip(axes[0], panels, strict=True):
         pts = np.asarray(pts)
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
@@ -97,16 +153,14 @@ def scatter_grid(path: str, panels: list[tuple[str, np.ndarray]], lim: float = 3
         ax.set_title(title, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def image_grid(path: str, rows: list[tuple[str, np.ndarray]]) -> str:
     """Each row: a title and images ``[n, H, W, 1]`` in [0, 1]."""
     ncol = max(len(imgs) for _, imgs in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(0.7 * ncol, 0.8 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(0.7 * ncol, 0.8 * len(rows)))
+    axes = fig.subplots(len(rows), ncol, squeeze=False)
     for r, (title, imgs) in enumerate(rows):
         for c in range(ncol):
             ax = axes[r, c]
@@ -114,32 +168,221 @@ def image_grid(path: str, rows: list[tuple[str, np.ndarray]]) -> str:
             if c < len(imgs):
                 ax.imshow(np.asarray(imgs[c])[..., 0], cmap="gray_r", vmin=0, vmax=1)
         axes[r, 0].set_title(title, fontsize=6, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def main(run: Callable[[Any, str], dict], name: str) -> None:
-    """Entry point of an experiment binary: ``--config`` and ``--workdir`` flags, then
-    ``run(config, workdir)``.
+# ------------------------------------------------------------------ command line
+_CONFIG_FLAG = "--config"
+
+
+def resolve_config_arg(value: str) -> str:
+    """``NAME[:VARIANT]`` -> the shipped file's ``path:VARIANT``; a file path is kept.
+
+    Raises:
+        ValueError: for a name that no shipped config has.
+    """
+    from inferax.experiments import configs
+
+    name, sep, variant = value.partition(":")
+    if os.sep in name or name.endswith(".py") or os.path.exists(name):
+        return value
+    return configs.path(name) + sep + variant
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separates ``--config.FIELD=VALUE`` overrides from the other arguments.
+
+    Also accepts ``--config.FIELD VALUE``, a bare ``--config.FIELD`` (true) and
+    ``--noconfig.FIELD`` (false), and resolves ``--config=NAME[:VARIANT]``.
+
+    Returns:
+        ``(argv without overrides, [(field path, raw value), ...])`` in order.
+    """
+    rest: list[str] = []
+    overrides: list[tuple[str, str]] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg.startswith(("--config.", "--noconfig.")):
+            field, eq, value = arg.split(".", 1)[1].partition("=")
+            if arg.startswith("--noconfig."):
+                value = "false"
+            elif not eq:
+                take = i < len(args) and not args[i].startswith("--")
+                value, i = (args[i], i + 1) if take else ("true", i)
+            overrides.append((field, value))
+        elif arg == _CONFIG_FLAG and i < len(args):
+            rest += [arg, resolve_config_arg(args[i])]
+            i += 1
+        elif arg.startswith(_CONFIG_FLAG + "="):
+            rest.append(_CONFIG_FLAG + "=" + resolve_config_arg(arg.split("=", 1)[1]))
+        else:
+            rest.append(arg)
+    return rest, overrides
+
+
+def _scalar(raw: Any, like: Any, name: str) -> Any:
+    """``raw`` (a string, or a literal already parsed) as the type of ``like``."""
+    text = str(raw).strip()
+    try:
+        if isinstance(like, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        if isinstance(like, str):
+            return raw if isinstance(raw, str) else text
+    except ValueError:
+        raise ValueError(
+            f"--config.{name}: expected a {type(like).__name__} like {like!r}, got {text!r}"
+        ) from None
+    try:  # a field without a typed default (None): any Python literal, else a string
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_value(raw: str, current: Any, name: str) -> Any:
+    """Parses an override for a field whose current value is ``current``.
+
+    Lists and tuples accept ``a,b,c``, ``(a, b, c)``, ``[a, b, c]`` or a single
+    element; their elements take the type of ``current``'s first element (any
+    literal when it is empty). Scalars take ``current``'s type.
+    """
+    if not isinstance(current, list | tuple):
+        return _scalar(raw, current, name)
+    text = raw.strip()
+    try:
+        items = ast.literal_eval(text)
+        if not isinstance(items, list | tuple):
+            items = [items]
+    except (ValueError, SyntaxError):
+        inner = text[1:-1] if text[:1] in "([" and text[-1:] in ")]" else text
+        items = [x.strip() for x in inner.split(",") if x.strip()]
+    like = current[0] if current else None
+    return type(current)(_scalar(x, like, name) for x in items)
+
+
+def apply_overrides(config, overrides: Sequence[tuple[str, str]]):
+    """Sets each ``(field path, raw value)`` on ``config`` (in place) and returns it.
+
+    Raises:
+        ValueError: naming the override, for an unknown field, a section, or a
+            value that does not parse as the field's type.
+    """
+    for path, raw in overrides:
+        *parents, leaf = path.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if hasattr(node, "get") else None
+            if not hasattr(node, "keys"):
+                raise ValueError(f"--config.{path}: {part!r} is not a section of the config")
+        if leaf not in node:
+            raise ValueError(
+                f"--config.{path}: no such field; expected one of {sorted(node.keys())}"
+            )
+        current = node[leaf]
+        if hasattr(current, "keys"):
+            raise ValueError(f"--config.{path}: is a section; override its fields instead")
+        node[leaf] = parse_value(raw, current, path)
+    return config
+
+
+def parse_command_line(argv: Sequence[str], name: str, flag_values=None) -> tuple[Any, str]:
+    """Parses a binary's command line into ``(config, workdir)`` (for tests and ``main``).
+
+    Defines ``--config`` and ``--workdir`` on ``flag_values`` (a fresh
+    ``absl.flags.FlagValues`` by default), parses ``argv`` (``argv[0]`` is the
+    program) and applies the overrides.
+    """
+    from absl import flags
+
+    fv = flags.FlagValues() if flag_values is None else flag_values
+    rest, overrides = split_overrides(argv)
+    config_flag, workdir_flag = _define_flags(name, fv, rest)
+    unparsed = fv(rest)
+    if len(unparsed) > 1:
+        raise ValueError(f"argv: unexpected positional arguments {unparsed[1:]}")
+    if config_flag.value is None:
+        raise ValueError(f"--config: required, e.g. --config={name}:quick")
+    return apply_overrides(config_flag.value, overrides), workdir_flag.value
+
+
+def _define_flags(name: str, fv, argv: Sequence[str]):
+    from absl import flags
+    from ml_collections import config_flags
+
+    for flag in ("config", "workdir"):  # main() may run more than once in a process
+        if flag in fv:
+            delattr(fv, flag)
+    config_flag = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        f"config: a shipped name ({name}, {name}:quick) or a file (path/{name}.py:quick); "
+        f"override fields with --config.FIELD=VALUE (lists: --config.FIELD=1,2,3)",
+        flag_values=fv,
+        sys_argv=list(argv),
+    )
+    workdir_flag = flags.DEFINE_string(
+        "workdir", f"runs/{name}", "output directory (locked while a run uses it)", flag_values=fv
+    )
+    for flag in ("config", "workdir"):  # list them under --help (the main module's flags)
+        fv.register_key_flag_for_module(sys.argv[0], fv[flag])
+    return config_flag, workdir_flag
+
+
+def main(
+    run: Callable[[Any, str], Any],
+    name: str,
+    validate: Callable[[Any], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Entry point of an experiment binary: parse flags, ``validate(config)``, ``run``.
 
     The flags are defined here, when the binary starts, not at import time, so
     that every experiment module can be imported into one process (the demo,
     the tests and the notebooks do).
+
+    Args:
+        run: ``run(config, workdir)``.
+        name: the experiment's name (default config and workdir).
+        validate: checks the final config and raises ``ValueError`` /
+            ``TypeError``; defaults to the ``validate`` function of ``run``'s
+            module, if it has one. Runs before ``run``, so before any training.
+        argv: the command line (default ``sys.argv``).
     """
     from absl import app, flags
-    from ml_collections import config_flags
 
-    config = config_flags.DEFINE_config_file(
-        "config", None, f"experiments/configs/{name}.py, or ...{name}.py:quick"
-    )
-    workdir = flags.DEFINE_string("workdir", f"runs/{name}", "output directory")
-    flags.mark_flags_as_required(["config"])
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        rest, overrides = split_overrides(argv)
+    except ValueError as e:
+        raise SystemExit(f"FATAL: {e}") from None
+    config_flag, workdir_flag = _define_flags(name, flags.FLAGS, rest)
+    if validate is None:
+        validate = getattr(sys.modules.get(run.__module__), "validate", None)
 
-    def _main(argv):
-        if len(argv) > 1:
-            raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-        run(config.value, workdir.value)
+    def _main(unparsed):
+        if len(unparsed) > 1:
+            raise app.UsageError(f"unexpected positional arguments: {unparsed[1:]}")
+        if config_flag.value is None:
+            raise app.UsageError(f"--config is required, e.g. --config={name}:quick")
+        try:
+            config = apply_overrides(config_flag.value, overrides)
+            if validate is not None:
+                validate(config)
+        except (ValueError, TypeError) as e:
+            raise app.UsageError(f"invalid config: {e}") from None
+        from inferax.models.checkpoint import quiet_orbax_logging
 
-    app.run(_main)
+        quiet_orbax_logging()
+        run(config, workdir_flag.value)
+
+    app.run(_main, argv=rest)
