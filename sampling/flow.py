@@ -290,6 +290,12 @@ def prepare_grid(ts, x0, num_active_steps=None, runtime_checks: bool = False, na
     n = None
     if num_active_steps is not None:
         n = check_num_active_steps(num_active_steps, shape[0] - 1)
+        if not isinstance(n, int):  # traced: clipped, and checked at run time if asked
+            _checks.runtime_check(
+                (num_active_steps >= 0) & (num_active_steps <= shape[0] - 1),
+                f"num_active_steps: expected an int in [0, {shape[0] - 1}]",
+                runtime_checks,
+            )
     ts = check_grid(ts, name, dtype=x0.dtype, num_active_steps=n)
     if _checks.concrete_value(ts) is None or not (n is None or isinstance(n, int)):
         _checks.runtime_check(

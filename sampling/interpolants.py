@@ -25,6 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from inferax.sampling import _checks, cost
+
 ScalarFn = Callable[[jax.Array], jax.Array]
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -106,6 +108,7 @@ def vp(beta_min: float = 0.1, beta_max: float = 20.0) -> Interpolant:
 
 
 def check_interpolant(interp, name: str = "interpolant") -> Interpolant:
+    """``interp`` if it is an ``Interpolant``, else TypeError naming ``name``."""
     if not isinstance(interp, Interpolant):
         raise TypeError(
             f"{name}: expected an inferax.sampling.interpolants.Interpolant "
@@ -170,8 +173,9 @@ def convert_velocity(velocity_fn_linear: VelocityFn, target: Interpolant) -> Vel
 
     u_bar_s(x) = (c_s' / c_s) x + c_s t_s' u_{t_s}(x / c_s), with t_s, c_s from
     ``time_to_linear``: one evaluation of the linear model per call (Kim et al.
-    2025). The returned callable keeps the ``nfe_per_call`` attribute of
-    ``velocity_fn_linear`` if it has one.
+    2025), so the cost per call is that of ``velocity_fn_linear``: when it is
+    more than 1 (``cost.nfe_per_call``, e.g. a ``guidance.cfg`` velocity), the
+    returned callable is a ``cost.Costed`` with the same cost.
 
     Args:
         velocity_fn_linear: batched ``(x [N, *event], t) -> [N, *event]`` for the
@@ -186,6 +190,7 @@ def convert_velocity(velocity_fn_linear: VelocityFn, target: Interpolant) -> Vel
         raise TypeError(
             f"velocity_fn_linear: expected a callable (x, t) -> v, got {type(velocity_fn_linear)}"
         )
+    nfe = cost.nfe_per_call(velocity_fn_linear, name="velocity_fn_linear")
 
     def velocity_fn_target(x: jax.Array, s: jax.Array) -> jax.Array:
         s = jnp.asarray(s, x.dtype)
@@ -197,10 +202,55 @@ def convert_velocity(velocity_fn_linear: VelocityFn, target: Interpolant) -> Vel
         u = velocity_fn_linear(x / c, t_s)
         return (dc / c) * x + c * dt_s * u.astype(x.dtype)
 
-    nfe = getattr(velocity_fn_linear, "nfe_per_call", None)
-    if nfe is not None:
-        velocity_fn_target.nfe_per_call = nfe
-    return velocity_fn_target
+    return cost.with_cost(velocity_fn_target, nfe) if nfe > 1 else velocity_fn_target
+
+
+def renoise(key: jax.Array, interp: Interpolant, x_t: jax.Array, t, s) -> jax.Array:
+    """Exact forward (re-noising) kernel of an interpolant from time ``t`` back to ``s <= t``.
+
+    x_s = (a(s) / a(t)) x_t + sigma eps with sigma^2 = b(s)^2 - (a(s) b(t) / a(t))^2
+    and eps ~ N(0, I). Writing x_t = a(t) x1 + b(t) x0, this gives
+    x_s = a(s) x1 + [(a(s) b(t) / a(t)) x0 + sigma eps], whose noise part has
+    variance b(s)^2: the marginals of the interpolant are preserved for any
+    data distribution, and the kernels compose (t -> s -> r equals t -> r in
+    distribution). sigma^2 >= 0 holds when b / a decreases in time, as for
+    ``linear`` and ``vp``. Used by search over paths (Ma et al. 2025,
+    REFERENCES section 4) to step back by ``t - s`` before solving forward.
+
+    Args:
+        key: typed PRNG key.
+        interp: the interpolant.
+        x_t: states at time ``t``.
+        t: scalar time with a(t) > 0 (t > 0 for ``linear``).
+        s: scalar time, s <= t.
+
+    Returns:
+        ``x_s``, same shape and dtype as ``x_t``.
+
+    Raises:
+        ValueError: when ``t``, ``s`` are known at trace time and a(t) <= 0 or
+            s > t.
+    """
+    check_interpolant(interp, "interp")
+    x_t = jnp.asarray(x_t)
+    t_val, s_val = _checks.concrete_value(t), _checks.concrete_value(s)
+    if t_val is not None and s_val is not None and not float(s_val) <= float(t_val):
+        raise ValueError(f"s: expected a time s <= t = {float(t_val)}, got {float(s_val)}")
+    if t_val is not None:
+        with jax.ensure_compile_time_eval():
+            a_t_val = float(interp.a(jnp.asarray(float(t_val))))
+        if not a_t_val > 0.0:
+            raise ValueError(
+                f"t: expected a time with a(t) > 0 (t > 0 for the linear interpolant), "
+                f"got t = {float(t_val)} where a(t) = {a_t_val}"
+            )
+    t = jnp.asarray(t, x_t.dtype)
+    s = jnp.asarray(s, x_t.dtype)
+    a_t, b_t, a_s, b_s = interp.a(t), interp.b(t), interp.a(s), interp.b(s)
+    ratio = a_s / a_t
+    var = jnp.maximum(b_s**2 - (ratio * b_t) ** 2, 0.0)  # clip round-off at s = t
+    eps = jax.random.normal(key, x_t.shape, x_t.dtype)
+    return (ratio * x_t + jnp.sqrt(var) * eps).astype(x_t.dtype)
 
 
 def derivatives_by_autodiff(interp: Interpolant, t) -> tuple[jax.Array, jax.Array]:

@@ -2,16 +2,23 @@
 
 Every function returns a 1-D float array ``ts`` of length ``num_steps + 1``
 running from ``t_start`` to 1 (t = 0 is noise, t = 1 is data). The grids are
-built in float64 NumPy and returned as JAX arrays of the default float dtype,
-so they are exact up to the final cast.
+built in float64 NumPy and returned as JAX arrays of the default float dtype
+(``jnp.result_type(float)``), so they are exact up to the final cast; a
+sampler then casts the grid to its state's dtype. The arrays are made under
+``jax.ensure_compile_time_eval``, so a grid built inside ``jit`` is still a
+known constant and the samplers check its values at trace time.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from inferax.sampling import _checks
 
 SWAY_MIN = -1.0
 SWAY_MAX = 2.0 / (math.pi - 2.0)  # ~1.7519; above it the warp is not monotone near t = 1
@@ -29,21 +36,23 @@ EPSS_STEPS = tuple(sorted(_EPSS_GRIDS))
 
 
 def _check_num_steps(num_steps) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer):
-        raise TypeError(f"num_steps: expected a positive int, got {num_steps!r}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps: expected a positive int, got {num_steps}")
-    return int(num_steps)
+    return _checks.positive_int(num_steps, "num_steps")
 
 
 def _check_t_start(t_start) -> float:
-    t_start = float(t_start)
-    if not 0.0 <= t_start < 1.0:
-        raise ValueError(f"t_start: expected a value in [0, 1), got {t_start}")
-    return t_start
+    return _checks.unit_interval(t_start, "t_start", closed_right=False)
+
+
+def _to_jax(ts: np.ndarray) -> jnp.ndarray:
+    # Built under compile-time evaluation, so a grid made inside ``jit`` stays a
+    # concrete constant that the samplers can check.
+    with jax.ensure_compile_time_eval():
+        return jnp.asarray(ts, dtype=jnp.result_type(float))
 
 
 def _check_coef(coef) -> float:
+    if isinstance(coef, bool) or not isinstance(coef, numbers.Real):
+        raise TypeError(f"coef: expected a real number, got {coef!r}")
     coef = float(coef)
     if not SWAY_MIN <= coef <= SWAY_MAX:
         raise ValueError(
@@ -60,7 +69,7 @@ def _sway_np(u: np.ndarray, coef: float) -> np.ndarray:
 def _rescale(u: np.ndarray, t_start: float) -> jnp.ndarray:
     ts = t_start + (1.0 - t_start) * u
     ts[0], ts[-1] = t_start, 1.0  # exact end points despite rounding
-    return jnp.asarray(ts, dtype=jnp.result_type(float))
+    return _to_jax(ts)
 
 
 def uniform(num_steps: int, t_start: float = 0.0) -> jnp.ndarray:
@@ -105,7 +114,7 @@ def sway_warp(ts, coef: float = -1.0) -> jnp.ndarray:
         raise ValueError(f"ts: expected a 1-D grid with at least 2 points, got shape {arr.shape}")
     if np.any(arr < 0.0) or np.any(arr > 1.0):
         raise ValueError(f"ts: expected values in [0, 1], got min {arr.min()}, max {arr.max()}")
-    return jnp.asarray(_sway_np(arr, coef), dtype=jnp.result_type(float))
+    return _to_jax(_sway_np(arr, coef))
 
 
 def epss(num_steps: int) -> jnp.ndarray:
@@ -117,17 +126,41 @@ def epss(num_steps: int) -> jnp.ndarray:
     n = _check_num_steps(num_steps)
     if n not in _EPSS_GRIDS:
         raise ValueError(f"num_steps: EPSS has grids for {EPSS_STEPS}, got {n}")
-    return jnp.asarray(np.asarray(_EPSS_GRIDS[n], np.float64) / 32.0, dtype=jnp.result_type(float))
+    return _to_jax(np.asarray(_EPSS_GRIDS[n], np.float64) / 32.0)
 
 
-def make(name: str, num_steps: int, *, coef: float = -1.0, t_start: float = 0.0) -> jnp.ndarray:
-    """Grid by name: ``"uniform"``, ``"sway"``, ``"epss"`` or ``"epss_sway"``."""
+def make(
+    name: str, num_steps: int, *, coef: float | None = None, t_start: float | None = None
+) -> jnp.ndarray:
+    """Grid by name: ``"uniform"``, ``"sway"``, ``"epss"`` or ``"epss_sway"``.
+
+    ``coef`` (default -1) applies to the sway grids only and ``t_start``
+    (default 0) to ``"uniform"`` and ``"sway"`` only; an argument the named
+    grid would ignore is refused rather than dropped.
+
+    Raises:
+        ValueError: unknown name, or an argument the grid does not use.
+    """
+    uses = {
+        "uniform": ("t_start",),
+        "sway": ("coef", "t_start"),
+        "epss": (),
+        "epss_sway": ("coef",),
+    }
+    if name not in uses:
+        raise ValueError(f"name: expected one of {sorted(uses)}, got {name!r}")
+    for arg, value in (("coef", coef), ("t_start", t_start)):
+        if value is not None and arg not in uses[name]:
+            raise ValueError(
+                f"{arg}: the {name!r} grid does not use it (it applies to "
+                f"{[k for k, v in uses.items() if arg in v]}), got {arg}={value!r}"
+            )
+    coef = -1.0 if coef is None else coef
+    t_start = 0.0 if t_start is None else t_start
     if name == "uniform":
         return uniform(num_steps, t_start)
     if name == "sway":
         return sway(num_steps, coef, t_start)
     if name == "epss":
         return epss(num_steps)
-    if name == "epss_sway":
-        return sway_warp(epss(num_steps), coef)
-    raise ValueError(f"name: expected one of 'uniform', 'sway', 'epss', 'epss_sway', got {name!r}")
+    return sway_warp(epss(num_steps), coef)

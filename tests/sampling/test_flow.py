@@ -32,6 +32,7 @@ MIX = gmm.gaussian_mixture(
 
 
 def _orders(velocity, exact_fn, solver, ns):
+    """Mean errors on grids of ``ns`` steps and the observed orders between them."""
     x0 = flow.noise(jax.random.key(2), 256, (2,))
     exact = exact_fn(x0)
     errs = []
@@ -42,26 +43,92 @@ def _orders(velocity, exact_fn, solver, ns):
     return errs, -np.diff(np.log(errs)) / np.log(2.0)
 
 
-@pytest.mark.parametrize("solver, order", [("euler", 1), ("midpoint", 2), ("heun", 2)])
-def test_convergence_order_on_closed_form_gaussian_flow(solver, order):
+# The order tests run from the solver table: a solver added to flow.SOLVERS is tested here.
+TABLE = list(flow.SOLVERS.values())
+
+
+@pytest.mark.parametrize("solver", TABLE, ids=[s.name for s in TABLE])
+def test_convergence_order_on_closed_form_gaussian_flow(solver):
     # x_1 = mu + Sigma^{1/2} x_0 exactly. On this linear flow the midpoint rule
     # happens to superconverge (observed order ~3), so the bound is one-sided.
     errs, slopes = _orders(
         GAUSS.velocity, lambda x0: GAUSS.flow_map(x0, 1.0), solver, [4, 8, 16, 32]
     )
-    assert slopes[-1] > order - 0.2, (solver, errs, slopes)
-    if order == 1:
-        assert np.all(slopes < 1.2), (solver, errs, slopes)  # Euler is not second order
+    assert slopes[-1] > solver.order - 0.2, (solver.name, errs, slopes)
+    assert np.all(slopes < solver.order + 1.2), (solver.name, errs, slopes)  # not of higher order
 
 
-@pytest.mark.parametrize("solver, order", [("euler", 1), ("midpoint", 2), ("heun", 2)])
-def test_convergence_order_on_two_component_mixture(solver, order):
+@pytest.mark.parametrize("solver", TABLE, ids=[s.name for s in TABLE])
+def test_convergence_order_on_two_component_mixture(solver):
     # Reference: Heun on a 4096-step grid (error ~1e-7, below float32 round-off).
     def reference(x0):
         return flow.sample(MIX.velocity, x0, schedules.uniform(4096), solver="heun")[0]
 
     errs, slopes = _orders(MIX.velocity, reference, solver, [16, 32, 64, 128])
-    assert abs(slopes[-1] - order) < 0.3, (solver, errs, slopes)
+    assert abs(slopes[-1] - solver.order) < 0.3, (solver.name, errs, slopes)
+
+
+def _rk4(v, x, t0, t1, v0=None):
+    dt = t1 - t0
+    k1 = v(x, t0) if v0 is None else v0
+    k2 = v(x + dt / 2 * k1, t0 + dt / 2)
+    k3 = v(x + dt / 2 * k2, t0 + dt / 2)
+    k4 = v(x + dt * k3, t1)
+    return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def test_a_user_solver_plugs_in_with_its_order_and_cost():
+    rk4 = flow.Solver("rk4", _rk4, evals_per_step=4, order=4)
+    with jax.enable_x64(True):  # order 4 drops below float32 round-off within a few halvings
+
+        def reference(x0):
+            return flow.sample(MIX.velocity, x0, schedules.uniform(2048), solver=rk4)[0]
+
+        x0 = flow.noise(jax.random.key(2), 64, (2,))
+        assert x0.dtype == jnp.float64
+        exact = reference(x0)
+        errs = []
+        for n in [8, 16, 32]:
+            x1, info = flow.sample(MIX.velocity, x0, schedules.uniform(n), solver=rk4)
+            assert int(info.nfe) == 4 * n == flow.cost(n, rk4)
+            errs.append(float(jnp.max(jnp.abs(x1 - exact))))
+        slopes = -np.diff(np.log(errs)) / np.log(2.0)
+    assert abs(slopes[-1] - 4) < 0.4, (errs, slopes)
+    with pytest.raises(ValueError, match="evals_per_step"):
+        flow.sample(MIX.velocity, x0, schedules.uniform(4), solver=rk4._replace(evals_per_step=0))
+    with pytest.raises(TypeError, match="solver"):
+        flow.sample(MIX.velocity, x0, schedules.uniform(4), solver=_rk4)
+
+
+# --- one step at a time -------------------------------------------------------------
+
+
+def _counting(velocity):
+    calls = []
+
+    def v(x, t):
+        calls.append(1)
+        return velocity(x, t)
+
+    return v, calls
+
+
+@pytest.mark.parametrize("solver", TABLE, ids=[s.name for s in TABLE])
+def test_step_is_one_step_of_sample_and_reuses_a_given_velocity(solver):
+    x = flow.noise(jax.random.key(4), 8, (2,))
+    t0, t1 = 0.25, 0.5
+    whole, _ = flow.sample(MIX.velocity, x, jnp.array([t0, t1]), solver=solver)
+    v, calls = _counting(MIX.velocity)
+    one = flow.step(v, x, t0, t1, solver=solver)
+    np.testing.assert_allclose(np.asarray(one), np.asarray(whole), rtol=1e-6, atol=1e-7)
+    assert len(calls) == solver.evals_per_step
+    u = MIX.velocity(x, jnp.float32(t0))  # e.g. computed for a lookahead reward
+    calls.clear()
+    reused = flow.step(v, x, t0, t1, solver=solver.name, velocity=u)
+    np.testing.assert_array_equal(np.asarray(reused), np.asarray(one))
+    assert len(calls) == solver.evals_per_step - 1
+    with pytest.raises(ValueError, match="velocity"):
+        flow.step(v, x, t0, t1, solver=solver, velocity=u[:, :1])
 
 
 def test_euler_step_by_hand():

@@ -125,6 +125,37 @@ def test_step_returns_the_proposal():
     np.testing.assert_allclose(x_next, mean + std * z, rtol=1e-6, atol=1e-6)
 
 
+def test_lookahead_and_step_share_one_velocity_evaluation():
+    m = _mixture_1d()
+    calls = []
+
+    def v(x, t):
+        calls.append(1)
+        return m.velocity(x, t)
+
+    x = jax.random.normal(jax.random.key(15), (16, 1))
+    key, t0, t1, lin = jax.random.key(16), 0.3, 0.35, I.linear()
+    g_fn = sde.resolve_g("square")
+    # Two calls: a lookahead, then a step that evaluates the velocity again.
+    lookahead_2 = I.posterior_mean_from_velocity(lin, v(x, t0), x, t0)
+    two = sde.step(key, v, x, t0, t1, g_fn, lin)
+    assert len(calls) == 2
+    calls.clear()
+    u = v(x, jnp.float32(t0))
+    lookahead_1 = I.posterior_mean_from_velocity(lin, u, x, t0)
+    one = sde.step(key, v, x, t0, t1, g_fn, lin, velocity=u)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(np.asarray(lookahead_1), np.asarray(lookahead_2))
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    d_reused, _ = sde.drift(v, x, t0, g_fn, lin, velocity=u)
+    np.testing.assert_array_equal(
+        np.asarray(d_reused), np.asarray(sde.drift(v, x, t0, g_fn, lin)[0])
+    )
+    with pytest.raises(ValueError, match="velocity"):
+        sde.step(key, v, x, t0, t1, g_fn, lin, velocity=u[:8])
+
+
 def test_nfe_per_call_and_traces_the_velocity_exactly_once():
     traces = []
 
