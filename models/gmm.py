@@ -62,14 +62,11 @@ class GaussianMixture(NamedTuple):
         return jax.nn.softmax(self.component_log_probs(x), axis=-1)
 
     def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
-        """``[num_samples, d]`` exact samples."""
-        k_comp, k_noise = jax.random.split(key)
-        comp = jax.random.categorical(k_comp, self.log_weights, shape=(num_samples,))
-        chol = jnp.linalg.cholesky(self.covs)
-        z = jax.random.normal(k_noise, (num_samples, self.dim), self.means.dtype)
-        return self.means[comp] + jnp.einsum("nij,nj->ni", chol[comp], z)
+        """``[num_samples, d]`` exact samples (those of ``sample_with_labels``)."""
+        return self.sample_with_labels(key, num_samples)[0]
 
     def sample_with_labels(self, key: jax.Array, num_samples: int) -> tuple[jax.Array, jax.Array]:
+        """Exact samples ``[num_samples, d]`` and the int component ``[num_samples]`` of each."""
         k_comp, k_noise = jax.random.split(key)
         comp = jax.random.categorical(k_comp, self.log_weights, shape=(num_samples,))
         chol = jnp.linalg.cholesky(self.covs)
