@@ -43,13 +43,16 @@ def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
         results = exp.run(config, os.path.join(workdir, name))
         timings[name] = time.time() - start
         sections.append(exp.report(results))
-        rows += [(name, claim, measured) for claim, measured in exp.summary(results)]
+        rows.append((name, exp.summary(results)))
     header = [
         "# inferax demo report",
         "",
         "Quick versions of the reproductions, run by `make demo` on this machine's CPU. "
         "Each section puts the paper's claim beside our measured numbers; every number "
-        "comes from `<name>/results.json` of this run.",
+        "comes from `<name>/results.json` of this run (which keeps the per-seed values). "
+        "Numbers are means over seeds with 95% Student-t intervals in brackets; a verdict "
+        "(holds / fails / tie within noise) is decided by the interval of the paired "
+        "per-seed difference and the metric's noise floor, never by one draw.",
         "",
         "| experiment | wall time (s) |",
         "|---|---|",
@@ -65,11 +68,20 @@ def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
     return path
 
 
-def summary_table(rows: list[tuple[str, str, str]]) -> str:
-    """Markdown table: experiment, the paper's claim, our measured number."""
-    lines = ["| experiment | claim (paper) | measured here |", "|---|---|---|"]
-    lines += [f"| {name} | {claim} | {measured} |" for name, claim, measured in rows]
-    return "\n".join(lines) + "\n"
+def summary_table(rows: list[tuple[str, dict]]) -> str:
+    """Per experiment: the paper's claim once, then setting / measured / verdict rows.
+
+    Args:
+        rows: ``(experiment name, summary)`` with ``summary = {"claim": str,
+            "rows": [(setting, measured, verdict)]}`` (each experiment's ``summary``).
+    """
+    lines = []
+    for name, s in rows:
+        lines += [f"**{name}.** Claim: {s['claim']}", "", "| setting | measured here | verdict |",
+                  "|---|---|---|"]  # fmt: skip
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in s["rows"]]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv):

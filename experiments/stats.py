@@ -38,7 +38,9 @@ __all__ = [
     "compare",
     "format_interval",
     "noise_floor",
+    "append_per_seed",
     "seeds",
+    "summarize_tree",
     "t_interval",
 ]
 
@@ -176,3 +178,31 @@ def format_interval(summary: dict) -> str:
     if summary["n"] < 2:
         return f"{_num(summary['mean'])} (1 seed)"
     return f"{_num(summary['mean'])} [{_num(summary['lo'])}, {_num(summary['hi'])}]"
+
+
+def summarize_tree(tree):
+    """Replaces every list of per-seed numbers in a nested dict by its ``t_interval``.
+
+    Other leaves (ints such as step counts, strings) are kept as they are.
+    """
+    if isinstance(tree, dict):
+        return {k: summarize_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return t_interval(tree)
+    return tree
+
+
+def append_per_seed(tree: dict, path: tuple, entry: dict, fixed: tuple = ("steps", "nfe")) -> None:
+    """Appends one seed's ``entry`` to ``tree[path[0]][path[1]]...[metric]`` (lists over seeds).
+
+    Keys in ``fixed`` (settings that do not vary with the seed, e.g. step
+    counts) are stored as plain values instead.
+    """
+    node = tree
+    for p in path:
+        node = node.setdefault(p, {})
+    for k, v in entry.items():
+        if k in fixed:
+            node[k] = v
+        else:
+            node.setdefault(k, []).append(float(v))

@@ -1,9 +1,12 @@
-"""Sway sampling (F5-TTS) reproduced on flow models the project trains.
+"""Sway sampling (F5-TTS) reproduced on flow models the project trains, over seeds.
 
-Trains (or restores) a 2-D flow model and a class-conditional digits model,
-then measures sample quality against NFE for the uniform grid and sway grids
-with Euler and midpoint, with CFG on digits, and says whether sway at N NFE
-matches uniform at 2N. Library entry point: ``run(config, workdir)``.
+For every seed (``config.seed``, ``+1``, ... ``num_seeds`` of them) a 2-D flow
+model and a class-conditional digits model are trained (or restored), and
+sample quality is measured against NFE for the uniform grid and sway grids,
+with Euler and midpoint, with CFG on digits. Each number is reported as the
+mean over seeds with a t-interval, and "sway at N NFE vs uniform at 2N" is
+decided on the paired per-seed differences (``experiments.stats``). Library
+entry point: ``run(config, workdir)``; the report is in ``sway_report``.
 """
 
 from __future__ import annotations
@@ -17,30 +20,30 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from inferax.experiments import common, metrics
+from inferax.experiments import common, metrics, plots, stats
 from inferax.models import classifier, data, gmm, mlp, train
 from inferax.models.convnet import ConvVelocity
 from inferax.sampling import flow, guidance, schedules
 
 TOY_ORACLES = {"eight_gaussians": gmm.eight_gaussians}
+MIN_STEPS = 2  # with one step every grid is the single interval [0, 1]: left out
 
 
 def schedule_name(coef: float) -> str:
     return "uniform" if coef == 0 else f"sway{coef:+g}"
 
 
-def grid(coef: float, steps: int, pad_to: int | None = None) -> jax.Array:
-    """The time grid; with ``pad_to``, extended by zero-length steps at t = 1.
+def grid(coef: float, steps: int, length: int | None = None) -> jax.Array:
+    """The time grid of ``steps`` intervals, filled up to ``length`` intervals with 1.0.
 
-    A zero-length step leaves the state unchanged (x + 0 * v), so padding all
-    grids to one length lets a single compiled sampler serve every step count
-    of a sweep (one XLA compile per solver instead of one per NFE). The padded
-    steps cost network evaluations but are not counted: NFE is reported from
-    the unpadded step count.
+    The filling is never integrated: the sampler is called with
+    ``num_active_steps=steps`` (``flow.sample``), so one compiled sampler
+    serves every step count of a sweep and ``FlowInfo.nfe`` counts only the
+    active steps.
     """
     ts = schedules.uniform(steps) if coef == 0 else schedules.sway(steps, coef)
-    if pad_to is not None and pad_to > steps:
-        ts = jnp.concatenate([ts, jnp.ones(pad_to - steps, ts.dtype)])
+    if length is not None and length > steps:
+        ts = jnp.concatenate([ts, jnp.ones(length - steps, ts.dtype)])
     return ts
 
 
@@ -49,12 +52,15 @@ def steps_for(nfe: int, solver: str, nfe_per_call: int = 1) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "solver"))
-def _sample_uncond(apply_fn, params, x0, ts, solver):
-    return flow.sample(lambda x, t: apply_fn(params, x, t), x0, ts, solver=solver)[0]
+def _sample_uncond(apply_fn, params, x0, ts, steps, solver):
+    x, info = flow.sample(
+        lambda x, t: apply_fn(params, x, t), x0, ts, solver=solver, num_active_steps=steps
+    )
+    return x, info.nfe
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "solver", "guided"))
-def _sample_cond(apply_fn, params, x0, ts, labels, w, solver, guided):
+def _sample_cond(apply_fn, params, x0, ts, steps, labels, w, solver, guided):
     def cond_v(x, t, y):
         return apply_fn(params, x, t, y)
 
@@ -65,39 +71,41 @@ def _sample_cond(apply_fn, params, x0, ts, labels, w, solver, guided):
         def v(x, t):
             return cond_v(x, t, labels)
 
-    return flow.sample(v, x0, ts, solver=solver)[0]
+    x, info = flow.sample(v, x0, ts, solver=solver, num_active_steps=steps)
+    return x, info.nfe
 
 
-def _verdicts(table: dict, nfes: list[int], lower_is_better: bool = True) -> dict:
-    """For each sway grid: at which N does sway(N) match or beat uniform(2N)?"""
-    out = {}
-    uni = table["uniform"]
-    for name, row in table.items():
-        if name == "uniform":
-            continue
-        checks = {}
-        for n in nfes:
-            if 2 * n in uni and n in row:
-                a, b = row[n], uni[2 * n]
-                checks[n] = bool(a <= b) if lower_is_better else bool(a >= b)
-        out[name] = checks
+def _jobs(config, groups, cfg_factor) -> list[tuple]:
+    """(group, solver, coef, nfe, steps) with at least MIN_STEPS steps."""
+    out = []
+    for g in groups:
+        for s in config.solvers:
+            for c in config.sway_coefs:
+                for n in config.nfes:
+                    k = steps_for(n, s, cfg_factor(g))
+                    if k >= MIN_STEPS:
+                        out.append((g, s, c, n, k))
     return out
 
 
-def _metric_plot(path, tree, metric, prefix, ylabel, logy) -> None:
-    """One panel per (group, solver): ``metric`` against NFE for every grid."""
-    panels = []
-    for group, per_solver in tree.items():
-        for solver, table in per_solver.items():
-            series = {g: (list(r), [e[metric] for e in r.values()]) for g, r in table.items()}
-            panels.append((f"{prefix} / {group} / {solver}", series))
-    xlabel = "NFE (CFG pair = 2)" if "CFG" in prefix else "NFE"
-    common.line_plot(path, panels, xlabel=xlabel, ylabel=ylabel, logy=logy)
+# Config fields that do not change a trained model (left out of its cache key).
+_NOT_TRAINING = {"num_eval", "use_oracle", "enabled", "classifier_steps", "samples_per_class",
+                 "cfg_scales"}  # fmt: skip
 
 
-def run_toy(config, workdir: str, key: jax.Array) -> dict:
+def train_spec(config, section: str) -> dict:
+    """What determines a trained model beyond ``train``'s arguments: its config section
+    (optimizer settings, data set, architecture), for the model cache key."""
+    fields = {k: v for k, v in config[section].to_dict().items() if k not in _NOT_TRAINING}
+    return {"experiment": "sway", "section": section, **fields}
+
+
+def run_toy(config, workdir: str, seed: int, raw: dict, plot_samples: dict) -> None:
+    """One seed of the 2-D part: trains (or restores) the model, samples every grid."""
     cfg = config.toy
-    k_data, k_train, k_eval, k_noise = jax.random.split(key, 4)
+    k_data, k_train, k_eval, k_noise = jax.random.split(
+        jax.random.fold_in(jax.random.key(seed), 0), 4
+    )
     train_x = data.toy_samples(cfg.dataset, k_data, cfg.num_train)
     held_out = data.toy_samples(cfg.dataset, k_eval, cfg.num_eval)
     model = mlp.VelocityMLP(features=2, hidden=cfg.hidden, depth=cfg.depth)
@@ -105,10 +113,11 @@ def run_toy(config, workdir: str, key: jax.Array) -> dict:
     params, losses = train.train_or_restore(
         k_train,
         workdir=common.cache_dir(config, workdir, f"toy_{cfg.dataset}"),
+        spec=train_spec(config, "toy"),
         apply_fn=model.apply,
         params_init=params0,
         data=train_x,
-        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=100),
+        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
         num_steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         checkpoint_every=max(cfg.train_steps // 4, 1),
@@ -119,47 +128,27 @@ def run_toy(config, workdir: str, key: jax.Array) -> dict:
     velocities = {"model": lambda p, x, t: model.apply(p, x, t)}
     if cfg.use_oracle and oracle is not None:
         velocities["oracle"] = lambda p, x, t: oracle.velocity(x, t)
-    results: dict = {"train_loss_final": float(np.mean(losses[-100:])), "velocity": {}}
-    samples_for_plot = {}
-    jobs = [
-        (v, s, c, n)
-        for v in velocities
-        for s in config.solvers
-        for c in config.sway_coefs
-        for n in config.nfes
-    ]
-    for vname, solver, coef, nfe in tqdm(jobs, desc="sway/toy", leave=False):
-        steps = steps_for(nfe, solver)
-        if steps < 1:
-            continue
-        pad = steps_for(max(config.nfes), solver)
-        x1 = _sample_uncond(velocities[vname], params, x0, grid(coef, steps, pad), solver)
-        entry = {"steps": steps, "energy_distance": metrics.energy_distance(x1, held_out)}
-        if oracle is not None:
-            entry["nll"] = float(-jnp.mean(oracle.log_prob(x1)))
-        node = results["velocity"].setdefault(vname, {}).setdefault(solver, {})
-        node.setdefault(schedule_name(coef), {})[nfe] = entry
-        if vname == "model" and solver == "euler" and nfe == config.nfes[0] * 2:
-            samples_for_plot[schedule_name(coef)] = np.asarray(x1)
+    top = raw.setdefault("toy", {})
+    stats.append_per_seed(top, ("scalars",), {"train_loss_final": np.mean(losses[-100:])})
+    # The floor: an independent data set of the same size scored against the same held-out set.
+    floor = {"energy_distance": metrics.energy_distance(train_x[: cfg.num_eval], held_out)}
     if oracle is not None:
-        results["nll_held_out"] = float(-jnp.mean(oracle.log_prob(held_out)))
-    results["energy_distance_held_out_vs_train"] = metrics.energy_distance(
-        train_x[: cfg.num_eval], held_out
-    )
-    _metric_plot(
-        os.path.join(workdir, "toy_energy_distance.png"),
-        results["velocity"],
-        "energy_distance",
-        cfg.dataset,
-        "energy distance to held-out data",
-        logy=False,  # the unbiased estimate can be slightly negative
-    )
-    common.scatter_grid(
-        os.path.join(workdir, "toy_samples.png"),
-        [(f"{k} (Euler, {config.nfes[0] * 2} NFE)", v) for k, v in samples_for_plot.items()]
-        + [("held-out data", held_out)],
-    )
-    return results
+        floor["nll"] = -jnp.mean(oracle.log_prob(held_out))
+    stats.append_per_seed(top, ("floor",), floor)
+    length = {s: steps_for(max(config.nfes), s) for s in config.solvers}
+    plot_nfe = config.nfes[min(1, len(config.nfes) - 1)]
+    for vname, solver, coef, nfe, steps in _jobs(config, velocities, lambda _: 1):
+        ts = grid(coef, steps, length[solver])
+        x1, used = _sample_uncond(velocities[vname], params, x0, ts, steps, solver)
+        ed = metrics.energy_distance(x1, held_out)
+        entry = {"steps": steps, "nfe": int(used), "energy_distance": ed}
+        if oracle is not None:
+            entry["nll"] = -jnp.mean(oracle.log_prob(x1))
+        stats.append_per_seed(top, ("velocity", vname, solver, schedule_name(coef), nfe), entry)
+        if seed == config.seed and solver == "euler" and nfe == plot_nfe:
+            plot_samples[f"{vname}, {schedule_name(coef)}, Euler {nfe} NFE"] = np.asarray(x1)
+    if seed == config.seed:
+        plot_samples[f"held-out data (seed {seed})"] = np.asarray(held_out)
 
 
 class ImageMLP(mlp.VelocityMLP):
@@ -183,30 +172,36 @@ def digits_model(cfg):
     raise ValueError(f"digits.model: expected 'conv' or 'mlp', got {cfg.model!r}")
 
 
-def run_digits(config, workdir: str, key: jax.Array) -> dict:
+def digits_classifier(config, workdir: str):
+    """The feature classifier: the measuring instrument, trained once with a fixed key
+    (independent of the seeds, so every seed is measured by the same metric)."""
     cfg = config.digits
-    k_train, k_clf, k_noise = jax.random.split(key, 3)
     train_x, train_y = data.load_digits("train")
     test_x, test_y = data.load_digits("test")
-    clf_params = classifier.train_classifier(
-        k_clf,
-        train_x,
-        train_y,
-        steps=cfg.classifier_steps,
+    params = classifier.train_classifier(
+        jax.random.key(0), train_x, train_y, steps=cfg.classifier_steps,
         workdir=common.cache_dir(config, workdir, "digits_classifier"),
-    )
-    clf_acc = classifier.accuracy(clf_params, test_x, test_y)
-    logging.info("digits classifier test accuracy: %.4f", clf_acc)
+    )  # fmt: skip
+    return params, classifier.accuracy(params, test_x, test_y)
+
+
+def run_digits(config, workdir, seed, clf_params, raw: dict, image_rows: list) -> None:
+    """One seed of the digits part: trains (or restores) the flow, samples every grid."""
+    cfg = config.digits
+    k_train, k_noise, k_sub = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), 3)
+    train_x, train_y = data.load_digits("train")
+    test_x, _ = data.load_digits("test")
     model = digits_model(cfg)
     params0 = model.init(jax.random.key(0), train_x[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
     params, losses = train.train_or_restore(
         k_train,
         workdir=common.cache_dir(config, workdir, f"digits_flow_{cfg.model}"),
+        spec=train_spec(config, "digits"),
         apply_fn=model.apply,
         params_init=params0,
         data=train_x,
         labels=train_y,
-        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=100),
+        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
         num_steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         p_uncond=cfg.p_uncond,
@@ -217,209 +212,172 @@ def run_digits(config, workdir: str, key: jax.Array) -> dict:
     labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), cfg.samples_per_class)
     x0 = flow.noise(k_noise, labels.shape[0], (8, 8, 1))
     test_feats = classifier.features(clf_params, test_x)
-    results: dict = {
-        "classifier_test_accuracy": clf_acc,
-        "train_loss_final": float(np.mean(losses[-100:])),
-        "fd_train_vs_test": metrics.frechet_distance_features(
-            classifier.features(clf_params, train_x), test_feats
-        ),
-        "cfg": {},
-    }
-    rows = []
-    jobs = [
-        (w, s, c, n)
-        for w in cfg.cfg_scales
-        for s in config.solvers
-        for c in config.sway_coefs
-        for n in config.nfes
-    ]
-    for w, solver, coef, nfe in tqdm(jobs, desc="sway/digits", leave=False):
-        guided = w != 0
-        steps = steps_for(nfe, solver, 2 if guided else 1)
-        if steps < 1:
-            continue
-        pad = steps_for(max(config.nfes), solver, 2 if guided else 1)
-        ts = grid(coef, steps, pad)
-        x1 = _sample_cond(model.apply, params, x0, ts, labels, w, solver, guided)
+    top = raw.setdefault("digits", {})
+    stats.append_per_seed(top, ("scalars",), {"train_loss_final": np.mean(losses[-100:])})
+    # The floor: real training images, as many as are generated, scored like the samples.
+    sub = np.asarray(jax.random.choice(k_sub, len(train_x), (labels.shape[0],), replace=False))
+    fd = metrics.frechet_distance_features(
+        classifier.features(clf_params, train_x[sub]), test_feats
+    )
+    stats.append_per_seed(top, ("floor",), {"frechet_distance": fd})
+    groups = [f"w={w:g}" for w in cfg.cfg_scales]
+    scale = dict(zip(groups, cfg.cfg_scales, strict=True))
+    length = {(g, s): steps_for(max(config.nfes), s, 2 if scale[g] else 1)
+              for g in groups for s in config.solvers}  # fmt: skip
+    for g, solver, coef, nfe, steps in _jobs(config, groups, lambda g: 2 if scale[g] else 1):
+        w = scale[g]
+        ts = grid(coef, steps, length[g, solver])
+        x1, used = _sample_cond(model.apply, params, x0, ts, steps, labels, w, solver, w != 0)
         x1 = jnp.clip(x1, -1.0, 1.0)
         entry = {
             "steps": steps,
+            "nfe": int(used),
             "frechet_distance": metrics.frechet_distance_features(
                 classifier.features(clf_params, x1), test_feats
             ),
             "accuracy": classifier.accuracy(clf_params, x1, labels),
         }
-        node = results["cfg"].setdefault(f"w={w:g}", {}).setdefault(solver, {})
-        node.setdefault(schedule_name(coef), {})[nfe] = entry
-        if solver == "euler" and coef in (0.0, -1.0) and w == cfg.cfg_scales[-1]:
+        stats.append_per_seed(top, ("cfg", g, solver, schedule_name(coef), nfe), entry)
+        if seed == config.seed and solver == "euler" and coef in (0.0, -1.0) and g == groups[-1]:
             if nfe in (config.nfes[0], config.nfes[-1]):
                 idx = np.arange(10) * cfg.samples_per_class
-                rows.append(
-                    (f"{schedule_name(coef)} {nfe} NFE", data.digits_to_unit(np.asarray(x1[idx])))
-                )
-    _metric_plot(
-        os.path.join(workdir, "digits_frechet.png"),
-        results["cfg"],
-        "frechet_distance",
-        "digits / CFG",
-        "Fréchet distance (classifier features)",
-        logy=True,
-    )
-    if rows:
-        common.image_grid(os.path.join(workdir, "digits_samples.png"), rows)
-    return results
+                title = f"model, {schedule_name(coef)}, Euler {nfe} NFE ({g})"
+                image_rows.append((title, data.digits_to_unit(np.asarray(x1[idx]))))
 
 
-def _log_verdicts(results: dict, config) -> dict:
-    verdicts = {}
-    if "toy" in results:
-        for vname, per_solver in results["toy"]["velocity"].items():
-            for solver, table in per_solver.items():
-                t = {s: {n: e["energy_distance"] for n, e in r.items()} for s, r in table.items()}
-                verdicts[f"toy/{vname}/{solver}"] = _verdicts(t, config.nfes)
-    if "digits" in results:
-        for wname, per_solver in results["digits"]["cfg"].items():
-            for solver, table in per_solver.items():
-                t = {s: {n: e["frechet_distance"] for n, e in r.items()} for s, r in table.items()}
-                verdicts[f"digits/{wname}/{solver}"] = _verdicts(t, config.nfes)
-    for setting, per_grid in verdicts.items():
-        for name, checks in per_grid.items():
-            if not checks:
-                continue
-            hits = [n for n, ok in checks.items() if ok]
-            logging.info(
-                "%s: %s at N NFE %s uniform at 2N for N in %s (matched at %s)",
-                setting,
-                name,
-                "matches or beats"
-                if len(hits) == len(checks)
-                else ("partly matches" if hits else "does NOT match"),
-                sorted(checks),
-                sorted(hits),
-            )
-    return verdicts
+SETTINGS = {"toy": ("velocity", "energy_distance"), "digits": ("cfg", "frechet_distance")}
 
 
-CLAIM = (
-    "F5-TTS (Table 5, midpoint, LibriSpeech-PC): sway (s = -1) at 16 steps reaches "
-    "WER 2.43 vs 2.84 for uniform at 32 steps, i.e. sway at N steps beats uniform at 2N."
-)
+def verdicts(results: dict, nfes) -> dict:
+    """``[setting][grid][N]``: ``stats.compare`` of grid at N NFE vs uniform at 2N NFE.
 
-
-def _fmt(x: float) -> str:
-    return f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.2e}"
-
-
-def summary(results: dict) -> list[tuple[str, str]]:
-    """Rows ``(claim, measured)`` for the demo's summary table."""
-    claim = (
-        "sway (s = -1) at N NFE >= uniform at 2N "
-        "(F5-TTS: 16-step sway WER 2.43 < 32-step uniform 2.84)"
-    )
-    rows = []
-    for setting, per_grid in results["verdicts"].items():
-        checks = per_grid.get("sway-1", {})
-        if not checks or setting.startswith("toy/oracle"):
+    Paired by seed; lower is better; the noise floor is the seed-to-seed
+    standard deviation of the metric on real data of the same size.
+    """
+    out: dict = {}
+    for part, (branch, metric) in SETTINGS.items():
+        if part not in results:
             continue
-        kind, group, solver = setting.split("/")
-        if kind == "toy":
-            table, metric = results["toy"]["velocity"][group][solver], "energy_distance"
-        else:
-            table, metric = results["digits"]["cfg"][group][solver], "frechet_distance"
-        n = sorted(int(k) for k in checks)[len(checks) // 2]
-        a, b = table["sway-1"][n][metric], table["uniform"][2 * n][metric]
-        ok = sum(bool(v) for v in checks.values())
-        label = "ED" if kind == "toy" else "FD"
-        rows.append((claim, f"{setting}: {label} {_fmt(a)} at {n} vs {_fmt(b)} at {2 * n} NFE; "
-                            f"holds at {ok}/{len(checks)} N"))  # fmt: skip
-    return rows
+        floor = stats.noise_floor(results[part]["floor"][metric]["values"])
+        for group, per_solver in results[part][branch].items():
+            for solver, table in per_solver.items():
+                uni = table.get("uniform", {})
+                node = out.setdefault(f"{part}/{group}/{solver}", {})
+                for name, row in table.items():
+                    if name == "uniform":
+                        continue
+                    node[name] = {
+                        n: stats.compare(
+                            row[n][metric]["values"],
+                            uni[2 * n][metric]["values"],
+                            noise_floor=floor,
+                        )  # fmt: skip
+                        for n in nfes
+                        if n in row and 2 * n in uni
+                    }
+    return out
 
 
-def report(results: dict) -> str:
-    """Markdown section: the paper's claim beside our numbers (for the demo report)."""
-    lines = ["## Sway sampling (F5-TTS)", "", f"**Claim.** {CLAIM}", ""]
-    nfes = results["config"]["nfes"]
-    for title, node, metric in [
-        (
-            "2-D model, energy distance to held-out data (lower is better)",
-            results["toy"]["velocity"].get("model", {}),
-            "energy_distance",
-        ),
-        (
-            "2-D exact oracle velocity, energy distance",
-            results["toy"]["velocity"].get("oracle", {}),
-            "energy_distance",
-        ),
-    ] + [
-        (
-            f"digits, CFG {w}, Fréchet distance in classifier features (lower is better)",
-            node,
-            "frechet_distance",
-        )
-        for w, node in results.get("digits", {}).get("cfg", {}).items()
-    ]:
-        for solver, table in node.items():
-            lines += [
-                f"**{title}, {solver}**",
-                "",
-                "| grid | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
-                "|---" * (len(nfes) + 1) + "|",
-            ]
-            for name, row in table.items():
-                cells = [
-                    _fmt(row[str(n)][metric])
-                    if str(n) in row
-                    else (_fmt(row[n][metric]) if n in row else "-")
-                    for n in nfes
-                ]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
-            lines.append("")
-    lines += ["**Verdict** (sway at N NFE vs uniform at 2N NFE, same solver):", ""]
-    for setting, per_grid in results["verdicts"].items():
+def _log_verdicts(verdicts_: dict) -> None:
+    for setting, per_grid in verdicts_.items():
         for name, checks in per_grid.items():
-            if checks:
-                ok = [int(n) for n, v in checks.items() if v]
-                lines.append(
-                    f"- {setting}, {name}: matches/beats at N = {sorted(ok) or 'none'} "
-                    f"of {sorted(int(n) for n in checks)}"
-                )
-    floor = results["toy"]["energy_distance_held_out_vs_train"]
-    lines += [
-        "",
-        f"2-D noise floor: energy distance between two independent data sets of the same size "
-        f"= {_fmt(floor)}; differences smaller than a few times this are ties.",
-    ]
-    if "digits" in results:
-        d = results["digits"]
-        lines += [
-            "",
-            f"Digits classifier test accuracy {d['classifier_test_accuracy']:.3f}; "
-            f"Fréchet distance train vs test data {d['fd_train_vs_test']:.3f} (the floor).",
-        ]
-    lines += ["", "![toy](sway/toy_energy_distance.png)", "![toy samples](sway/toy_samples.png)"]
-    if "digits" in results:
-        lines += [
-            "![digits](sway/digits_frechet.png)",
-            "![digits samples](sway/digits_samples.png)",
-        ]
-    return "\n".join(lines) + "\n"
+            for n, v in checks.items():
+                logging.info(
+                    "%s: %s at %d NFE vs uniform at %d NFE: %s (%s; improvement %s)",
+                    setting, name, n, 2 * n, v["verdict"], v["reason"],
+                    stats.format_interval(v["improvement"]),
+                )  # fmt: skip
+
+
+def _plot(path, tree, metric, prefix, ylabel, logy, floor) -> None:
+    panels = []
+    for group, per_solver in tree.items():
+        for solver, table in per_solver.items():
+            series = {g: (list(r), [e[metric] for e in r.values()]) for g, r in table.items()}
+            panels.append((f"{prefix} / {group} / {solver}", series))
+    xlabel = "NFE (CFG pair = 2)" if "CFG" in prefix else "NFE"
+    plots.errorbar_plot(path, panels, xlabel=xlabel, ylabel=ylabel, logy=logy, hline=floor,
+                        hline_label="real data (floor)")  # fmt: skip
+
+
+def _fail(field: str, expected: str, got) -> None:
+    raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+
+def validate(config) -> None:
+    """Checks every choice and list field before anything is trained (ValueError naming it)."""
+    stats.seeds(config.seed, config.num_seeds)
+    solvers, nfes, coefs = list(config.solvers), list(config.nfes), list(config.sway_coefs)
+    if not solvers or any(s not in flow.SOLVER_EVALS for s in solvers):
+        _fail("solvers", f"names from {sorted(flow.SOLVER_EVALS)}", solvers)
+    if not nfes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in nfes):
+        _fail("nfes", "positive ints", nfes)
+    if 0.0 not in coefs:
+        _fail("sway_coefs", "0 (the uniform baseline) among them", coefs)
+    if config.toy.dataset not in data.TOY_DATASETS:
+        _fail("toy.dataset", f"one of {sorted(data.TOY_DATASETS)}", config.toy.dataset)
+    for section in ("toy", "digits"):
+        c = config[section]
+        if not 0 <= c.warmup_steps < c.train_steps:
+            _fail(f"{section}.warmup_steps", f"0 <= warmup_steps < {c.train_steps}", c.warmup_steps)
+    if config.digits.enabled:
+        digits_model(config.digits)  # raises on an unknown digits.model
+        scales = list(config.digits.cfg_scales)
+        if not scales or any(w < 0 for w in scales):
+            _fail("digits.cfg_scales", "non-negative CFG scales", scales)
 
 
 def run(config, workdir: str) -> dict:
     """Runs the reproduction; writes results.json, plots and sway.log into ``workdir``."""
+    validate(config)
     handler = common.prepare_workdir(workdir, "sway.log")
     try:
-        key = jax.random.key(config.seed)
-        k_toy, k_digits = jax.random.split(key)
-        results: dict = {"config": config.to_dict()}
-        results["toy"] = run_toy(config, workdir, k_toy)
-        if config.digits.enabled:
-            results["digits"] = run_digits(config, workdir, k_digits)
-        results["verdicts"] = _log_verdicts(results, config)
+        seeds = stats.seeds(config.seed, config.num_seeds)
+        raw: dict = {}
+        toy_samples: dict = {}
+        image_rows: list = []
+        clf = digits_classifier(config, workdir) if config.digits.enabled else None
+        for seed in tqdm(seeds, desc="sway seeds", leave=False):
+            logging.info("sway: seed %d", seed)
+            run_toy(config, workdir, seed, raw, toy_samples)
+            if clf is not None:
+                run_digits(config, workdir, seed, clf[0], raw, image_rows)
+        results: dict = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
+        if clf is not None:
+            results["digits"]["classifier_test_accuracy"] = clf[1]
+        results["verdicts"] = verdicts(results, config.nfes)
+        _log_verdicts(results["verdicts"])
+        toy = results["toy"]
+        _plot(os.path.join(workdir, "toy_energy_distance.png"), toy["velocity"],
+              "energy_distance", config.toy.dataset, "energy distance to held-out data",
+              False, toy["floor"]["energy_distance"]["mean"])  # fmt: skip
+        plots.scatter_grid(
+            os.path.join(workdir, "toy_samples.png"),
+            [(f"{k} (N={len(v)})", v) for k, v in toy_samples.items()],
+        )
+        if clf is not None:
+            d = results["digits"]
+            _plot(os.path.join(workdir, "digits_frechet.png"), d["cfg"], "frechet_distance",
+                  "digits / CFG", "Fréchet distance (classifier features)", True,
+                  d["floor"]["frechet_distance"]["mean"])  # fmt: skip
+            if image_rows:
+                plots.image_grid(os.path.join(workdir, "digits_samples.png"), image_rows)
         common.write_results(workdir, results)
         return results
     finally:
         common.close_log(handler)
+
+
+def report(results: dict) -> str:
+    from inferax.experiments import sway_report
+
+    return sway_report.report(results)
+
+
+def summary(results: dict) -> dict:
+    from inferax.experiments import sway_report
+
+    return sway_report.summary(results)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,11 @@ end and curved near the data end (mode selection), the opposite of what sway
 assumes. `results.json` holds every number, `sway.log` the verdict per setting.
 
 Fields:
-    seed: master seed (training, noise, evaluation).
+    seed: first seed; the run uses seeds seed, seed + 1, ..., seed + num_seeds - 1.
+        A seed draws the 2-D data, trains both flow models and draws the sampling
+        noise; the digits feature classifier (the metric) is trained once, seed-free.
+    num_seeds: seeds per number (mean and 95% t-interval over them; >= 3 for verdicts
+        with an interval of finite width that means something).
     cache_dir: where trained models are cached ("" = <workdir>/models).
     nfes: NFE budgets per sample; steps = NFE / (evals per step x CFG factor).
     sway_coefs: sway coefficients s; s = 0 is the uniform grid.
@@ -38,12 +42,14 @@ Fields:
     toy.num_train / num_eval: training points / generated and held-out samples.
     toy.hidden / depth: VelocityMLP width and number of hidden layers.
     toy.train_steps / batch_size / lr: flow-matching training.
+    toy.warmup_steps: linear learning-rate warm-up steps (< train_steps).
     toy.use_oracle: also evaluate the exact oracle velocity (no training error).
     digits.enabled: run the class-conditional digits part.
     digits.model: "conv" (ConvVelocity) or "mlp" (VelocityMLP on flattened images, ~10x
         faster to train on a CPU).
     digits.channels: ConvVelocity width; digits.hidden / depth: the MLP's.
     digits.train_steps / batch_size / lr / p_uncond: training (p_uncond = label dropout).
+    digits.warmup_steps: linear learning-rate warm-up steps (< train_steps).
     digits.classifier_steps: steps of the feature classifier.
     digits.samples_per_class: generated images per class per setting.
     digits.cfg_scales: CFG strengths w (v_c + w (v_c - v_u)); 0 = conditional only.
@@ -57,6 +63,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         raise ValueError(f"variant: expected 'full' or 'quick', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.num_seeds = 5
     c.cache_dir = ""
     c.nfes = [4, 8, 16, 32, 64]
     c.sway_coefs = [-1.0, -0.8, 0.0, 0.5]
@@ -71,6 +78,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.toy.train_steps = 20_000
     c.toy.batch_size = 512
     c.toy.lr = 2e-3
+    c.toy.warmup_steps = 100
     c.toy.use_oracle = True
 
     c.digits = ml_collections.ConfigDict()
@@ -82,12 +90,14 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.digits.train_steps = 10_000
     c.digits.batch_size = 128
     c.digits.lr = 1e-3
+    c.digits.warmup_steps = 100
     c.digits.p_uncond = 0.2
     c.digits.classifier_steps = 1500
     c.digits.samples_per_class = 100
     c.digits.cfg_scales = [0.0, 2.0]
 
     if variant == "quick":
+        c.num_seeds = 3
         c.nfes = [4, 8, 16, 32]
         c.toy.num_train = 10_000
         c.toy.num_eval = 1500
