@@ -31,10 +31,34 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from inferax.sampling import _checks
 from inferax.sampling import cost as cost_lib
+from inferax.sampling.schedules import (  # grid checks, re-exported for the samplers
+    check_grid,
+    check_num_active_steps,
+    grid_is_valid,
+    prepare_grid,
+)
+
+__all__ = [
+    "SOLVERS",
+    "SOLVER_EVALS",
+    "FlowInfo",
+    "Solver",
+    "check_grid",
+    "check_num_active_steps",
+    "check_state",
+    "check_velocity_output",
+    "cost",
+    "grid_is_valid",
+    "integrate",
+    "noise",
+    "prepare_grid",
+    "resolve_solver",
+    "sample",
+    "step",
+]
 
 VelocityFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -160,68 +184,6 @@ def noise(
     return jax.vmap(lambda k: jax.random.normal(k, tuple(event_shape), dtype))(keys)
 
 
-def check_grid(ts, name: str = "ts", *, dtype=None, num_active_steps=None) -> jax.Array:
-    """Validates a time grid (cast to ``dtype`` first, if given) and returns it.
-
-    Value checks run whenever the values are known at trace time: concrete
-    arrays, lists, and constants built under ``jax.ensure_compile_time_eval``
-    inside ``jit`` (the ``schedules`` grids are); a known grid stays concrete.
-    With ``num_active_steps`` (an int) only ``ts[:num_active_steps + 1]`` is
-    value-checked; with a traced count, none of it. For traced grids see
-    ``grid_is_valid`` (the samplers' ``runtime_checks=True``).
-
-    Raises:
-        ValueError: if ``ts`` is not 1-D with >= 2 points, holds NaN, leaves
-            [0, 1], or is not strictly increasing (in ``dtype``).
-    """
-    values = _checks.concrete_value(ts) if hasattr(ts, "dtype") else np.asarray(ts)
-    shape, in_dtype = (ts.shape, ts.dtype) if values is None else (values.shape, values.dtype)
-    if len(shape) != 1 or shape[0] < 2:
-        raise ValueError(
-            f"{name}: expected a 1-D time grid with at least 2 points, got shape {tuple(shape)}"
-        )
-    if not jnp.issubdtype(in_dtype, jnp.floating):
-        raise ValueError(f"{name}: expected a floating-point grid, got dtype {in_dtype}")
-    if values is None:  # traced: only the opt-in run-time check applies
-        ts_arr = jnp.asarray(ts)
-        return ts_arr if dtype is None else ts_arr.astype(dtype)
-    with jax.ensure_compile_time_eval():  # stays concrete inside jit
-        ts_arr = jnp.asarray(values) if dtype is None else jnp.asarray(values, dtype)
-    if num_active_steps is None:
-        n = shape[0] - 1
-    elif isinstance(num_active_steps, int):
-        n = max(num_active_steps, 1)
-    else:
-        return ts_arr
-    checked = np.asarray(ts_arr).astype(np.float64)[: n + 1]
-    if np.any(np.isnan(checked)):
-        raise ValueError(
-            f"{name}: expected a grid without NaN, got NaN at index "
-            f"{int(np.argmax(np.isnan(checked)))}"
-        )
-    if np.any(checked < 0.0) or np.any(checked > 1.0):
-        raise ValueError(
-            f"{name}: expected times in [0, 1], got min {checked.min()}, max {checked.max()}"
-        )
-    steps = np.diff(checked)
-    if np.any(steps <= 0.0):
-        i = int(np.argmax(steps <= 0.0))
-        raise ValueError(
-            f"{name}: expected a strictly increasing grid (in {ts_arr.dtype}), got "
-            f"ts[{i}] = {checked[i]} >= ts[{i + 1}] = {checked[i + 1]}"
-        )
-    return ts_arr
-
-
-def grid_is_valid(ts: jax.Array, num_active_steps=None) -> jax.Array:
-    """Traced check: ``ts[:num_active_steps + 1]`` lies in [0, 1] and strictly increases."""
-    n = ts.shape[0] - 1 if num_active_steps is None else num_active_steps
-    idx = jnp.arange(ts.shape[0])
-    in_range = jnp.where(idx <= n, (ts >= 0.0) & (ts <= 1.0), True)  # NaN fails
-    increasing = jnp.where(idx[:-1] < n, jnp.diff(ts) > 0.0, True)
-    return jnp.all(in_range) & jnp.all(increasing)
-
-
 def check_state(x0, name: str = "x0") -> jax.Array:
     """An array ``[N, *event]`` of a floating dtype (else TypeError/ValueError naming ``name``)."""
     if not hasattr(x0, "shape") or not hasattr(x0, "dtype"):
@@ -242,68 +204,6 @@ def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
             f"{name}: expected an output of shape {tuple(x.shape)} (the shape of x), got {got}"
         )
     return out.astype(x.dtype)
-
-
-def check_num_active_steps(num_active_steps, num_steps: int, name: str = "num_active_steps"):
-    """A step count in ``[0, num_steps]``: a Python int if known at trace time,
-    else a traced int32 scalar clipped to that range.
-
-    Raises:
-        TypeError: a bool, a float, or a non-scalar.
-        ValueError: a known value outside ``[0, num_steps]``.
-    """
-    if isinstance(num_active_steps, bool | np.bool_) or not (
-        isinstance(num_active_steps, int | np.integer)
-        or (
-            hasattr(num_active_steps, "dtype")
-            and jnp.ndim(num_active_steps) == 0
-            and jnp.issubdtype(num_active_steps.dtype, jnp.integer)
-        )
-    ):
-        raise TypeError(
-            f"{name}: expected an int or an integer scalar array, got {num_active_steps!r}"
-        )
-    value = _checks.concrete_value(num_active_steps)
-    if value is None:
-        return jnp.clip(jnp.asarray(num_active_steps, jnp.int32), 0, num_steps)
-    value = int(value)
-    if not 0 <= value <= num_steps:
-        raise ValueError(
-            f"{name}: expected an int in [0, {num_steps}] (the grid's intervals), got {value}"
-        )
-    return value
-
-
-def prepare_grid(ts, x0, num_active_steps=None, runtime_checks: bool = False, name: str = "ts"):
-    """Casts a sampler's grid to the state's dtype and checks it.
-
-    Returns:
-        ``(ts, n)``: the grid in ``x0.dtype`` and the active step count (None
-        for all steps, a Python int, or a traced int32 scalar). Only the active
-        part ``ts[:n + 1]`` is value-checked; the padding after it may hold
-        anything. A traced grid or count gets the opt-in ``checkify`` check
-        when ``runtime_checks``.
-    """
-    shape = jnp.shape(ts)
-    if len(shape) != 1 or shape[0] < 2:
-        check_grid(ts, name)  # raises the shape error
-    n = None
-    if num_active_steps is not None:
-        n = check_num_active_steps(num_active_steps, shape[0] - 1)
-        if not isinstance(n, int):  # traced: clipped, and checked at run time if asked
-            _checks.runtime_check(
-                (num_active_steps >= 0) & (num_active_steps <= shape[0] - 1),
-                f"num_active_steps: expected an int in [0, {shape[0] - 1}]",
-                runtime_checks,
-            )
-    ts = check_grid(ts, name, dtype=x0.dtype, num_active_steps=n)
-    if _checks.concrete_value(ts) is None or not (n is None or isinstance(n, int)):
-        _checks.runtime_check(
-            grid_is_valid(ts, n),
-            f"{name}: expected times in [0, 1], strictly increasing over the active steps",
-            runtime_checks,
-        )
-    return ts, n
 
 
 def integrate(

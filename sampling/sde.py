@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inferax.sampling import _checks, flow
+from inferax.sampling import _checks, flow, schedules
 from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 
@@ -261,7 +261,7 @@ def sample(
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
-    ts, n = flow.prepare_grid(ts, x0, num_active_steps, runtime_checks)
+    ts, n = schedules.prepare_grid(ts, x0, num_active_steps, runtime_checks)
     check_g_on_grid(g_fn, ts, num_active_steps=n)
     if runtime_checks:
         _checks.runtime_check(
