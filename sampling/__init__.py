@@ -19,13 +19,14 @@ from inferax.sampling.feynman_kac import (
     geometric_transition,
     transport_rate,
 )
-from inferax.sampling.flow import FlowInfo
+from inferax.sampling.flow import SOLVERS, FlowInfo, Solver
 from inferax.sampling.guidance import cfg
 from inferax.sampling.interpolants import (
     Interpolant,
     convert_velocity,
     linear,
     posterior_mean_from_velocity,
+    renoise,
     score_from_velocity,
     time_to_linear,
     velocity_from_score,
@@ -55,6 +56,9 @@ __all__ = [
     "vp",
     "SMC",
     "FlowInfo",
+    "SOLVERS",
+    "Solver",
+    "renoise",
     "SMCInfo",
     "SMCState",
     "cfg",
