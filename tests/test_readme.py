@@ -25,4 +25,8 @@ def test_readme_python_examples_run():
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
     assert namespace["x1"].shape == (1024, 2)
+    # The plain-JAX example samples its exact Gaussian (1024 samples: SE of the mean ~0.016).
+    x1_exact, mu, sigma = namespace["x1_exact"], namespace["mu"], namespace["sigma"]
+    assert float(jnp.max(jnp.abs(x1_exact.mean(0) - mu))) < 0.06
+    assert float(jnp.max(jnp.abs(x1_exact.std(0) - sigma))) < 0.04
     assert namespace["x"].shape == (4096, 2) and bool(jnp.all(jnp.isfinite(namespace["x"])))
