@@ -334,6 +334,8 @@ def sample(
             intervals (a Python int or a traced integer scalar); the rest of
             ``ts`` is padding, never evaluated nor counted in the NFE. One
             compiled sampler then serves every step count up to ``len(ts) - 1``.
+            A traced count runs a ``lax.while_loop``, which supports forward-
+            but not reverse-mode differentiation; a Python int runs a scan.
         runtime_checks: add a ``checkify`` check of a traced grid / step count
             (run the caller under ``jax.experimental.checkify.checkify``).
 

@@ -200,7 +200,8 @@ def test_renoise_rejects_bad_times():
         I.renoise(jax.random.key(0), "linear", x, 0.5, 0.3)
     # Traced times: no trace-time check, the kernel still runs.
     out = jax.jit(lambda t, s: I.renoise(jax.random.key(0), I.vp(), x, t, s))(0.5, 0.3)
-    assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+    eager = I.renoise(jax.random.key(0), I.vp(), x, 0.5, 0.3)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(eager), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs():
