@@ -36,6 +36,7 @@ __all__ = [
     "FAILS",
     "TIE",
     "compare",
+    "describe",
     "format_interval",
     "noise_floor",
     "append_per_seed",
@@ -133,7 +134,10 @@ def compare(
         confidence: of the interval.
 
     Returns:
-        ``{"verdict", "reason", "improvement" (a t_interval dict), "noise_floor"}``.
+        ``{"verdict", "reason", "improvement" (a t_interval dict), "noise_floor",
+        "seeds_better", "seeds_worse"}``; the last two count the seeds whose
+        improvement is above ``noise_floor`` / below ``-noise_floor``
+        (descriptive: they do not enter the verdict).
 
     Raises:
         ValueError: unpaired inputs (different lengths) or a negative / NaN floor.
@@ -148,7 +152,13 @@ def compare(
     with np.errstate(invalid="ignore"):  # inf - inf: non-finite, handled below
         diff = (b - a) if lower_is_better else (a - b)
     imp = t_interval(diff, confidence)
-    out = {"improvement": imp, "noise_floor": float(noise_floor)}
+    out = {
+        "improvement": imp,
+        "noise_floor": float(noise_floor),
+        # Descriptive only (the verdict is the interval's): seeds beyond the floor each way.
+        "seeds_better": int(np.sum(diff > noise_floor)),
+        "seeds_worse": int(np.sum(diff < -noise_floor)),
+    }
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         bad = [n for n, v in (("claimed", a), ("baseline", b)) if not np.all(np.isfinite(v))]
         return {**out, "verdict": FAILS, "reason": f"non-finite metric ({', '.join(bad)})"}
@@ -163,6 +173,14 @@ def compare(
     else:
         reason = "difference within the noise floor"
     return {**out, "verdict": TIE, "reason": reason}
+
+
+def describe(verdict: dict) -> str:
+    """``"tie within noise (better in 4/5 seeds, worse in 1)"``: a verdict with its seed counts."""
+    n = verdict["improvement"]["n"]
+    text = f"{verdict['verdict']} (better in {verdict['seeds_better']}/{n} seeds"
+    worse = verdict["seeds_worse"]
+    return text + (f", worse in {worse})" if worse else ")")
 
 
 def _num(x: float) -> str:

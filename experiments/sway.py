@@ -100,15 +100,22 @@ def train_spec(config, section: str) -> dict:
     return {"experiment": "sway", "section": section, **fields}
 
 
-def run_toy(config, workdir: str, seed: int, raw: dict, plot_samples: dict) -> None:
-    """One seed of the 2-D part: trains (or restores) the model, samples every grid."""
+def _oracle_apply(mixture, x, t):
+    return mixture.velocity(x, t)
+
+
+def run_toy(config, workdir, seed, model, raw: dict, plot_samples: dict) -> None:
+    """One seed of the 2-D part: trains (or restores) the model, samples every grid.
+
+    ``model`` is the same module object for every seed, so the jitted samplers
+    (keyed by ``model.apply``) compile once per solver for the whole run.
+    """
     cfg = config.toy
     k_data, k_train, k_eval, k_noise = jax.random.split(
         jax.random.fold_in(jax.random.key(seed), 0), 4
     )
     train_x = data.toy_samples(cfg.dataset, k_data, cfg.num_train)
     held_out = data.toy_samples(cfg.dataset, k_eval, cfg.num_eval)
-    model = mlp.VelocityMLP(features=2, hidden=cfg.hidden, depth=cfg.depth)
     params0 = model.init(jax.random.key(0), train_x[:2], jnp.zeros(2))
     params, losses = train.train_or_restore(
         k_train,
@@ -125,9 +132,9 @@ def run_toy(config, workdir: str, seed: int, raw: dict, plot_samples: dict) -> N
     )
     oracle = TOY_ORACLES.get(cfg.dataset, lambda: None)()
     x0 = flow.noise(k_noise, cfg.num_eval, (2,))
-    velocities = {"model": lambda p, x, t: model.apply(p, x, t)}
+    velocities = {"model": (model.apply, params)}
     if cfg.use_oracle and oracle is not None:
-        velocities["oracle"] = lambda p, x, t: oracle.velocity(x, t)
+        velocities["oracle"] = (_oracle_apply, oracle)
     top = raw.setdefault("toy", {})
     stats.append_per_seed(top, ("scalars",), {"train_loss_final": np.mean(losses[-100:])})
     # The floor: an independent data set of the same size scored against the same held-out set.
@@ -139,7 +146,8 @@ def run_toy(config, workdir: str, seed: int, raw: dict, plot_samples: dict) -> N
     plot_nfe = config.nfes[min(1, len(config.nfes) - 1)]
     for vname, solver, coef, nfe, steps in _jobs(config, velocities, lambda _: 1):
         ts = grid(coef, steps, length[solver])
-        x1, used = _sample_uncond(velocities[vname], params, x0, ts, steps, solver)
+        apply_fn, theta = velocities[vname]
+        x1, used = _sample_uncond(apply_fn, theta, x0, ts, steps, solver)
         ed = metrics.energy_distance(x1, held_out)
         entry = {"steps": steps, "nfe": int(used), "energy_distance": ed}
         if oracle is not None:
@@ -185,13 +193,12 @@ def digits_classifier(config, workdir: str):
     return params, classifier.accuracy(params, test_x, test_y)
 
 
-def run_digits(config, workdir, seed, clf_params, raw: dict, image_rows: list) -> None:
+def run_digits(config, workdir, seed, model, clf_params, raw: dict, image_rows: list) -> None:
     """One seed of the digits part: trains (or restores) the flow, samples every grid."""
     cfg = config.digits
     k_train, k_noise, k_sub = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), 3)
     train_x, train_y = data.load_digits("train")
     test_x, _ = data.load_digits("test")
-    model = digits_model(cfg)
     params0 = model.init(jax.random.key(0), train_x[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
     params, losses = train.train_or_restore(
         k_train,
@@ -337,11 +344,13 @@ def run(config, workdir: str) -> dict:
         toy_samples: dict = {}
         image_rows: list = []
         clf = digits_classifier(config, workdir) if config.digits.enabled else None
+        toy_model = mlp.VelocityMLP(features=2, hidden=config.toy.hidden, depth=config.toy.depth)
+        digits_net = digits_model(config.digits)
         for seed in tqdm(seeds, desc="sway seeds", leave=False):
             logging.info("sway: seed %d", seed)
-            run_toy(config, workdir, seed, raw, toy_samples)
+            run_toy(config, workdir, seed, toy_model, raw, toy_samples)
             if clf is not None:
-                run_digits(config, workdir, seed, clf[0], raw, image_rows)
+                run_digits(config, workdir, seed, digits_net, clf[0], raw, image_rows)
         results: dict = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
         if clf is not None:
             results["digits"]["classifier_test_accuracy"] = clf[1]

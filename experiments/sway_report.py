@@ -92,7 +92,7 @@ def report(results: dict) -> str:
             for n, v in checks.items():
                 lines.append(
                     f"| {setting} | {name} | {n} | {stats.format_interval(v['improvement'])} | "
-                    f"{v['verdict']} ({_READING[v['verdict']]}) |"
+                    f"{_READING[v['verdict']]}: {stats.describe(v)} |"
                 )
     toy = results["toy"]
     lines += [

@@ -2,7 +2,9 @@
 
 ``grid_samples`` draws from any unnormalised 2-D log-density on a fine grid
 (tempered mixtures, CFG geometric mixtures); ``product_mixture`` gives the
-closed-form product of two Gaussian mixtures.
+closed-form product of two Gaussian mixtures; ``build_problems`` draws the
+Feynman-Kac experiment's three targets (with their exact samplers) from a config
+and a key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from inferax.models import gmm
 
-__all__ = ["grid_samples", "product_mixture"]
+__all__ = ["build_problems", "grid_samples", "product_mixture"]
 
 
 def grid_samples(
@@ -80,3 +82,85 @@ def product_mixture(p1: gmm.GaussianMixture, p2: gmm.GaussianMixture) -> gmm.Gau
     logw = (lw1[:, None] + lw2[None] + log_norm).ravel()
     w = np.exp(logw - logw.max())
     return gmm.gaussian_mixture(w, mean.reshape(-1, d), cov.reshape(-1, d, d))
+
+
+def _scaled(mix: gmm.GaussianMixture, s: float) -> gmm.GaussianMixture:
+    return gmm.GaussianMixture(mix.log_weights, mix.means / s, mix.covs / s**2)
+
+
+def _mixture(key, num_components, loc_scale, scale, weight_range=0.0) -> gmm.GaussianMixture:
+    """``random_mixture`` means; log-weights uniform in [-weight_range, weight_range]."""
+    k_m, k_w = jax.random.split(key)
+    base = gmm.random_mixture(k_m, num_components, 2, loc_scale, scale)
+    logw = jax.random.uniform(k_w, (num_components,), minval=-1.0, maxval=1.0)
+    return gmm.gaussian_mixture(np.exp(weight_range * np.asarray(logw)), base.means, base.covs)
+
+
+def _box(mixes) -> tuple[np.ndarray, np.ndarray]:
+    means = np.concatenate([np.asarray(m.means) for m in mixes])
+    std = max(float(np.sqrt(np.max(np.asarray(m.covs)))) for m in mixes)
+    return means.min(0) - 5 * std, means.max(0) + 5 * std
+
+
+def build_problems(config, key: jax.Array) -> dict:
+    """Base mixtures, exact target samplers, mode centres and settings per target."""
+    k_a, k_p1, k_p2, k_c = jax.random.split(key, 4)
+    a = config.anneal
+    base = _mixture(k_a, a.num_components, a.loc_scale, a.scale, a.log_weight_range)
+    base = _scaled(base, a.data_scale)
+    pc = config.product
+    p1 = _scaled(_mixture(k_p1, pc.p1.num_components, pc.p1.loc_scale, pc.p1.scale), pc.data_scale)
+    p2 = _scaled(_mixture(k_p2, pc.p2.num_components, pc.p2.loc_scale, pc.p2.scale), pc.data_scale)
+    prod = product_mixture(p1, p2)
+    c = config.cfg
+    k = c.num_classes * c.components_per_class
+    cmix = _mixture(k_c, k, c.loc_scale, c.scale)
+    cls = np.repeat(np.arange(c.num_classes), c.components_per_class)
+    classes = [
+        gmm.gaussian_mixture(np.ones(c.components_per_class), cmix.means[cls == i], scale=c.scale)
+        for i in range(c.num_classes)
+    ]
+    res = config.grid_resolution
+    pw = np.asarray(prod.weights)
+    problems = {
+        "anneal": {
+            "mixtures": {"p": base},
+            "centres": np.asarray(base.means),
+            "box": _box([base]),
+            "settings": {
+                f"beta={b:g}": {"beta": b, "log_density": lambda x, b=b: b * base.log_prob(x)}
+                for b in a.betas
+            },
+        },
+        "product": {
+            "mixtures": {"p1": p1, "p2": p2},
+            "centres": np.asarray(prod.means)[pw > 1e-3],
+            "box": _box([prod]),
+            "settings": {"p1*p2": {"exact": prod}},
+        },
+        "cfg": {
+            "mixtures": {"q_u": cmix, **{f"q_{i}": q for i, q in enumerate(classes)}},
+            "centres": np.asarray(cmix.means),
+            "box": _box([cmix]),
+            "class_of_component": cls,
+            "settings": {
+                f"w={w:g}": {
+                    "w": w,
+                    "log_density": lambda x, w=w: (
+                        (1 - w) * cmix.log_prob(x) + w * classes[c.cond_class].log_prob(x)
+                    ),
+                }
+                for w in c.ws
+            },
+        },
+    }
+    for prob in problems.values():
+        for s in prob["settings"].values():
+            if "exact" in s:
+                s["sampler"] = lambda k, n, m=s["exact"]: np.asarray(m.sample(k, n))
+            else:
+                lo, hi = prob["box"]
+                s["sampler"] = lambda k, n, f=s["log_density"], lo=lo, hi=hi: grid_samples(
+                    k, f, lo, hi, res, n
+                )
+    return problems

@@ -5,26 +5,27 @@ product p1 p2 and the CFG geometric mixture q_u^(1 - w) q_c^w built from
 pretrained models, which plain SDE simulation with the same combined drift
 (no weights) does not.
 
-Run (full, ~20-30 min on 2 CPU cores; trained models are cached):
+Run (full, 5 seeds; most of the time is training 3 models per seed, cached):
 
-    python -m inferax.experiments.fkc \
-        --config=experiments/configs/fkc.py --workdir=runs/fkc
+    python -m inferax.experiments.fkc --config=fkc --workdir=runs/fkc
 
-Quick (~1 min of compute, ~2-3 min wall on a loaded 2-core machine; used by
-`make demo`; the tests shrink it further; 8 modes, beta = 2, w = 4, N in {256, 1024}):
+Quick (5 seeds, oracle and trained velocities; one compiled sampler serves all
+seeds, so a seed costs seconds after the first; used by `make demo`; the tests
+shrink it further; 8 modes, beta = 2, w = 4, N in {256, 1024}):
 
-    python -m inferax.experiments.fkc \
-        --config=experiments/configs/fkc.py:quick --workdir=runs/fkc_quick
+    python -m inferax.experiments.fkc --config=fkc:quick --workdir=runs/fkc_quick
 
-Measured (full config, this machine, 2026-11-22, 18 min on 2 CPU cores; N = 4096,
-FKC vs unweighted): FKC wins 77 of 84 (target x setting x velocity x N x metric)
-comparisons, losing only on energy distance at N = 256/1024 for beta = 1.5, 3
-and w = 1.5, where both are near the Monte Carlo floor. 40-mode anneal (oracle):
-beta = 2 ED 0.040 vs 0.306, mode TV 0.138 vs 0.448; beta = 3 ED 0.182 vs 1.045,
-TV 0.302 vs 0.651 (still off: too few of the far modes' particles survive).
-Product (oracle): ED 0.000 vs 1.047, TV 0.036 vs 0.408. CFG w = 4 (oracle):
-ED 0.013 vs 0.036, TV 0.050 vs 0.111. Trained models give the same ordering.
-Quick: see the demo report. `fkc.log` states the verdict per setting.
+Any field can be overridden, e.g. ``--config.seed=100 --config.num_particles=256,1024``.
+
+Measured (full config before seeds were added: ONE seed, 3 repeats; 2026-11-22, 18
+min on 2 CPU cores; N = 4096, FKC vs unweighted): FKC wins 77 of 84 (target x
+setting x velocity x N x metric) comparisons, losing only on energy distance at N =
+256/1024 for beta = 1.5, 3 and w = 1.5, where both are near the Monte Carlo floor.
+40-mode anneal (oracle): beta = 2 ED 0.040 vs 0.306, mode TV 0.138 vs 0.448; beta =
+3 ED 0.182 vs 1.045, TV 0.302 vs 0.651 (still off: too few of the far modes'
+particles survive). Product (oracle): ED 0.000 vs 1.047, TV 0.036 vs 0.408. CFG w =
+4 (oracle): ED 0.013 vs 0.036, TV 0.050 vs 0.111. Trained models give the same
+ordering. Quick: see the demo report. `fkc.log` states the verdict per setting.
 
 Coordinates. Every mixture is divided by its ``data_scale`` before anything is
 sampled; all targets (p^beta, p1 p2, q_u^(1-w) q_c^w) commute with this linear
@@ -36,10 +37,15 @@ overshoot to ~sum(beta) mu); transport "model" fixes most of it, but at the raw
 40-mode benchmark at ``data_scale = 10``.
 
 Fields:
-    seed: master seed (mixtures, training, target samples, SDE noise).
+    seed: first seed; the run uses seeds seed, ..., seed + num_seeds - 1. A seed draws
+        the mixtures (so the targets themselves change), trains the models, draws the
+        exact target samples and the SDE noise.
+    num_seeds: seeds per number (mean and 95% t-interval over them; verdicts from the
+        paired per-seed differences, see ``experiments.stats``).
     cache_dir: where trained models are cached ("" = <workdir>/models).
     num_particles: population sizes N swept (FKC and unweighted).
-    num_repeats: independent runs per N (metrics are averaged over them).
+    num_repeats: independent SMC runs per seed and N (their metrics are averaged into the
+        seed's value).
     num_steps: Euler-Maruyama steps on the uniform grid t in [0, 1].
     g: noise schedule sigma(t) of the SDE (name in ``sde.G_SCHEDULES`` or a number);
         "linear" = 3 (1 - t) was the most robust with transport "model" in our checks.
@@ -49,7 +55,9 @@ Fields:
         combined drift, i.e. ordinary CFG for the CFG target).
     velocities: "oracle" (exact mixture velocities) and/or "model" (trained MLPs).
     num_target_samples: exact target samples for the energy distance.
-    num_reference: exact target samples from which the target mode shares are taken.
+    num_reference: exact target samples from which the target mode shares are taken
+        (>= num_target_samples + len(num_particles) * max(num_particles): the exact
+        N-sample floors are drawn from the same pool).
     grid_resolution: cells per axis of the grid sampler (tempered / CFG targets).
     anneal.num_components / loc_scale / scale: the base mixture (means uniform in
         [-loc_scale, loc_scale]^2, isotropic std ``scale``); 40 / 40 / 1 is the benchmark.
@@ -61,6 +69,7 @@ Fields:
     cfg.num_classes / components_per_class / loc_scale / scale: the class-conditional
         mixture (q_c = class c's components, q_u = all, equal class weights);
         cfg.cond_class: the class c guided towards; cfg.ws: guidance weights w.
+    train.warmup_steps: linear learning-rate warm-up steps (< train_steps).
     train.hidden / depth / train_steps / batch_size / lr / p_uncond: the VelocityMLPs
         (one unconditional model for anneal, a 2-label model for the product experts,
         a class-conditional model with label dropout p_uncond for CFG).
@@ -80,6 +89,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         raise ValueError(f"variant: expected 'full' or 'quick', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.num_seeds = 5
     c.cache_dir = ""
     c.num_particles = [256, 1024, 4096]
     c.num_repeats = 3
@@ -116,11 +126,13 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.train.train_steps = 10_000
     c.train.batch_size = 512
     c.train.lr = 2e-3
+    c.train.warmup_steps = 100
     c.train.p_uncond = 0.2
 
     if variant == "quick":
+        c.num_seeds = 5
         c.num_particles = [256, 1024]
-        c.num_repeats = 2
+        c.num_repeats = 1
         c.num_steps = 100
         c.num_target_samples = 2000
         c.num_reference = 50_000

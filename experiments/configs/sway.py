@@ -4,17 +4,18 @@ Claim: on a trained flow model, the sway grid t = u + s (cos(pi u / 2) - 1 + u)
 with s < 0 (more steps near the noise end) at N steps is as good as the uniform
 grid at 2N steps.
 
-Run (full, ~10-15 min on 2 CPU cores, most of it training; models are cached):
+Run (full, 5 seeds; most of the time is training two models per seed, cached):
 
-    python -m inferax.experiments.sway \
-        --config=experiments/configs/sway.py --workdir=runs/sway
+    python -m inferax.experiments.sway --config=sway --workdir=runs/sway
 
-Quick (~1 min, used by `make demo`; the tests shrink it further):
+Quick (3 seeds, used by `make demo`; the tests shrink it further):
 
-    python -m inferax.experiments.sway \
-        --config=experiments/configs/sway.py:quick --workdir=runs/sway_quick
+    python -m inferax.experiments.sway --config=sway:quick --workdir=runs/sway_quick
 
-Measured (full config, this machine, 2026-11-22; 14 min on 2 CPU cores): the
+Any field can be overridden, e.g. ``--config.seed=100 --config.nfes=4,8,16``.
+
+Measured (full config before seeds were added: ONE seed; 2026-11-22; 14 min on
+2 CPU cores): the
 claim does NOT reproduce on these small models. At low NFE sway with s < 0 is
 worse than the uniform grid: 8-Gaussians model, Euler, energy distance at
 4 / 8 NFE: sway(-1) 0.031 / 0.0046 vs uniform 0.012 / 0.0029 (the exact oracle

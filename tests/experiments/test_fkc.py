@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats as sps
 
-from inferax.experiments import fkc
+from inferax.experiments import fkc, stats
 from inferax.experiments.configs import fkc as fkc_config
 from inferax.models import gmm
 
@@ -22,8 +22,9 @@ from inferax.models import gmm
 def tiny_config():
     c = fkc_config.get_config("quick")
     c.velocities = ["oracle"]
+    c.num_seeds = 5  # seeds share one compiled sampler: each costs only a few seconds
     c.num_particles = [256, 1024]
-    c.num_repeats = 2
+    c.num_repeats = 1
     c.num_steps = 100
     c.num_target_samples = 1500
     c.num_reference = 20_000
@@ -50,49 +51,68 @@ def test_writes_results_plots_and_log(results):
         assert os.path.getsize(os.path.join(workdir, name)) > 0, name
     with open(os.path.join(workdir, "results.json")) as f:
         saved = json.load(f)
-    assert saved["config"]["seed"] == 0 and saved["config"]["num_particles"] == [256, 1024]
+    assert saved["seeds"] == [0, 1, 2, 3, 4] and saved["config"]["num_particles"] == [256, 1024]
     for target, setting in [("anneal", "beta=2"), ("product", "p1*p2"), ("cfg", "w=4")]:
         for method in ("fkc", "unweighted"):
             entry = saved[target][setting]["oracle"][method]["1024"]
             assert {"energy_distance", "mode_weight_error", "ess_min", "nfe"} <= set(entry)
-            assert 0.0 <= entry["mode_weight_error"] <= 1.0
+            tv = entry["mode_weight_error"]
+            assert len(tv["values"]) == 5 and all(0.0 <= v <= 1.0 for v in tv["values"])
+            assert tv["lo"] <= tv["mean"] <= tv["hi"]
+        assert len(saved[target][setting]["exact"]["256"]["energy_distance"]["values"]) == 5
     # NFE per particle: steps x models (a CFG pair counts 2).
     assert saved["anneal"]["beta=2"]["oracle"]["fkc"]["256"]["nfe"] == 100
     assert saved["product"]["p1*p2"]["oracle"]["fkc"]["256"]["nfe"] == 200
     assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["256"]["nfe"] == 200
     # The unweighted SDE never reweights: its ESS is N throughout.
-    assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["256"]["ess_min"] == 256
+    assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["256"]["ess_min"]["values"] == [256.0] * 5
     with open(os.path.join(workdir, "fkc.log")) as f:
-        assert "FKC beats the unweighted SDE" in f.read()
+        assert "FKC vs the unweighted SDE" in f.read()
+
+
+def test_seeds_draw_different_targets(results):
+    """A seed draws its own mixtures: the exact floors and the metrics differ across seeds."""
+    _, res = results
+    vals = res["anneal"]["beta=2"]["oracle"]["unweighted"][1024]["energy_distance"]["values"]
+    assert len(set(vals)) == 5
 
 
 def test_fkc_beats_the_unweighted_sde_with_the_oracle(results):
-    """The claim, where it is robust at this size: anneal and CFG, both N, energy distance."""
+    """The claim where it is robust at this size: anneal and product hold on ED over 5 seeds."""
     _, res = results
-    for target, setting in [("anneal", "beta=2"), ("cfg", "w=4"), ("product", "p1*p2")]:
-        node = res[target][setting]["oracle"]
+    for target, setting in [("anneal", "beta=2"), ("product", "p1*p2")]:
         for n in (256, 1024):
-            f, u = node["fkc"][n]["energy_distance"], node["unweighted"][n]["energy_distance"]
-            assert f < 0.5 * u, (target, n, f, u)
-    # With 1024 particles FKC is at the Monte Carlo floor of the energy distance
-    # (~1e-3 with 1500 target samples), while the unweighted SDE's bias is not.
-    node = res["anneal"]["beta=2"]["oracle"]
-    assert node["fkc"][1024]["energy_distance"] < 0.02
-    assert node["unweighted"][1024]["energy_distance"] > 0.05
+            v = res["verdicts"][target][setting]["oracle"]["energy_distance"][n]
+            assert v["verdict"] == stats.HOLDS, (target, n, v)
+    # With 1024 particles FKC is at the exact sampler's floor on most drawn targets (the
+    # median seed), the unweighted SDE far from it. (A seed can miss: issue 12's
+    # off-centre failure; the median keeps this check about the typical target.)
+    node = res["anneal"]["beta=2"]
+    f_ed = node["oracle"]["fkc"][1024]["energy_distance"]["values"]
+    u_ed = node["oracle"]["unweighted"][1024]["energy_distance"]["values"]
+    assert np.median(f_ed) < 0.03 and np.median(u_ed) > 0.2, (f_ed, u_ed)
+    # The verdict is read from the intervals: the swapped comparison fails (negative control).
+    assert stats.compare(u_ed, f_ed)["verdict"] == stats.FAILS
 
 
-def test_report_mentions_claim_and_numbers(results):
+def test_report_mentions_claim_numbers_and_intervals(results):
     _, res = results
     md = fkc.report(res)
-    assert "Skreta" in md and "| anneal | beta=2 | oracle | 1024 |" in md and "Verdict" in md
-    assert "fkc/cfg_samples.png" in md
+    assert md.count("Skreta") == 2 and "| anneal | beta=2 | oracle | 1024 |" in md
+    assert "exact (floor)" in md and "min step ESS" in md and "fkc/cfg_samples.png" in md
+    s = fkc.summary(res)
+    assert {r[0] for r in s["rows"]} == {
+        "anneal beta=2, oracle velocity, N=1024",
+        "product p1*p2, oracle velocity, N=1024",
+        "cfg w=4, oracle velocity, N=1024",
+    }
 
 
 def test_grid_sampler_reproduces_a_gaussian():
     """Mean within 4 standard errors and covariance within 5% of a correlated Gaussian."""
     mean = np.array([1.0, -0.5])
     cov = np.array([[0.8, 0.3], [0.3, 0.5]])
-    dist = stats.multivariate_normal(mean, cov)
+    dist = sps.multivariate_normal(mean, cov)
 
     def log_density(x):  # unnormalised on purpose
         d = x - jnp.asarray(mean, jnp.float32)
@@ -105,7 +125,7 @@ def test_grid_sampler_reproduces_a_gaussian():
     assert np.all(np.abs(x.mean(0) - mean) < 4 * se), (x.mean(0), mean)
     np.testing.assert_allclose(np.cov(x, rowvar=False), cov, atol=0.05 * cov.max())
     # One-dimensional marginal: a KS test against the exact law.
-    assert stats.kstest(x[:5000, 0], stats.norm(mean[0], np.sqrt(cov[0, 0])).cdf).pvalue > 1e-3
+    assert sps.kstest(x[:5000, 0], sps.norm(mean[0], np.sqrt(cov[0, 0])).cdf).pvalue > 1e-3
     assert np.isfinite(dist.logpdf(x[:10])).all()
     with pytest.raises(ValueError, match="resolution"):
         fkc.grid_samples(jax.random.key(0), log_density, [0, 0], [1, 1], 1, 10)
@@ -143,10 +163,14 @@ def test_model_velocities_train_cache_and_shapes(tmp_path):
     """The trained-model path: three tiny models, cached, with the oracle's call signatures."""
     c = tiny_config()
     c.train.hidden, c.train.depth, c.train.train_steps, c.train.batch_size = 16, 1, 5, 32
+    c.train.warmup_steps = 1
     problems = fkc.build_problems(c, jax.random.key(0))
-    v = fkc.model_velocities(problems, c, str(tmp_path), jax.random.key(1))
+    v = {
+        k: fkc.bind(e)
+        for k, e in fkc.model_velocities(problems, c, str(tmp_path), jax.random.key(1)).items()
+    }
     for name in ("anneal", "product", "cfg"):
-        assert os.path.isdir(os.path.join(tmp_path, "models", name, "checkpoints")), name
+        assert os.path.isdir(os.path.join(tmp_path, "models", name)), name
     x = jnp.ones((3, 2))
     assert v["anneal"](x, 0.5).shape == (3, 2)
     assert v["product"][0](x, 0.5).shape == (3, 2)
@@ -155,8 +179,16 @@ def test_model_velocities_train_cache_and_shapes(tmp_path):
     assert v["cfg"](x, 0.5, jnp.array([0, 1, 3])).shape == (3, 2)
 
 
-def test_bad_velocities_config(tmp_path):
-    c = tiny_config()
-    c.velocities = ["exact"]
-    with pytest.raises(ValueError, match="velocities"):
-        fkc.run(c, str(tmp_path))
+def test_bad_config_fails_before_anything_runs(tmp_path):
+    for field, value, match in [
+        ("velocities", ["exact"], "velocities"),
+        ("transport", "straight", "transport"),
+        ("num_seeds", 0, "num_seeds"),
+        ("num_reference", 100, "num_reference"),
+        ("g", "cosine-ish", "g"),
+    ]:
+        c = tiny_config()
+        setattr(c, field, value)
+        with pytest.raises(ValueError, match=match):
+            fkc.run(c, str(tmp_path / field))
+        assert not os.path.exists(tmp_path / field / "fkc.log"), field

@@ -58,6 +58,11 @@ def test_verdict_holds_fails_and_ties():
     v = stats.compare(tiny, base, noise_floor=1e-3)
     assert v["verdict"] == stats.TIE and "floor" in v["reason"]
     assert stats.compare(base, tiny, noise_floor=1e-3)["verdict"] == stats.TIE
+    # Seed counts are descriptive: 2 of 4 seeds better, 2 worse, by more than 0.05.
+    v = stats.compare(mixed, base, noise_floor=0.05)
+    assert (v["seeds_better"], v["seeds_worse"]) == (2, 2)
+    assert stats.describe(v) == "tie within noise (better in 2/4 seeds, worse in 2)"
+    assert stats.describe(stats.compare(better, base)) == "holds (better in 4/4 seeds)"
     # One seed never decides.
     v = stats.compare([0.1], [5.0])
     assert v["verdict"] == stats.TIE and "one seed" in v["reason"]
