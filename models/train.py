@@ -20,6 +20,7 @@ a key that hashes everything that determines it (see ``cache_record``).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -343,7 +344,12 @@ def train_or_restore(
     """
     if workdir is None:
         raise ValueError("workdir: expected a directory to cache the trained model in, got None")
-    record = cache_record(key, spec=spec, **kwargs)
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(train).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    record = cache_record(key, spec=spec, **{**defaults, **kwargs})
     blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
     root = os.path.abspath(os.fspath(workdir))

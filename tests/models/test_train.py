@@ -118,6 +118,10 @@ def test_train_or_restore_keys_the_cache_by_seed(tmp_path, monkeypatch):
     assert_trees_equal(again, params_a)
     np.testing.assert_array_equal(again_losses, losses_a)
     assert len(entries(tmp_path)) == 2
+    # Arguments that do not change the model, or that repeat train()'s defaults, hit it too.
+    same, _ = cached(tmp_path, key=0, log_every=2, checkpoint_every=2, ema_decay=None)
+    assert_trees_equal(same, params_a)
+    assert len(entries(tmp_path)) == 2
     # The record beside the entry says what determined it.
     with open(tmp_path / entries(tmp_path)[0] / "spec.json") as f:
         record = json.load(f)
