@@ -180,7 +180,7 @@ def test_missing_record_and_delete_bad(tmp_path):
         assert ckpt.save(3, big_tree(7))  # the deleted step can be written again
         ckpt.wait()
         assert_tree_equal(ckpt.restore(3, big_tree(0)), big_tree(7))
-        # A target of another step shape (e.g. a loss history) through a function of the step.
+        # A target of another architecture is a one-line ValueError, not a fallback.
         with pytest.raises(ValueError, match="different model"):
             ckpt.restore(3, {"w": jnp.zeros((64, 32)), "b": jnp.zeros(3)})
 
