@@ -26,8 +26,9 @@ the ratio ours / peer. Cases:
    to a Gaussian-mixture posterior along a fixed schedule, with k random-walk
    Metropolis steps (Gaussian proposal, same step size) per temperature and
    systematic resampling at every step. Ours: ``smc.build`` with a transition
-   that moves with RWM (invariant for the current temperature, written below,
-   batched over particles) and reweights by ``(lambda' - lambda) log L``;
+   that moves with RWM (invariant for the current temperature, batched over
+   particles; ``benchmarks.smc_tempered``) and reweights by
+   ``(lambda' - lambda) log L``;
    peer: ``blackjax.tempered_smc`` with ``blackjax.additive_step_random_walk``.
    Both make the same log-density evaluations (one to start each chain, one
    per RWM step, one for the weight). Target <= 1.0. Checked: both log Z
@@ -37,12 +38,17 @@ the ratio ours / peer. Cases:
    ``VelocityMLP(features=2, hidden=256, depth=3)`` against the limit: the same
    number of network calls in a bare ``lax.scan`` whose carry is ``x + 0 * v``
    (XLA can neither hoist nor drop a call). Target <= 1.15.
+4. **KV-cache SMC step** -- ``smc.build`` over a decoder's population (tokens,
+   a layer-major KV cache, a shared decode index) with ESS-triggered
+   resampling, against the bare transition, alone and under ``jax.vmap`` over
+   8 runs (``benchmarks.smc_cache``). Targets: ours/bare <= 1.10 when no step
+   resamples (no gather runs), and <= 1.10 x the bare transition plus the
+   gathers of the steps that do resample.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 
@@ -51,12 +57,18 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app
 
-from benchmarks import common
+from benchmarks import common, smc_cache
+from benchmarks.smc_tempered import (  # noqa: F401  (re-exported for the tests)
+    TemperedProblem,
+    make_tempered_blackjax,
+    make_tempered_ours,
+    rwm,
+)
 from inferax.models.mlp import VelocityMLP
-from inferax.sampling import feynman_kac, resampling, smc
+from inferax.sampling import feynman_kac, resampling
 
 SCHEMES = ("multinomial", "stratified", "systematic", "residual")
-TARGETS = {"resampling": 1.0, "tempered": 1.0, "fkc": 1.15}
+TARGETS = {"resampling": 1.0, "tempered": 1.0, "fkc": 1.15, "kv": smc_cache.TARGET}
 HEADERS = ("case", "N", "ours (s)", "peer (s)", "ratio ours/peer", "target", "met?")
 
 
@@ -161,123 +173,6 @@ def resampling_case(scheme: str, n: int, *, repeats: int, budget_s: float) -> Ro
 # --------------------------------------------------------------------------- 2. tempered SMC
 
 
-class TemperedProblem:
-    """prior N(0, s0^2 I_d) times a likelihood L(x) = sum_k pi_k N(x; mu_k, s^2 I_d).
-
-    The posterior p(x) L(x) / Z is a Gaussian mixture with, per component,
-    precision 1/s0^2 + 1/s^2, mean (mu_k / s^2) / precision and weight
-    proportional to pi_k N(mu_k; 0, (s0^2 + s^2) I), so ``Z`` and the posterior
-    mean are exact (``log_z``, ``posterior_mean``).
-    """
-
-    def __init__(self, dim: int = 2, prior_scale: float = 4.0, scale: float = 0.5):
-        angles = 2 * np.pi * np.arange(4) / 4
-        means = np.zeros((4, dim))
-        means[:, 0], means[:, 1] = 3.0 * np.cos(angles) + 1.0, 3.0 * np.sin(angles)
-        self.means, self.pis = means, np.array([0.4, 0.3, 0.2, 0.1])
-        self.dim, self.s0, self.s = dim, prior_scale, scale
-
-    def logprior(self, x):
-        """log N(x; 0, s0^2 I) for x of shape [..., d]."""
-        return -0.5 * jnp.sum(x**2, -1) / self.s0**2 - self.dim * math.log(
-            math.sqrt(2 * math.pi) * self.s0
-        )
-
-    def loglik(self, x):
-        """log L(x) for x of shape [..., d]."""
-        sq = jnp.sum((x[..., None, :] - jnp.asarray(self.means, x.dtype)) ** 2, -1)
-        comp = -0.5 * sq / self.s**2 - self.dim * math.log(math.sqrt(2 * math.pi) * self.s)
-        return jax.nn.logsumexp(comp + jnp.log(jnp.asarray(self.pis, x.dtype)), -1)
-
-    def _posterior(self):
-        v = self.s0**2 + self.s**2
-        log_c = np.log(self.pis) - 0.5 * np.sum(self.means**2, 1) / v
-        log_c -= 0.5 * self.dim * np.log(2 * np.pi * v)
-        mean_k = self.means * self.s0**2 / v
-        return log_c, mean_k
-
-    @property
-    def log_z(self) -> float:
-        log_c, _ = self._posterior()
-        return float(np.log(np.sum(np.exp(log_c))))
-
-    @property
-    def posterior_mean(self) -> np.ndarray:
-        log_c, mean_k = self._posterior()
-        r = np.exp(log_c - log_c.max())
-        return (r / r.sum()) @ mean_k
-
-
-def rwm(key, x, logdensity, sigma: float, num_steps: int):
-    """``num_steps`` random-walk Metropolis steps of every row of ``x [N, d]``.
-
-    Proposal ``x + sigma * z``, ``z ~ N(0, I)``; accept if ``log u < logdensity(x')
-    - logdensity(x)`` (Metropolis et al. 1953). The current log-density is
-    carried, so a run costs ``num_steps + 1`` evaluations.
-    """
-
-    def body(carry, k):
-        x, ld = carry
-        k_prop, k_acc = jax.random.split(k)
-        prop = x + sigma * jax.random.normal(k_prop, x.shape, x.dtype)
-        ld_prop = logdensity(prop)
-        accept = jnp.log(jax.random.uniform(k_acc, ld.shape, ld.dtype)) < ld_prop - ld
-        return (jnp.where(accept[:, None], prop, x), jnp.where(accept, ld_prop, ld)), None
-
-    (x, _), _ = jax.lax.scan(body, (x, logdensity(x)), jax.random.split(key, num_steps))
-    return x
-
-
-def make_tempered_ours(problem: TemperedProblem, lambdas, sigma: float, mcmc_steps: int):
-    """inferax ``smc.build`` tempered SMC; ``(key, x0 [N, d]) -> (particles, log_Z)``."""
-
-    def transition(key, x, step_input):
-        lam0, lam1 = step_input
-        x = rwm(key, x, lambda y: problem.logprior(y) + lam0 * problem.loglik(y), sigma, mcmc_steps)
-        return x, (lam1 - lam0) * problem.loglik(x)
-
-    algo = smc.build(transition, resampling="systematic", ess_threshold=1.0)
-    lam = jnp.asarray(lambdas, jnp.float32)
-
-    def run(key, x0):
-        state, _ = algo.run(key, smc.init(x0), (lam[:-1], lam[1:]))
-        return state.particles, state.log_Z
-
-    return run
-
-
-def make_tempered_blackjax(problem: TemperedProblem, lambdas, sigma: float, mcmc_steps: int):
-    """``blackjax.tempered_smc`` with the same RWM move; ``(key, x0) -> (particles, log_Z)``."""
-    import blackjax
-    from blackjax.mcmc.random_walk import normal
-
-    kernel = functools.partial(
-        blackjax.additive_step_random_walk.build_kernel(),
-        random_step=normal(jnp.full((problem.dim,), sigma, jnp.float32)),
-    )
-    tsmc = blackjax.tempered_smc(
-        problem.logprior,
-        problem.loglik,
-        kernel,
-        blackjax.additive_step_random_walk.init,
-        mcmc_parameters={},
-        resampling_fn=blackjax.smc.resampling.systematic,
-        num_mcmc_steps=mcmc_steps,
-    )
-    lam = jnp.asarray(lambdas, jnp.float32)
-
-    def run(key, x0):
-        def body(state, xs):
-            i, lam1 = xs
-            state, info = tsmc.step(jax.random.fold_in(key, i), state, lam1)
-            return state, info.log_likelihood_increment
-
-        state, incs = jax.lax.scan(body, tsmc.init(x0), (jnp.arange(lam.shape[0] - 1), lam[1:]))
-        return state.particles, jnp.sum(incs)
-
-    return run
-
-
 def tempered_case(n: int, *, num_lambdas: int, mcmc_steps: int, repeats: int, budget_s: float):
     """Times ours vs ``blackjax.tempered_smc`` at N particles; checks log Z and the mean."""
     problem = TemperedProblem()
@@ -363,6 +258,37 @@ def fkc_case(n: int, *, steps: int, repeats: int, budget_s: float) -> Row:
     )
 
 
+# --------------------------------------------------------------------------- 4. KV cache
+
+
+def kv_rows(kv: list[smc_cache.KVRow], n: int) -> list[Row]:
+    """Main-table rows of the KV-cache case: per-step seconds, ours vs the bare transition.
+
+    No resampling: target ``TARGETS["kv"]``. ESS-triggered: ``TARGETS["kv"]`` times
+    the ratio expected when only the steps that resample pay for a gather.
+    """
+    rows = []
+    for r in kv:
+        if r.weights == "every step":
+            continue
+        target = TARGETS["kv"]
+        if r.weights != "none resample":
+            target = round(TARGETS["kv"] * smc_cache.expected_ratio(r), 2)
+        rows.append(
+            Row(
+                case=f"KV-cache SMC step, {r.setting}, {r.weights} ({r.any_resampled:.0%} gather)",
+                n=n,
+                ours=r.ours,
+                peer=r.bare,
+                target=target,
+                peer_name="bare transition",
+                check="cache rows match their tokens; no resampling = the bare run",
+                repeats=r.repeats,
+            )
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -414,9 +340,11 @@ def run(
     if quick:
         sizes, temp_ns, fkc_ns, repeats, budget_s = (256,), (128,), (64,), 2, 0.0
         num_lambdas, mcmc_steps, fkc_steps = 4, 2, 2
+        kv_cfg, kv_runs = smc_cache.QUICK, 2
     else:
         sizes, temp_ns, fkc_ns = (10_000, 100_000, 1_000_000), (4096, 65536), (4096,)
         num_lambdas, mcmc_steps, fkc_steps = 30, 5, 16
+        kv_cfg, kv_runs = smc_cache.KVConfig(), 8
     load_start = common.machine_info()["load average (1, 5, 15 min)"]
     timing = {"repeats": repeats, "budget_s": budget_s}
     rows = []
@@ -430,6 +358,9 @@ def run(
     for n in fkc_ns:
         rows.append(fkc_case(n, steps=fkc_steps, **timing))
         print(f"done FKC N={n}", file=sys.stderr, flush=True)
+    kv = smc_cache.kv_case(kv_cfg, runs=kv_runs, **timing)
+    rows += kv_rows(kv, kv_cfg.n)
+    print("done KV-cache SMC", file=sys.stderr, flush=True)
     info = common.machine_info(peers=("blackjax", "flax"))
     info["load average at start"] = load_start
     report = "\n\n".join(
@@ -446,6 +377,16 @@ def run(
             "BlackJAX resampling given precomputed normalised weights (softmax outside the timed "
             "region), timed repeats, and the agreement checks made before timing:",
             detail_table(rows),
+            f"KV-cache SMC step (`benchmarks/smc_cache.py`): N = {kv_cfg.n} particles, tokens "
+            f"int32 [{kv_cfg.n}, {kv_cfg.length}], a layer-major cache k, v: float32 "
+            f"[{kv_cfg.layers}, {kv_cfg.n}, {kv_cfg.heads}, {kv_cfg.length}, "
+            f"{kv_cfg.head_dim}] (particle axis 1), a shared scalar decode index; "
+            f"{kv_cfg.steps} steps per timed run, seconds per step. Systematic resampling "
+            "when ESS < N/2. `bare`: the same transitions (same keys) alone; `bare + gather "
+            "every step`: what a `lax.cond` costs under `vmap` (a select that runs the "
+            "gather every step). Steps that do not resample do no gather; under `vmap` a "
+            "gather runs at the steps where some run resamples (`steps that gather`).",
+            smc_cache.kv_table(kv),
         ]
     )
     common.emit(report, out)

@@ -17,7 +17,7 @@ from absl import flags
 
 pytest.importorskip("blackjax")  # a `bench` extra peer, not a test dependency
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, smc_cache  # noqa: E402
 from benchmarks import smc as smc_bench  # noqa: E402
 from inferax.models.mlp import VelocityMLP  # noqa: E402
 
@@ -31,17 +31,36 @@ def quick(tmp_path_factory):
 
 def test_quick_report_has_every_row_and_column(quick):
     report, rows, out = quick
-    main, detail = common.parse_tables(report)
+    main, detail, kv = common.parse_tables(report)
     assert main[0] == list(smc_bench.HEADERS)
     assert all(len(line) == len(smc_bench.HEADERS) for line in main)
     cases = [line[0] for line in main[1:]]
     assert cases[:4] == [f"resampling {s}" for s in smc_bench.SCHEMES]
     assert cases[4].startswith("tempered SMC") and cases[5].startswith("FKC anneal")
-    assert len(cases) == 6 and len(detail) == 7 and all(len(line) == 6 for line in detail)
+    kv_cases = [
+        "KV-cache SMC step, 1 run, none resample (0% gather)",
+        "KV-cache SMC step, 1 run, ESS-triggered",
+        "KV-cache SMC step, vmap 2 runs, none resample (0% gather)",
+        "KV-cache SMC step, vmap 2 runs, ESS-triggered",
+    ]
+    assert [c[: len(k)] for c, k in zip(cases[6:], kv_cases, strict=True)] == kv_cases
+    assert len(cases) == 10 and len(detail) == 11 and all(len(line) == 6 for line in detail)
     assert all(line[6] in ("met", "missed") for line in main[1:])
     for r in rows:
         assert np.isfinite(r.ours) and r.ours > 0 and np.isfinite(r.peer) and r.peer > 0
-        assert r.repeats == 2 and r.target in smc_bench.TARGETS.values()
+        assert r.repeats == 2
+    assert [r.target for r in rows[:6]] == [1.0] * 5 + [1.15]
+    assert rows[6].target == rows[8].target == smc_bench.TARGETS["kv"]
+    assert rows[7].target >= smc_bench.TARGETS["kv"]  # plus the gathers that must run
+    # The KV-cache table: 2 settings x 3 weightings; no step resamples at zero weights.
+    assert kv[0] == list(smc_cache.KV_HEADERS) and len(kv) == 7
+    assert [line[:2] for line in kv[1:4]] == [
+        ["1 run", "none resample (0)"],
+        ["1 run", f"ESS-triggered ({smc_cache.TRIGGERED:g})"],
+        ["1 run", f"every step ({smc_cache.EVERY:g})"],
+    ]
+    assert kv[1][2:4] == ["0%", "0%"] and kv[4][2:4] == ["0%", "0%"]
+    assert kv[3][2] != "0%" and kv[6][3] != "0%"
     assert "cpu:" in report and "blackjax:" in report and "load average" in report
     assert report.startswith("## SMC")
     assert out.read_text().strip() == report.strip()
