@@ -55,7 +55,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
+from absl import app, flags
 
 from benchmarks import common, smc_cache
 from benchmarks.smc_tempered import (  # noqa: F401  (re-exported for the tests)
@@ -68,6 +68,8 @@ from inferax.models.mlp import VelocityMLP
 from inferax.sampling import feynman_kac, resampling
 
 SCHEMES = ("multinomial", "stratified", "systematic", "residual")
+CASES = ("resampling", "tempered", "fkc", "kv")
+_CASES = flags.DEFINE_list("cases", list(CASES), f"Cases to run, a subset of {CASES}.")
 TARGETS = {"resampling": 1.0, "tempered": 1.0, "fkc": 1.15, "kv": smc_cache.TARGET}
 HEADERS = ("case", "N", "ours (s)", "peer (s)", "ratio ours/peer", "target", "met?")
 
@@ -334,9 +336,22 @@ def detail_table(rows: list[Row]) -> str:
 
 
 def run(
-    *, quick: bool = False, repeats: int = 7, budget_s: float = 10.0, out: str | None = None
+    *,
+    quick: bool = False,
+    repeats: int = 7,
+    budget_s: float = 10.0,
+    out: str | None = None,
+    cases=CASES,
 ) -> tuple[str, list[Row]]:
-    """Runs every case; returns the markdown report and the rows."""
+    """Runs the ``cases`` (default: all of ``CASES``); returns the markdown report and the rows.
+
+    Raises:
+        ValueError: if ``cases`` names a case not in ``CASES`` or none at all.
+    """
+    cases = tuple(cases)
+    unknown = [c for c in cases if c not in CASES]
+    if unknown or not cases:
+        raise ValueError(f"cases: expected a non-empty subset of {CASES}, got {list(cases)}")
     if quick:
         sizes, temp_ns, fkc_ns, repeats, budget_s = (256,), (128,), (64,), 2, 0.0
         num_lambdas, mcmc_steps, fkc_steps = 4, 2, 2
@@ -347,20 +362,21 @@ def run(
         kv_cfg, kv_runs = smc_cache.KVConfig(), 8
     load_start = common.machine_info()["load average (1, 5, 15 min)"]
     timing = {"repeats": repeats, "budget_s": budget_s}
-    rows = []
-    for scheme in SCHEMES:
+    rows, kv = [], []
+    for scheme in SCHEMES if "resampling" in cases else ():
         for n in sizes:
             rows.append(resampling_case(scheme, n, **timing))
             print(f"done {rows[-1].case} N={n}", file=sys.stderr, flush=True)
-    for n in temp_ns:
+    for n in temp_ns if "tempered" in cases else ():
         rows.append(tempered_case(n, num_lambdas=num_lambdas, mcmc_steps=mcmc_steps, **timing))
         print(f"done tempered N={n}", file=sys.stderr, flush=True)
-    for n in fkc_ns:
+    for n in fkc_ns if "fkc" in cases else ():
         rows.append(fkc_case(n, steps=fkc_steps, **timing))
         print(f"done FKC N={n}", file=sys.stderr, flush=True)
-    kv = smc_cache.kv_case(kv_cfg, runs=kv_runs, **timing)
-    rows += kv_rows(kv, kv_cfg.n)
-    print("done KV-cache SMC", file=sys.stderr, flush=True)
+    if "kv" in cases:
+        kv = smc_cache.kv_case(kv_cfg, runs=kv_runs, **timing)
+        rows += kv_rows(kv, kv_cfg.n)
+        print("done KV-cache SMC", file=sys.stderr, flush=True)
     info = common.machine_info(peers=("blackjax", "flax"))
     info["load average at start"] = load_start
     report = "\n\n".join(
@@ -387,7 +403,7 @@ def run(
             "gather every step). Steps that do not resample do no gather; under `vmap` a "
             "gather runs at the steps where some run resamples (`steps that gather`).",
             smc_cache.kv_table(kv),
-        ]
+        ][: None if kv else -2]
     )
     common.emit(report, out)
     return report, rows
@@ -400,6 +416,7 @@ def main(argv):
         repeats=common.flag_or(common.REPEATS, 7),
         budget_s=common.flag_or(common.BUDGET, 10.0),
         out=common.OUT.value,
+        cases=_CASES.value,
     )
 
 

@@ -130,10 +130,22 @@ def test_fkc_limit_calls_the_network_once_per_step_and_keeps_x():
 def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     got = {}
     monkeypatch.setattr(smc_bench, "run", lambda **kw: got.update(kw))
-    argv = ["smc", "--quick", f"--out={tmp_path / 'r.md'}", "--repeats=3"]
+    argv = ["smc", "--quick", f"--out={tmp_path / 'r.md'}", "--repeats=3", "--cases=kv,fkc"]
     try:
         flags.FLAGS(argv)
         smc_bench.main(argv)
     finally:
         flags.FLAGS.unparse_flags()
-    assert got == {"quick": True, "repeats": 3, "budget_s": 10.0, "out": str(tmp_path / "r.md")}
+    assert got == {
+        "quick": True,
+        "repeats": 3,
+        "budget_s": 10.0,
+        "out": str(tmp_path / "r.md"),
+        "cases": ["kv", "fkc"],
+    }
+
+
+@pytest.mark.parametrize("cases", [[], ["kv", "beam"]])
+def test_run_rejects_unknown_or_no_cases(cases):
+    with pytest.raises(ValueError, match="cases: expected a non-empty subset of"):
+        smc_bench.run(quick=True, cases=cases)
