@@ -1,16 +1,19 @@
 """inferax.sampling: schedules, ODE/SDE flow samplers, guidance, SMC and Feynman-Kac correctors."""
 
 from inferax.sampling import (
+    cost,
     distributed,
     feynman_kac,
     flow,
     guidance,
     interpolants,
+    particles,
     resampling,
     schedules,
     sde,
     smc,
 )
+from inferax.sampling.cost import Costed, with_cost
 from inferax.sampling.distributed import island_smc_run, particle_mesh, shard_particles, sharded_run
 from inferax.sampling.feynman_kac import (
     TRANSPORTS,
@@ -32,10 +35,16 @@ from inferax.sampling.interpolants import (
     velocity_from_score,
     vp,
 )
+from inferax.sampling.particles import ParticleAxes
 from inferax.sampling.sde import G_SCHEDULES, SDEInfo
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
 __all__ = [
+    "Costed",
+    "ParticleAxes",
+    "cost",
+    "particles",
+    "with_cost",
     "TRANSPORTS",
     "transport_rate",
     "FKInfo",

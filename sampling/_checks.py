@@ -4,7 +4,10 @@ Every check raises ``ValueError``/``TypeError`` with a message that names the
 argument, what was expected and what was given. Value checks on arrays run at
 trace time when the value is known then (a constant, even inside ``jit``:
 ``concrete_value`` evaluates it under ``jax.ensure_compile_time_eval``); for a
-value that is only known at run time, ``runtime_check`` adds an opt-in
+value that is only known at run time (a traced argument, or an array built
+from jnp calls inside ``jit``, which JAX 0.10 traces: build constants such as
+grids under ``jax.ensure_compile_time_eval``, as ``schedules`` does),
+``runtime_check`` adds an opt-in
 ``checkify`` check (the caller wraps its function in
 ``jax.experimental.checkify.checkify`` to turn it into an error).
 """
@@ -62,9 +65,10 @@ def non_negative_int(value, name: str) -> int:
 def concrete_value(x) -> np.ndarray | None:
     """The value of ``x`` as a NumPy array when it is known at trace time, else None.
 
-    Works for constants built inside a ``jit`` (they are evaluated under
-    ``jax.ensure_compile_time_eval``); returns None for traced function
-    arguments.
+    Known: NumPy values, concrete JAX arrays (also when closed over inside a
+    ``jit``), and arrays built under ``jax.ensure_compile_time_eval``. None for
+    tracers (function arguments under ``jit``, and ``jnp`` results computed
+    inside a ``jit`` outside ``ensure_compile_time_eval``).
     """
     if isinstance(x, np.ndarray | np.generic | numbers.Number):
         return np.asarray(x)

@@ -38,8 +38,6 @@ from inferax.sampling import _checks, resampling
 from inferax.sampling import particles as particles_lib
 from inferax.sampling.smc import PARTICLE_AXIS, SMC, SMCInfo, SMCState, num_particles
 
-AXIS = PARTICLE_AXIS  # the mesh axis name, "particles"
-
 
 def particle_mesh(devices=None) -> jax.sharding.Mesh:
     """A 1-D mesh with axis ``"particles"`` over ``devices`` (default: all devices).
@@ -50,21 +48,23 @@ def particle_mesh(devices=None) -> jax.sharding.Mesh:
     if not devices:
         raise ValueError("devices: expected at least one device, got an empty sequence")
     return jax.make_mesh(
-        (len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+        (len(devices),), (PARTICLE_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
     )
 
 
 def _mesh_size(mesh) -> int:
-    if not isinstance(mesh, jax.sharding.Mesh) or AXIS not in mesh.axis_names:
-        raise ValueError(f"mesh: expected a jax.sharding.Mesh with an axis {AXIS!r}, got {mesh!r}")
-    return mesh.shape[AXIS]
+    if not isinstance(mesh, jax.sharding.Mesh) or PARTICLE_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"mesh: expected a jax.sharding.Mesh with an axis {PARTICLE_AXIS!r}, got {mesh!r}"
+        )
+    return mesh.shape[PARTICLE_AXIS]
 
 
 def _leaf_specs(tree: Any, particle_axes: Any) -> Any:
     """A ``PartitionSpec`` per leaf: sharded on its particle axis, replicated if shared."""
     axes = particles_lib.leaf_axes(particle_axes, tree)
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    specs = [P() if ax is None else P(*([None] * ax), AXIS) for ax in axes]
+    specs = [P() if ax is None else P(*([None] * ax), PARTICLE_AXIS) for ax in axes]
     return jax.tree_util.tree_unflatten(treedef, specs)
 
 
@@ -103,7 +103,7 @@ def shard_state(state: SMCState, mesh: jax.sharding.Mesh, particle_axes: Any = 0
 
 @partial(jax.jit, static_argnames=("smc", "mesh", "resample_last"))
 def _sharded_run(smc, key, state, step_inputs, mesh, resample_last):
-    sharded = NamedSharding(mesh, P(AXIS))
+    sharded = NamedSharding(mesh, P(PARTICLE_AXIS))
     replicated = NamedSharding(mesh, P())
     specs = _leaf_specs(state.particles, smc.particle_axes)
 
@@ -164,7 +164,7 @@ def _island_program(smc, mesh, num_islands, resample_last):
     local = num_islands // _mesh_size(mesh)
 
     def per_device(key, particles, log_weights, log_z, step_inputs):
-        first = jax.lax.axis_index(AXIS) * local
+        first = jax.lax.axis_index(PARTICLE_AXIS) * local
         ids = first + jnp.arange(local)
 
         def one(island, p, lw, lz):
@@ -173,15 +173,15 @@ def _island_program(smc, mesh, num_islands, resample_last):
             return smc.run(island_key, state, step_inputs, resample_last=resample_last)
 
         final, infos = jax.lax.map(lambda a: one(*a), (ids, particles, log_weights, log_z))
-        island_log_z = jax.lax.all_gather(final.log_Z, AXIS, tiled=True)
+        island_log_z = jax.lax.all_gather(final.log_Z, PARTICLE_AXIS, tiled=True)
         log_z = jax.nn.logsumexp(island_log_z) - math.log(num_islands)
         return final, infos, log_z
 
     return jax.shard_map(
         per_device,
         mesh=mesh,
-        in_specs=(P(), P(AXIS), P(AXIS), P(AXIS), P()),
-        out_specs=(P(AXIS), P(AXIS), P()),
+        in_specs=(P(), P(PARTICLE_AXIS), P(PARTICLE_AXIS), P(PARTICLE_AXIS), P()),
+        out_specs=(P(PARTICLE_AXIS), P(PARTICLE_AXIS), P()),
         check_vma=False,
     )
 
