@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -83,15 +84,38 @@ def shard_particles(tree: Any, mesh: jax.sharding.Mesh, particle_axes: Any = 0) 
             f"devices of the mesh, got N = {n}"
         )
     specs = _leaf_specs(tree, particle_axes)
-    return jax.tree_util.tree_map(
-        lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec)), tree, specs
-    )
+    return jax.tree_util.tree_map(lambda x, spec: _put(x, NamedSharding(mesh, spec)), tree, specs)
+
+
+def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """``device_put`` that also works when ``sharding`` spans several processes.
+
+    In one process, or for a global array already spread over the processes,
+    this is ``jax.device_put``. Otherwise ``x`` is a host-local value that every
+    process holds whole (the same on each, as the multi-controller model
+    assumes): each process places only the shards of its own devices. To build
+    a population without holding all of it on every host, use
+    ``multiprocess.population`` or ``multiprocess.from_process_local``.
+    """
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+        return x
+    if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+        return jax.device_put(x, sharding)
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended):
+        data = _put(jax.random.key_data(x), sharding)  # typed PRNG keys
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    """Places every leaf of ``tree`` (parameters, step inputs, keys) on all devices."""
+    """Places every leaf of ``tree`` (parameters, step inputs, keys) on all devices.
+
+    Across processes every process passes the same value (multi-controller).
+    """
     _mesh_size(mesh)
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    replicated = NamedSharding(mesh, P())
+    return jax.tree_util.tree_map(lambda x: _put(x, replicated), tree)
 
 
 def shard_state(state: SMCState, mesh: jax.sharding.Mesh, particle_axes: Any = 0) -> SMCState:
@@ -293,4 +317,6 @@ def island_smc_run(
         raise ValueError(
             f"num_islands: expected a divisor of the N = {n} particles, got {num_islands}"
         )
+    state = shard_state(state, mesh)
+    step_inputs = replicate(step_inputs, mesh)
     return _island_run(smc, key, state, step_inputs, mesh, num_islands, resample_last)
