@@ -1,1 +1,43 @@
-"""inferax.search: budgeted search with verifiers and rewards (later issues)."""
+"""inferax.search: budgeted search with verifiers and rewards.
+
+Flow models (issue 7): search over the initial noise and over paths (Ma et al.
+2025), reward-guided particle methods on flow SDEs (best-of-N, SVDD, CoDe,
+SMC) and Rollover Budget Forcing (Kim et al. 2025), all returning a
+``SearchInfo`` (``search.base``) and never spending more than their budget.
+"""
+
+from inferax.search import base, dynamics, noise, particles, paths, rollover, verifiers
+from inferax.search.base import SearchInfo, ensemble, rank_normalize
+from inferax.search.dynamics import DYNAMICS, Dynamics, make_dynamics
+from inferax.search.noise import neighbors, random_search, zero_order_search
+from inferax.search.particles import best_of_n, code, smc, svdd
+from inferax.search.paths import search_over_paths, search_over_paths_cost
+from inferax.search.rollover import rbf, rbf_cost, rbf_quota
+
+__all__ = [
+    "DYNAMICS",
+    "Dynamics",
+    "SearchInfo",
+    "base",
+    "best_of_n",
+    "code",
+    "dynamics",
+    "ensemble",
+    "make_dynamics",
+    "neighbors",
+    "noise",
+    "particles",
+    "paths",
+    "random_search",
+    "rank_normalize",
+    "rbf",
+    "rbf_cost",
+    "rbf_quota",
+    "rollover",
+    "search_over_paths",
+    "search_over_paths_cost",
+    "smc",
+    "svdd",
+    "verifiers",
+    "zero_order_search",
+]
