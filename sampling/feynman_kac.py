@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inferax.sampling import flow, sde, smc
+from inferax.sampling import _checks, cost, flow, sde
 from inferax.sampling import interpolants as interp_lib
 
 FieldsFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -111,34 +111,53 @@ def transport_rate(interpolant: interp_lib.Interpolant, t, beta_sum, transport: 
     return -(beta_sum - 1.0) * da * f
 
 
-class FKTransition:
-    """A Feynman-Kac corrector transition for ``inferax.sampling.smc``.
+class FKTransition(NamedTuple):
+    """A Feynman-Kac corrector transition for ``inferax.sampling.smc`` (immutable).
 
     ``transition(key, x [N, *event], (t0, t1)) -> (x_next, log_weight_increment [N])``.
+    Built by ``geometric_transition``, ``anneal``, ``product`` or ``cfg``.
 
     Attributes:
-        betas: ``[M]`` exponents of the target prod_i p_i^beta_i.
-        nfe_per_step: network evaluations per particle per step.
+        fields_fn: ``(x [N, *event], t) -> [M, N, *event]``, the M velocities.
+        betas: the M exponents of the target prod_i p_i^beta_i (a tuple of floats).
+        g_fn: the noise schedule sigma(t).
         interpolant: the interpolant of the velocities.
+        center, clip: variance heuristics (off by default; see ``geometric_transition``).
+        nfe_per_step: network evaluations per particle per step (static).
         transport: "model" or "scaled" (module docstring); transport_power: p.
     """
 
-    def __init__(self, fields_fn: FieldsFn, betas, g, interpolant, center, clip, nfe_per_step,
-                 transport="model", transport_power=1.0):  # fmt: skip
-        self.fields_fn = fields_fn
-        self.betas = betas
-        self.g_fn = sde.resolve_g(g)
-        self.interpolant = interpolant
-        self.center = center
-        self.clip = clip
-        self.nfe_per_step = nfe_per_step
-        self.transport = transport
-        self.transport_power = transport_power
+    fields_fn: FieldsFn
+    betas: tuple
+    g_fn: Callable
+    interpolant: interp_lib.Interpolant
+    center: bool
+    clip: float | None
+    nfe_per_step: int
+    transport: str = "model"
+    transport_power: float = 1.0
 
-    def init(self, key: jax.Array, num_particles: int, event_shape, t0=0.0, dtype=jnp.float32):
-        """Draws N(0, b(t0)^2 / sum(beta) I): exact q_0 at t0 = 0 when a(0) = 0 (linear)."""
-        scale = self.interpolant.b(jnp.asarray(t0, dtype)) / np.sqrt(float(np.sum(self.betas)))
-        return scale * jax.random.normal(key, (num_particles, *tuple(event_shape)), dtype)
+    @property
+    def beta_sum(self) -> float:
+        return float(np.sum(self.betas))
+
+    def init(self, key: jax.Array, num_particles: int, event_shape, t0=0.0, dtype=None):
+        """Draws N(0, b(t0)^2 / sum(beta) I): exact q_0 at t0 = 0 when a(0) = 0 (linear).
+
+        ``dtype`` defaults to the default float dtype (float64 under ``jax_enable_x64``).
+        """
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        scale = self.interpolant.b(jnp.asarray(t0, dtype)) / np.sqrt(self.beta_sum)
+        x = jax.random.normal(key, (num_particles, *tuple(event_shape)), dtype)
+        return (scale * x).astype(dtype)
+
+    def score(self, x: jax.Array, t) -> tuple[jax.Array, jax.Array]:
+        """``(S, us)``: the target's score S = sum_i beta_i s_i at (x, t) and the velocities."""
+        t = jnp.asarray(t, x.dtype)
+        us = self.fields_fn(x, t).astype(x.dtype)  # [M, N, *event]
+        ss = interp_lib.score_from_velocity(self.interpolant, us, x[None], t)
+        b = jnp.asarray(self.betas, x.dtype).reshape((-1,) + (1,) * x.ndim)
+        return jnp.sum(b * ss, 0), us
 
     def __call__(self, key: jax.Array, x: jax.Array, step_input) -> tuple[jax.Array, jax.Array]:
         t0, t1 = step_input
@@ -151,7 +170,7 @@ class FKTransition:
         g = jnp.asarray(self.g_fn(t0), x.dtype)
         s_sum = jnp.sum(b * ss, 0)
         c = transport_rate(
-            self.interpolant, t0, float(np.sum(self.betas)), self.transport, self.transport_power
+            self.interpolant, t0, self.beta_sum, self.transport, self.transport_power
         ).astype(x.dtype)
         drift = jnp.sum(b * us, 0) + c * x + 0.5 * g**2 * s_sum
         noise = jax.random.normal(key, x.shape, x.dtype)
@@ -195,6 +214,23 @@ def _check_options(center, clip, transport, transport_power):
         )
 
 
+def _make(fields_fn, betas, nfe_per_step, *, g="square", interpolant=None, center=False,
+          clip=None, transport="model", transport_power=1.0) -> FKTransition:  # fmt: skip
+    interpolant = interp_lib.check_interpolant(interpolant or interp_lib.linear())
+    _check_options(center, clip, transport, transport_power)
+    return FKTransition(
+        fields_fn=fields_fn,
+        betas=tuple(float(b) for b in betas),
+        g_fn=sde.resolve_g(g),
+        interpolant=interpolant,
+        center=center,
+        clip=None if clip is None else float(clip),
+        nfe_per_step=int(nfe_per_step),
+        transport=transport,
+        transport_power=float(transport_power),
+    )
+
+
 def geometric_transition(
     velocity_fns: Sequence[Callable],
     betas,
@@ -209,7 +245,9 @@ def geometric_transition(
     """FKC transition for prod_i p_i^beta_i from M velocity models (see module docstring).
 
     Args:
-        velocity_fns: M batched velocities ``(x [N, *event], t) -> [N, *event]``.
+        velocity_fns: M batched velocities ``(x [N, *event], t) -> [N, *event]``;
+            each one's cost per call comes from ``inferax.sampling.cost``
+            (a ``cost.Costed`` such as ``guidance.cfg`` counts its own NFE).
         betas: M finite exponents with a positive sum (negative ones allowed, as in CFG).
         g: noise schedule sigma(t) (name in ``sde.G_SCHEDULES``, number or callable).
         interpolant: of the velocities; default ``interpolants.linear()``.
@@ -233,10 +271,8 @@ def geometric_transition(
         if not callable(fn):
             raise TypeError(f"velocity_fns[{i}]: expected a callable (x, t) -> v, got {fn!r}")
     betas = _check_betas(betas, len(velocity_fns))
-    interpolant = interp_lib.check_interpolant(interpolant or interp_lib.linear())
-    _check_options(center, clip, transport, transport_power)
     fns = tuple(velocity_fns)
-    nfe = sum(int(getattr(fn, "nfe_per_call", 1)) for fn in fns)
+    nfe = sum(cost.nfe_per_call(fn, name=f"velocity_fns[{i}]") for i, fn in enumerate(fns))
 
     def fields_fn(x, t):
         # Shapes are checked here, where the velocities are traced anyway.
@@ -247,9 +283,8 @@ def geometric_transition(
             ]
         )
 
-    return FKTransition(
-        fields_fn, betas, g, interpolant, center, clip, nfe, transport, float(transport_power)
-    )
+    return _make(fields_fn, betas, nfe, g=g, interpolant=interpolant, center=center, clip=clip,
+                 transport=transport, transport_power=transport_power)  # fmt: skip
 
 
 def anneal(velocity_fn: Callable, beta: float, **kwargs) -> FKTransition:
@@ -262,20 +297,27 @@ def product(velocity_fn_1: Callable, velocity_fn_2: Callable, **kwargs) -> FKTra
     return geometric_transition([velocity_fn_1, velocity_fn_2], [1.0, 1.0], **kwargs)
 
 
-def cfg(cond_velocity_fn: Callable, cond: Any, null_cond: Any, w: float, **kwargs) -> FKTransition:
-    """Geometric mixture q_u^(1 - w) q_c^w: the target classifier-free guidance aims at.
+def cfg(
+    cond_velocity_fn: Callable, cond: Any, null_cond: Any, guidance_scale: float, **kwargs
+) -> FKTransition:
+    """The geometric mixture that classifier-free guidance aims at: q_c^(1 + s) q_u^(-s).
+
+    One convention for both guidance modules: ``guidance_scale`` s is that of
+    ``guidance.cfg``, whose guided velocity is u_c + s (u_c - u_u) =
+    (1 + s) u_c - s u_u. FKC targets the density those exponents describe,
+    p_c^(1 + s) p_u^(-s) (the papers' w = 1 + s: q_u^(1 - w) q_c^w); its drift
+    with the "scaled" transport and sigma = 0 is exactly ``guidance.cfg``'s
+    velocity (tested). s = 0 is the conditional model.
 
     Both branches run as one doubled batch ``cond_velocity_fn(x [2N], t, c [2N])``
-    (2 NFE per particle per step). The drift (1 - w) u_u + w u_c is CFG with
-    guidance weight w in the ``u_u + w (u_c - u_u)`` convention: ``guidance.cfg``'s
-    ``guidance_scale`` (``u_c + s (u_c - u_u)``) is ``w - 1``.
+    (2 NFE per particle per step).
 
     Args:
         cond_velocity_fn: conditional velocity ``(x, t, cond) -> v``.
         cond: ONE condition (a pytree without the particle axis), shared by all
             particles (they all target the same mixture); broadcast to ``[N, ...]``.
         null_cond: the null condition, same structure.
-        w: the geometric-mixture weight (w = 1: the conditional model).
+        guidance_scale: s (> -1, so that 1 + s > 0).
         **kwargs: as ``geometric_transition``.
     """
     if not callable(cond_velocity_fn):
@@ -287,8 +329,16 @@ def cfg(cond_velocity_fn: Callable, cond: Any, null_cond: Any, w: float, **kwarg
             f"null_cond: expected the pytree structure of cond {jax.tree.structure(cond)}, "
             f"got {jax.tree.structure(null_cond)}"
         )
-    base = geometric_transition([cond_velocity_fn, cond_velocity_fn], [w, 1.0 - w], **kwargs)
-    nfe = 2 * int(getattr(cond_velocity_fn, "nfe_per_call", 1))
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, int | float):
+        raise TypeError(f"guidance_scale: expected a real number, got {guidance_scale!r}")
+    s = float(guidance_scale)
+    if not s > -1.0:
+        raise ValueError(
+            f"guidance_scale: expected s > -1 (the conditional exponent 1 + s must be "
+            f"positive), got {guidance_scale!r}"
+        )
+    betas = _check_betas([1.0 + s, -s], 2)  # order matches the stacked (cond, null) fields
+    nfe = 2 * cost.nfe_per_call(cond_velocity_fn, name="cond_velocity_fn")
 
     def fields_fn(x, t):
         n = x.shape[0]
@@ -302,118 +352,24 @@ def cfg(cond_velocity_fn: Callable, cond: Any, null_cond: Any, w: float, **kwarg
         xx = jnp.concatenate([x, x])
         v = cond_velocity_fn(xx, t, jax.tree.map(both, cond, null_cond))
         v = flow.check_velocity_output(v, xx, "cond_velocity_fn")
-        return jnp.stack([v[:n], v[n:]])  # order matches betas (w, 1 - w)
+        return jnp.stack([v[:n], v[n:]])
 
-    base.fields_fn, base.nfe_per_step = fields_fn, nfe  # same options, doubled batch
-    return base
-
-
-class FKInfo(NamedTuple):
-    """What a Feynman-Kac corrector run did.
-
-    Attributes:
-        num_steps: grid intervals.
-        nfe: network evaluations per particle (steps x models; CFG counts 2).
-        ess: ``[num_steps]`` ESS after each reweighting (N throughout when unweighted).
-        resampled: ``[num_steps]`` whether each step resampled.
-        log_Z: estimate of log(Z_1 / Z_0), Z_t = int prod_i p_{i,t}^beta_i dx
-            (0 when unweighted; offset when ``center=True``).
-        all_invalid: whether any step lost every weight.
-    """
-
-    num_steps: jax.Array
-    nfe: jax.Array
-    ess: jax.Array
-    resampled: jax.Array
-    log_Z: jax.Array
-    all_invalid: jax.Array
+    return _make(fields_fn, betas, nfe, **kwargs)
 
 
-def sample(
-    key: jax.Array,
-    transition: FKTransition,
-    num_particles: int,
-    ts: jax.Array,
-    *,
-    event_shape: Sequence[int],
-    resampling: str = "systematic",
-    ess_threshold: float = 1.0,
-    weighted: bool = True,
-    dtype=jnp.float32,
-    _weight_sign: float | jax.Array = 1.0,
-) -> tuple[jax.Array, jax.Array, FKInfo]:
-    """Runs a Feynman-Kac corrector from q_0 = N(0, I / sum beta) along ``ts``.
+def cost_per_particle(transition: FKTransition, num_steps: int, langevin_steps: int = 0) -> int:
+    """The largest NFE per particle a ``sample`` call can spend, known before tracing.
 
-    Args:
-        key: typed PRNG key.
-        transition: from ``geometric_transition``, ``anneal``, ``product`` or ``cfg``.
-        num_particles: N.
-        ts: strictly increasing grid in [0, 1]; start at 0 for an exact q_0.
-        event_shape: shape of one particle.
-        resampling: scheme name (``inferax.sampling.resampling``).
-        ess_threshold: resample when ESS < threshold N; 1.0 (default) resamples
-            every step but the last, as the reference code.
-        weighted: False runs the same SDE with no weights and no resampling (the
-            "unweighted SDE" baseline, which does not sample the target).
-        dtype: particle dtype.
-        _weight_sign: test-only probe: multiplies every increment (-1 makes the
-            sign error a test must detect); may be traced, e.g. ``vmap``-ed.
-
-    Returns:
-        ``(particles [N, *event], log_weights [N] (normalised), FKInfo)``. Estimate
-        expectations with ``softmax(log_weights)``; the final interval is not resampled.
+    ``num_steps`` intervals cost ``nfe_per_step`` each; every resampling step may
+    add ``langevin_steps`` Langevin moves (at most ``num_steps - 1`` of them:
+    the last interval is not resampled). ``FKInfo.nfe`` reports what was spent.
     """
     if not isinstance(transition, FKTransition):
-        raise TypeError(
-            f"transition: expected an FKTransition (from geometric_transition, anneal, "
-            f"product or cfg), got {type(transition).__name__}"
-        )
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles: expected a positive int, got {num_particles!r}")
-    if not isinstance(weighted, bool):
-        raise TypeError(f"weighted: expected a bool, got {weighted!r}")
-    ts = flow.check_grid(ts)
-    sde.check_g_on_grid(transition.g_fn, ts, "g")
-    try:
-        event_shape = tuple(int(d) for d in event_shape)
-    except TypeError:
-        raise TypeError(f"event_shape: expected a tuple of ints, got {event_shape!r}") from None
-    k_init, k_run = jax.random.split(key)
-    x0 = transition.init(k_init, num_particles, event_shape, ts[0], dtype)
-    num_steps = ts.shape[0] - 1
-    nfe = jnp.asarray(num_steps * transition.nfe_per_step, jnp.int32)
-    step_inputs = (ts[:-1], ts[1:])
-    if not weighted:  # the same moves, no weights, no resampling: one plain scan
-        smc.build(transition, resampling=resampling, ess_threshold=ess_threshold)  # validates
+        raise TypeError(f"transition: expected an FKTransition, got {type(transition).__name__}")
+    num_steps = _checks.positive_int(num_steps, "num_steps")
+    langevin_steps = _checks.non_negative_int(langevin_steps, "langevin_steps")
+    return transition.nfe_per_step * (num_steps + langevin_steps * (num_steps - 1))
 
-        def body(x, xs):
-            i, inp = xs
-            return transition(jax.random.fold_in(k_run, i), x, inp)[0], None
 
-        x1, _ = jax.lax.scan(body, x0, (jnp.arange(num_steps), step_inputs))
-        log_w = jnp.full((num_particles,), -np.log(num_particles), x1.dtype)
-        info = FKInfo(
-            num_steps=jnp.asarray(num_steps, jnp.int32),
-            nfe=nfe,
-            ess=jnp.full((num_steps,), float(num_particles), x1.dtype),
-            resampled=jnp.zeros((num_steps,), bool),
-            log_Z=jnp.zeros((), x1.dtype),
-            all_invalid=jnp.asarray(False),
-        )
-        return x1, log_w, info
-
-    def signed(k, x, inp):
-        x_next, inc = transition(k, x, inp)
-        return x_next, _weight_sign * inc
-
-    algo = smc.build(signed, resampling=resampling, ess_threshold=ess_threshold)
-    state, infos = algo.run(k_run, smc.init(x0), step_inputs, resample_last=False)
-    info = FKInfo(
-        num_steps=jnp.asarray(num_steps, jnp.int32),
-        nfe=nfe,
-        ess=infos.ess,
-        resampled=infos.resampled,
-        log_Z=state.log_Z,
-        all_invalid=jnp.any(infos.all_invalid),
-    )
-    return state.particles, state.log_weights, info
+# sample() and FKInfo live in a second file to keep each one small; re-exported here.
+from inferax.sampling._fk_sample import FKInfo, langevin_move, sample  # noqa: E402, F401

@@ -252,6 +252,7 @@ def build(
     resampling: str | Resampler = "systematic",
     ess_threshold: float = 0.5,
     particle_axes: Any = 0,
+    move_fn: Callable[..., Any] | None = None,
 ) -> SMC:
     """Builds an adaptive-resampling SMC algorithm.
 
@@ -268,6 +269,12 @@ def build(
         particle_axes: each leaf's particle axis (int) or None for leaves shared
             by all particles; a pytree prefix of the particles
             (``inferax.sampling.particles``).
+        move_fn: optional resample-move kernel ``(key, particles, step_input) ->
+            particles``, applied right after a resampling (and only then), e.g.
+            MCMC or Langevin steps that leave the current target invariant and
+            restore the diversity resampling removed (Gilks & Berzuini 2001). Like
+            the gather, it sits in a loop of at most one iteration, so a
+            ``vmap``-ed run only pays for it when some member resampled.
 
     Returns:
         ``SMC(init, step, run, run_until_done)``:
@@ -296,6 +303,8 @@ def build(
     """
     if not callable(transition_fn):
         raise TypeError(f"transition_fn: expected a callable, got {type(transition_fn).__name__}")
+    if move_fn is not None and not callable(move_fn):
+        raise TypeError(f"move_fn: expected None or a callable, got {type(move_fn).__name__}")
     resample_fn = _resolve_resampler(resampling)
     threshold = _checks.unit_interval(ess_threshold, "ess_threshold")
     particle_axes = particles_lib.ParticleAxes.of(particle_axes)
@@ -314,7 +323,7 @@ def build(
                 f"got {jnp.shape(state.log_weights)}"
             )
         dtype = state.log_weights.dtype
-        key_move, key_resample = jax.random.split(key)
+        key_move, key_resample, key_rejuvenate = jax.random.split(key, 3)
 
         new_particles, inc, aux = _unpack(transition_fn(key_move, state.particles, step_input))
         m = jnp.shape(inc)[0] if jnp.ndim(inc) == 1 else None
@@ -379,6 +388,15 @@ def build(
             _, particles, ancestors = jax.lax.while_loop(
                 lambda c: c[0], body, (do_resample, new_particles, identity)
             )
+        if move_fn is not None:
+
+            def rejuvenate(carry):
+                _, tree = carry
+                moved = move_fn(key_rejuvenate, tree, step_input)
+                particles_lib.check_like(moved, tree, axes, (n,), "move_fn")
+                return jnp.zeros_like(do_resample), moved
+
+            _, particles = jax.lax.while_loop(lambda c: c[0], rejuvenate, (do_resample, particles))
         log_weights = jnp.where(do_resample, jnp.zeros_like(log_weights), log_weights)
         if expand > 1:
             log_weights = log_weights[:n]
