@@ -327,7 +327,7 @@ def budget_forcing(
     eos_id: int | None = None,
     pad_id: int = 0,
 ) -> Callable[[jax.Array, DecodeState], jax.Array]:
-    """A logits hook bounding the number of reasoning steps (budget forcing, Muennighoff et al. 2025).
+    """A logits hook bounding the reasoning steps (budget forcing, Muennighoff et al. 2025).
 
     Before ``min_steps`` step delimiters the answer delimiter (and EOS) are
     suppressed; at the start of a line after ``max_steps`` steps the answer
