@@ -127,11 +127,12 @@ def process_rows(num_particles: int, mesh: jax.sharding.Mesh) -> slice:
     d = distributed._mesh_size(mesh)
     if num_particles % d:
         raise ValueError(
-            f"num_particles: expected a multiple of the {d} devices of the mesh, got {num_particles}"
+            f"num_particles: expected a multiple of the {d} devices of the mesh, "
+            f"got {num_particles}"
         )
     index_map = _sharding(mesh, 1, 0).addressable_devices_indices_map((num_particles,))
     bounds = sorted((idx[0].start or 0, idx[0].stop or num_particles) for idx in index_map.values())
-    for (_, stop), (start, _) in zip(bounds, bounds[1:]):
+    for (_, stop), (start, _) in zip(bounds[:-1], bounds[1:], strict=True):
         if start != stop:
             raise ValueError(
                 f"mesh: expected this process's devices to hold contiguous rows, got {bounds}"
@@ -160,17 +161,17 @@ def population(
     if not callable(sample_fn):
         raise TypeError(f"sample_fn: expected a callable key -> particle, got {sample_fn!r}")
     process_rows(num_particles, mesh)  # checks N and the mesh
-    one = jax.eval_shape(sample_fn, key)
-    shardings = jax.tree_util.tree_map(lambda s: _sharding(mesh, s.ndim + 1, 0), one)
-    return _population(key, sample_fn, num_particles, shardings)
+    return _population(key, sample_fn, num_particles, mesh)
 
 
-@partial(jax.jit, static_argnames=("sample_fn", "num_particles", "shardings"))
-def _population(key, sample_fn, num_particles, shardings):
+@partial(jax.jit, static_argnames=("sample_fn", "num_particles", "mesh"))
+def _population(key, sample_fn, num_particles, mesh):
+    rows = _sharding(mesh, 1, 0)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_particles))
-    keys = jax.lax.with_sharding_constraint(keys, jax.tree_util.tree_leaves(shardings)[0])
-    out = jax.vmap(sample_fn)(keys)
-    return jax.tree_util.tree_map(jax.lax.with_sharding_constraint, out, shardings)
+    out = jax.vmap(sample_fn)(jax.lax.with_sharding_constraint(keys, rows))
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, _sharding(mesh, x.ndim, 0)), out
+    )
 
 
 def from_process_local(local: Any, mesh, num_particles: int, particle_axes: Any = 0) -> Any:

@@ -97,6 +97,7 @@ def main(argv=None) -> int:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.local_devices}"
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from inferax.sampling import distributed, multiprocess
@@ -110,25 +111,18 @@ def main(argv=None) -> int:
     )
     assert jax.process_count() == args.num_processes, jax.process_count()
     mesh = distributed.particle_mesh()
-    if args.mode == "compute":
-        result = compute(mesh)
-        if multiprocess.is_main_process():
-            np.savez(args.out + ".tmp.npz", **result)
-            os.replace(args.out + ".tmp.npz", args.out)
-        return 0
-    import jax.numpy as jnp
-
-    from inferax.sampling import smc
-
-    alg = smc.build(_transition, resampling="systematic", ess_threshold=1.0)
-    pop = multiprocess.population(jax.random.key(0), lambda k: jax.random.normal(k, (3,)), N, mesh)
-    state, ys = alg.init(pop), jnp.asarray(YS, jnp.float32)
-    for i in range(10**6):  # collectives every step until a peer dies
-        state, _ = distributed.sharded_run(alg, jax.random.key(i), state, ys, mesh)
-        multiprocess.gather(state.log_Z)
-        if i == 1:
-            with open(args.out + f".ready{args.process_id}", "w") as f:
-                f.write(str(time.time()))
+    result = compute(mesh)
+    if multiprocess.is_main_process():
+        np.savez(args.out + ".tmp.npz", **result)
+        os.replace(args.out + ".tmp.npz", args.out)
+    if args.mode == "loop":  # collectives until a peer dies (the test kills one)
+        ones = distributed.shard_particles(np.ones(2 * jax.device_count(), np.float32), mesh)
+        total = jax.jit(lambda x: jnp.sum(x))
+        for i in range(10**9):
+            multiprocess.gather(total(ones))
+            if i == 10:
+                with open(f"{args.out}.ready{args.process_id}", "w") as f:
+                    f.write(str(time.time()))
     return 0
 
 
