@@ -135,9 +135,31 @@ def take(particles: Any, indices: jax.Array, axes: list[int | None], out_shardin
         elif out_sharding is not None:
             idx = (slice(None),) * ax + (indices,)
             out.append(leaf.at[idx].get(out_sharding=out_sharding(leaf)))
+        elif ax == 0:
+            out.append(jnp.take(leaf, indices, axis=0))
         else:
-            out.append(jnp.take(leaf, indices, axis=ax))
+            out.append(_take_per_slice(leaf, indices, ax))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _take_per_slice(leaf: jax.Array, indices: jax.Array, ax: int) -> jax.Array:
+    """``jnp.take(leaf, indices, axis=ax)`` as one row gather per slice of the axes
+    before ``ax`` (e.g. per layer of a ``[layers, N, ...]`` cache), when there are at
+    most 64 such slices.
+
+    A single gather on an axis ``ax > 0`` makes XLA:CPU give the leaf a
+    particle-major layout, and a scan carrying it then transposes the whole
+    leaf in and out at every step, resampled or not (2-3x the bare step of a
+    layer-major KV cache; ``benchmarks/smc_cache.py``).
+    """
+    lead = 1
+    for s in leaf.shape[:ax]:
+        lead *= s
+    if not 0 < lead <= 64:
+        return jnp.take(leaf, indices, axis=ax)
+    flat = leaf.reshape(lead, *leaf.shape[ax:])
+    rows = jnp.stack([jnp.take(flat[i], indices, axis=0) for i in range(lead)])
+    return rows.reshape(*leaf.shape[:ax], *rows.shape[1:])
 
 
 def where(mask: jax.Array, a: Any, b: Any, axes: list[int | None]) -> Any:
