@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from inferax.sampling import particles as particles_lib
 from inferax.sampling import resampling, smc
 
 AXES = {"tokens": 0, "cache": 1, "index": None}  # particle axis of each part
@@ -106,13 +107,16 @@ def make_transition(params: KVParams, cfg: KVConfig):
         tokens, cache, index = particles["tokens"], particles["cache"], particles["index"]
         last = jax.lax.dynamic_index_in_dim(tokens, index - 1, axis=1, keepdims=False)
         emb = params.embed[last]  # [N, D]
-        h, k_all, v_all = emb, cache["k"], cache["v"]
         filled = jnp.arange(cfg.length) < index  # slots 0 .. index - 1 after the write
+        # One in-place write per cache leaf: every layer's keys/values of the last token.
+        kvs = [_kv(params, emb, layer, cfg) for layer in range(cfg.layers)]
+        k_new = jnp.stack([k for k, _ in kvs])[:, :, :, None]  # [layers, N, H, 1, hd]
+        v_new = jnp.stack([v for _, v in kvs])[:, :, :, None]
+        at = (0, 0, 0, index - 1, 0)
+        k_all = jax.lax.dynamic_update_slice(cache["k"], k_new, at)
+        v_all = jax.lax.dynamic_update_slice(cache["v"], v_new, at)
+        h = emb
         for layer in range(cfg.layers):
-            k_new, v_new = _kv(params, emb, layer, cfg)  # [N, H, hd]
-            at = (layer, 0, 0, index - 1, 0)
-            k_all = jax.lax.dynamic_update_slice(k_all, k_new[None, :, :, None], at)
-            v_all = jax.lax.dynamic_update_slice(v_all, v_new[None, :, :, None], at)
             q = (h @ params.wq[layer]).reshape(cfg.n, cfg.heads, cfg.head_dim)
             s = jnp.einsum("nhd,nhld->nhl", q, k_all[layer]) / math.sqrt(cfg.head_dim)
             att = jax.nn.softmax(jnp.where(filled, s, -jnp.inf), axis=-1)
@@ -165,12 +169,9 @@ def make_bare(transition, cfg: KVConfig):
 
 
 def gather(particles, ancestors):
-    """Every per-particle leaf's rows ``ancestors`` on its own axis (``AXES``)."""
-    return {
-        "tokens": jnp.take(particles["tokens"], ancestors, axis=0),
-        "cache": jax.tree.map(lambda a: jnp.take(a, ancestors, axis=1), particles["cache"]),
-        "index": particles["index"],
-    }
+    """Every per-particle leaf's rows ``ancestors`` on its own axis (``AXES``), with
+    the library's gather (``inferax.sampling.particles.take``); the index passes."""
+    return particles_lib.take(particles, ancestors, particles_lib.leaf_axes(AXES, particles))
 
 
 def make_gather_every(transition, cfg: KVConfig):
