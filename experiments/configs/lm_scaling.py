@@ -1,0 +1,87 @@
+r"""Config of the language-model sampling reproduction (Large Language Monkeys, Brown et al. 2024;
+best-of-N / voting as in search-and-learn).
+
+Claims checked: (1) coverage (pass@k) keeps rising with the number of samples
+k, along the law coverage(k) = exp(a k^b); (2) majority voting plateaus:
+its gain from N/4 to N samples is smaller than coverage's; best-of-N with a
+reward model sits between them.
+
+Run (full):
+
+    python -m inferax.experiments.lm_scaling --config=lm_scaling --workdir=runs/lm_scaling
+
+Quick (used by `make demo` and the tests, which shrink it further):
+
+    python -m inferax.experiments.lm_scaling --config=lm_scaling:quick --workdir=runs/lm_quick
+
+Any field can be overridden, e.g. ``--config.difficulty=3,5 --config.budgets=1,4,16``.
+
+Expected (quick): the LM trains in ~2 CPU minutes; at the hardest difficulty
+coverage rises from single-sample accuracy towards 1 as k grows while majority
+vote stays near its N = 4 value; the learned PRM's AUC is between 0.5 and the
+oracle's 1.0. ``results.json`` holds every number per seed.
+
+Fields:
+    seed: first seed; seeds seed .. seed + num_seeds - 1 each draw the held-out
+        problems and the sampling noise. The models are trained once, from
+        ``model_seed`` (training them per seed would multiply the run time).
+    num_seeds: seeds per number (mean and 95% t-interval).
+    model_seed: key of the LM and PRM training runs.
+    cache_dir: where trained models are cached ("" = <workdir>/models).
+    difficulty: numbers of operations of the held-out problems (2..7).
+    budgets: sample counts N for best-of-N and voting (each <= num_samples).
+    num_samples: samples per problem (coverage is reported for k up to it).
+    num_problems: held-out problems per difficulty per seed.
+    temperature: sampling temperature.
+    aggregation: PRM aggregation for best-of-N ("last", "min", "prod").
+    lm.num_layers / d_model / num_heads: the transformer.
+    lm.train_difficulty: the training problems' operation counts (min, max).
+    lm.num_train: training problems per difficulty.
+    lm.p_wrong: probability that a training step's result is corrupted.
+    lm.train_steps / batch_size / lr: training.
+    prm.num_layers / d_model / num_heads: the reward model.
+    prm.num_problems: training problems per difficulty for the PRM data.
+    prm.samples_per_problem: LM samples per problem labelled by the checker.
+    prm.train_steps / batch_size / lr: training.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str = "full") -> ml_collections.ConfigDict:
+    if variant not in ("full", "quick"):
+        raise ValueError(f"variant: expected 'full' or 'quick', got {variant!r}")
+    quick = variant == "quick"
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_seeds = 3
+    c.model_seed = 0
+    c.cache_dir = ""
+    c.difficulty = [2, 4] if quick else [2, 3, 4, 5, 6]
+    c.budgets = [1, 2, 4, 8, 16, 32] if quick else [1, 2, 4, 8, 16, 32, 64]
+    c.num_samples = 32 if quick else 256
+    c.num_problems = 16 if quick else 100
+    c.temperature = 1.0
+    c.aggregation = "last"
+
+    c.lm = ml_collections.ConfigDict()
+    c.lm.num_layers = 2 if quick else 3
+    c.lm.d_model = 64 if quick else 128
+    c.lm.num_heads = 4
+    c.lm.train_difficulty = (2, 4) if quick else (2, 6)
+    c.lm.num_train = 2000 if quick else 8000
+    c.lm.p_wrong = 0.1
+    c.lm.train_steps = 600 if quick else 4000
+    c.lm.batch_size = 64
+    c.lm.lr = 3e-3 if quick else 1e-3
+
+    c.prm = ml_collections.ConfigDict()
+    c.prm.num_layers = 1 if quick else 2
+    c.prm.d_model = 32 if quick else 64
+    c.prm.num_heads = 4
+    c.prm.num_problems = 100 if quick else 400
+    c.prm.samples_per_problem = 4
+    c.prm.train_steps = 300 if quick else 2000
+    c.prm.batch_size = 64
+    c.prm.lr = 3e-3 if quick else 1e-3
+    return c
