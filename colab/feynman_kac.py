@@ -98,6 +98,8 @@ product = run_both(jax.random.key(1), fk.product(p1.velocity, p2.velocity, g=2.0
 # q_u is a two-class mixture, q_c its class-1 component. Plain CFG (the
 # unweighted SDE) overshoots away from the other class; the weights
 # (w (w - 1) / 2) g^2 |s_c - s_u|^2 dt in VE form pull it back to the geometric mixture.
+# `fk.cfg` takes the guidance scale s of `guidance.cfg` (v_c + s (v_c - v_u)),
+# which is s = w - 1 for the geometric weight w.
 
 # %%
 q_u = gmm.gaussian_mixture([0.5, 0.5], [[-1.0], [1.5]], scale=0.8)
@@ -110,7 +112,8 @@ def cond_velocity(x, t, c):  # c = 1: class 1, c = 0: the null label (unconditio
 
 
 guided = run_both(
-    jax.random.key(2), fk.cfg(cond_velocity, jnp.int32(1), jnp.int32(0), w, g="linear")
+    jax.random.key(2),
+    fk.cfg(cond_velocity, jnp.int32(1), jnp.int32(0), guidance_scale=w - 1.0, g="linear"),
 )
 
 # %% [markdown]

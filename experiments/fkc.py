@@ -161,9 +161,11 @@ def make_transition(
     if target == "product":
         return fk.product(*velocity, **kw)
     c = config.cfg
+    # The config speaks the paper's geometric weight w (q_u^(1 - w) q_c^w); the sampler's
+    # guidance scale (v_c + s (v_c - v_u), as guidance.cfg) is s = w - 1.
     return fk.cfg(
         velocity, jnp.int32(c.cond_class), jnp.int32(mlp.null_label(c.num_classes)),
-        setting["w"], **kw,
+        guidance_scale=setting["w"] - 1.0, **kw,
     )  # fmt: skip
 
 

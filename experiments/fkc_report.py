@@ -50,13 +50,15 @@ def make_plots(workdir: str, problems, results: dict, plot_samples: dict, config
         lim = 1.3 * float(np.percentile(np.abs(samples["exact target"]), 99.5))
         plots.scatter_grid(
             os.path.join(workdir, f"{target}_samples.png"),
-            [(f"{target} {sname}: {k}" + _seed_note(k, config), v) for k, v in samples.items()],
+            [(f"{target} {sname}: {k}" + _note(k, v, config), v) for k, v in samples.items()],
             lim=lim,
         )
 
 
-def _seed_note(label: str, config) -> str:
-    return "" if label.startswith("exact") else f" (seed {config.seed})"
+def _note(label: str, samples, config) -> str:
+    if label.startswith("exact"):
+        return f" ({len(samples)} samples)"
+    return f" (seed {config.seed})"  # the label carries the velocity, method and N
 
 
 def method_text(results: dict) -> list[str]:
