@@ -18,6 +18,8 @@ processes; this module adds what crossing processes needs:
   the rows each process loaded itself (``process_rows`` says which).
 - ``fk_sample``: a Feynman-Kac corrector (``feynman_kac.sample``) with its
   particles sharded over the mesh.
+- ``shard_model``: wraps a model callable so that any population algorithm
+  built on it (a flow search of ``inferax.search``) runs sharded under ``jit``.
 - ``gather``: brings a result to every host as NumPy, for reporting only.
 
 Results do not depend on the process layout: the computation is one global
@@ -29,7 +31,7 @@ devices give bit-identical results (tests/sampling/test_multiprocess.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 
 import jax
@@ -225,6 +227,33 @@ def gather(tree: Any) -> Any:
     return jax.tree_util.tree_map(one, tree)
 
 
+def shard_model(fn: Callable, mesh: jax.sharding.Mesh, out_axis: int = 0) -> Callable:
+    """Wraps a batched model callable so that it runs on each device's particles.
+
+    ``fn(x [N, ...], *args)`` is called with ``x`` sharded over ``"particles"``
+    on its leading axis, and its output is sharded on ``out_axis`` (0 for a
+    velocity ``[N, *event]`` or a reward ``[N]``; 1 for stacked fields
+    ``[M, N, *event]``). Inside a ``jit`` this pins the population to the mesh,
+    so any population algorithm built on such callables (a flow search, a
+    sampler) runs with its particles spread over the devices of all processes:
+    ``jax.jit(partial(search.random_search, velocity_fn=shard_model(v, mesh),
+    reward_fn=shard_model(r, mesh), ...))(key)``. The static cost of ``fn``
+    (``cost.nfe_per_call``) is kept (``__wrapped__``).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn: expected a batched callable (x, *args) -> array, got {fn!r}")
+    _checks.non_negative_int(out_axis, "out_axis")
+    distributed._mesh_size(mesh)
+
+    @wraps(fn)
+    def sharded(x, *args, **kwargs):
+        x = jax.lax.with_sharding_constraint(x, _sharding(mesh, x.ndim, 0))
+        out = fn(x, *args, **kwargs)
+        return jax.lax.with_sharding_constraint(out, _sharding(mesh, out.ndim, out_axis))
+
+    return sharded
+
+
 def fk_sample(key: jax.Array, transition, num_particles: int, ts, mesh, **kwargs):
     """``feynman_kac.sample`` with the particles sharded over ``mesh``.
 
@@ -252,14 +281,7 @@ def fk_sample(key: jax.Array, transition, num_particles: int, ts, mesh, **kwargs
 @partial(jax.jit, static_argnames=("transition", "num_particles", "mesh", "options"))
 def _fk_sample(key, transition, num_particles, ts, mesh, options):
     sharded = NamedSharding(mesh, P(PARTICLE_AXIS))
-    fields_fn = transition.fields_fn
-
-    def constrained(x, t):  # the model runs on each device's particles
-        x = jax.lax.with_sharding_constraint(x, sharded)
-        out = fields_fn(x, t)
-        spec = P(None, PARTICLE_AXIS, *([None] * (out.ndim - 2)))
-        return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, spec))
-
+    constrained = shard_model(transition.fields_fn, mesh, out_axis=1)  # [M, N, *event]
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
         x, log_w, info = fk_lib.sample(
             key, transition._replace(fields_fn=constrained), num_particles, ts, **dict(options)

@@ -2,11 +2,12 @@
 
 ``python _mp_worker.py compute --process-id I --num-processes P --port PORT
 --local-devices D --out FILE`` starts the runtime on a loopback coordinator,
-runs ``compute`` (SMC, island SMC and a Feynman-Kac corrector on a
-``"particles"`` mesh over all ``P x D`` devices), gathers the results and, on
-process 0, writes them to ``FILE`` (``.npz``). ``loop`` instead writes a
-ready file and runs sharded SMC forever: the test kills one process and
-checks that the other one fails within a bounded time.
+runs ``compute`` (SMC, island SMC, a Feynman-Kac corrector and a flow search,
+random search over initial noises, on a ``"particles"`` mesh over all
+``P x D`` devices), gathers the results and, on process 0, writes them to
+``FILE`` (``.npz``). ``loop`` does the same, then writes a ready file and runs
+small collectives forever: the test kills one process and checks that the
+other one fails within a bounded time.
 
 ``compute`` is also imported by the test and run in the pytest process (one
 process, 4 devices), the layout the multi-process results must match bit for bit.
@@ -18,12 +19,14 @@ import argparse
 import os
 import sys
 import time
+from functools import partial
 
 N = 64  # particles: 16 per device on 4 devices
 NUM_ISLANDS = 8
 A, Q, R = 0.9, 0.5, 0.3
 YS = [0.4, -0.3, 1.1, 0.8, -0.5, 0.2] * 2
 MEAN, STD = 1.5, 0.6  # FK data: N(MEAN, STD^2) per coordinate, annealed to beta = 2
+SEARCH = dict(budget=N * 8, event_shape=(2,), num_steps=8)  # random search: N candidates
 
 
 def _transition(key, x, y):
@@ -41,11 +44,19 @@ def gaussian_velocity(x, t):
     return MEAN + (t * STD**2 - (1 - t)) * resid / var
 
 
+def reward(x):
+    """Flow-search reward: closeness to a point of the data distribution's tail."""
+    import jax.numpy as jnp
+
+    return -jnp.sum((x - jnp.asarray([2.5, 0.5], x.dtype)) ** 2, axis=-1)
+
+
 def compute(mesh) -> dict:
-    """Runs the three population algorithms on ``mesh``; gathered NumPy results."""
+    """Runs the population algorithms on ``mesh``; gathered NumPy results."""
     import jax
     import jax.numpy as jnp
 
+    from inferax import search
     from inferax.sampling import distributed, feynman_kac, multiprocess, smc
 
     alg = smc.build(_transition, resampling="systematic", ess_threshold=0.5)
@@ -64,6 +75,14 @@ def compute(mesh) -> dict:
         jax.random.fold_in(key, 3), transition, N, jnp.linspace(0.0, 1.0, 9), mesh,
         event_shape=(2,), ess_threshold=0.7,
     )  # fmt: skip
+    best, search_info = jax.jit(
+        partial(
+            search.random_search,
+            velocity_fn=multiprocess.shard_model(gaussian_velocity, mesh),
+            reward_fn=multiprocess.shard_model(reward, mesh),
+            **SEARCH,
+        )
+    )(jax.random.fold_in(key, 4))
     out = {
         "population": pop,
         "smc_particles": final.particles,
@@ -80,6 +99,9 @@ def compute(mesh) -> dict:
         "fk_log_Z": fk_info.log_Z,
         "fk_resampled": fk_info.resampled,
         "fk_ess": fk_info.ess,
+        "search_best": best,
+        "search_rewards": search_info.trace["reward"],
+        "search_samples": search_info.population[0],
     }
     return multiprocess.gather(out)
 

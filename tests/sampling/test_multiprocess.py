@@ -1,11 +1,12 @@
 """Tests for inferax.sampling.multiprocess: populations across processes.
 
 One launch of 2 local processes x 2 CPU devices (``_mp_worker.py``, loopback
-coordinator, gloo collectives) runs sharded SMC, island SMC and a Feynman-Kac
-corrector on one 4-device ``"particles"`` mesh; the gathered results must
+coordinator, gloo collectives) runs sharded SMC, island SMC, a Feynman-Kac
+corrector and a flow search (``search.random_search`` on ``shard_model``
+callables) on one 4-device ``"particles"`` mesh; the gathered results must
 equal, bit for bit, the same computation in this process on the 4 devices of
 conftest. That run is itself checked against the single-device algorithms
-(``smc.run``, ``feynman_kac.sample`` on the materialised population). Then
+(``smc.run``, ``feynman_kac.sample``, ``search.random_search`` unsharded). Then
 process 1 is killed and process 0 must fail with the runtime's error within a
 bounded time instead of hanging.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from inferax import search
 from inferax.sampling import distributed, feynman_kac, multiprocess, smc
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -105,6 +107,8 @@ def test_two_processes_match_one_process_bit_for_bit(launch, reference):
     )
     assert np.isfinite(got["smc_log_Z"]) and np.isfinite(got["island_log_Z"])
     assert got["smc_log_Z"] != got["island_log_Z"]
+    best = np.argmax(got["search_rewards"])
+    np.testing.assert_array_equal(got["search_best"], got["search_samples"][best])
 
 
 def test_a_dead_process_makes_the_other_fail_fast(launch):
@@ -147,6 +151,13 @@ def test_reference_is_the_single_device_algorithm(reference):
     np.testing.assert_allclose(reference["fk_particles"], x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reference["fk_log_weights"], lw, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reference["fk_log_Z"], info.log_Z, rtol=1e-5, atol=1e-5)
+    best, search_info = search.random_search(
+        jax.random.fold_in(key, 4), worker.gaussian_velocity, worker.reward, **worker.SEARCH
+    )
+    rewards = np.asarray(search_info.trace["reward"])
+    np.testing.assert_allclose(reference["search_rewards"], rewards, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reference["search_best"], best, rtol=1e-5, atol=1e-5)
+    assert rewards.shape == (worker.N,) and np.ptp(rewards) > 0.1  # a real choice was made
 
 
 def test_population_is_the_same_on_any_layout(devices):
@@ -198,5 +209,7 @@ def test_initialize_rejects_bad_arguments():
         multiprocess.initialize("127.0.0.1:1", 2, 0, heartbeat_timeout=0)
     with pytest.raises(TypeError, match="initialization_timeout"):
         multiprocess.initialize(initialization_timeout=1.5)
+    with pytest.raises(TypeError, match="fn: expected a batched callable"):
+        multiprocess.shard_model(None, distributed.particle_mesh())
     with pytest.raises(TypeError, match="transition"):
         multiprocess.fk_sample(jax.random.key(0), None, 8, jnp.linspace(0, 1, 3), None)
