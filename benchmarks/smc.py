@@ -284,7 +284,8 @@ def kv_rows(kv: list[smc_cache.KVRow], n: int) -> list[Row]:
                 peer=r.bare,
                 target=target,
                 peer_name="bare transition",
-                check="cache rows match their tokens; no resampling = the bare run",
+                check="cache rows match their tokens"
+                + ("; = the bare run" if r.weights == "none resample" else ""),
                 repeats=r.repeats,
             )
         )

@@ -86,12 +86,13 @@ def test_vmapped_runs_equal_single_runs_with_their_keys(sides):
 
 def test_kv_table():
     rows = [
-        smc_cache.KVRow("1 run", "none resample", 0.0, 0.0, 0.0, 2e-3, 1e-3, 3e-3, 5),
+        smc_cache.KVRow("1 run", "none resample", 0.0, 0.0, 0.0, 2e-3, 1e-3, 3e-3, 5, 1.5),
         smc_cache.KVRow("vmap 8 runs", "ESS-triggered", 0.5, 0.25, 0.75, 4e-3, 2e-3, 5e-3, 3),
     ]
     (table,) = common.parse_tables(smc_cache.kv_table(rows))
     assert table[0] == list(smc_cache.KV_HEADERS)
     assert table[1] == ["1 run", "none resample (0)", "0%", "0%", "2.000", "1.000", "2.00"] + [
+        "1.50",
         "3.000",
         "3.00",
         "5",
