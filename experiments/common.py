@@ -14,6 +14,14 @@ The command line of every binary (``main``)::
 field's current elements). The experiment's ``validate(config)`` runs on the
 final config before ``run``, so a bad setting fails before any training.
 
+``--distributed`` (or ``INFERAX_DISTRIBUTED=1``) starts JAX's multi-controller
+runtime before the run (``experiments.multihost``): with
+``--coordinator_address``, ``--num_processes`` and ``--process_id``, or, without
+them, from the environment ``jax.distributed.initialize`` detects (Cloud TPU pod
+slices, SLURM, Open MPI). Every process runs the experiment; only process 0
+takes the workdir lock and writes the log file, ``results.json`` and plots
+(``is_main_process``); checkpoints are saved by all processes through orbax.
+
 Importing this module changes no global state (no matplotlib backend, no
 logging filters); ``prepare_workdir`` and ``main`` configure logging when a
 run starts.
@@ -33,6 +41,9 @@ import numpy as np
 from absl import logging
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from inferax.experiments import multihost
+from inferax.experiments.multihost import is_main_process
 
 
 class _RunLogHandler(py_logging.FileHandler):
@@ -54,6 +65,9 @@ def prepare_workdir(workdir: str, log_name: str) -> py_logging.Handler:
     """
     from inferax.models.checkpoint import DirectoryLock, quiet_orbax_logging
 
+    if not is_main_process():  # process 0 owns the workdir's lock and log file
+        quiet_orbax_logging()
+        return py_logging.NullHandler()
     lock = DirectoryLock(workdir, what="workdir").acquire()
     try:
         handler = _RunLogHandler(os.path.join(workdir, log_name), mode="w")
@@ -89,6 +103,8 @@ def cache_dir(config, workdir: str, name: str) -> str:
 
 
 def _save(fig: Figure, path: str) -> str:
+    if not is_main_process():
+        return path
     FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -109,6 +125,8 @@ def _to_jsonable(x: Any) -> Any:
 
 def write_results(workdir: str, results: dict) -> str:
     path = os.path.join(workdir, "results.json")
+    if not is_main_process():
+        return path
     with open(path, "w") as f:
         json.dump(_to_jsonable(results), f, indent=1, sort_keys=True)
     return path
@@ -366,6 +384,7 @@ def main(
     except ValueError as e:
         raise SystemExit(f"FATAL: {e}") from None
     config_flag, workdir_flag = _define_flags(name, flags.FLAGS, rest)
+    distributed_flags = multihost.define_flags(flags.FLAGS)
     if validate is None:
         validate = getattr(sys.modules.get(run.__module__), "validate", None)
 
@@ -383,6 +402,10 @@ def main(
         from inferax.models.checkpoint import quiet_orbax_logging
 
         quiet_orbax_logging()
+        try:
+            multihost.start(*(f.value for f in distributed_flags))
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
         run(config, workdir_flag.value)
 
     app.run(_main, argv=rest)

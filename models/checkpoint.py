@@ -132,6 +132,22 @@ def first_non_finite(tree: Any) -> str | None:
     return None
 
 
+def host_copy(tree: Any) -> Any:
+    """NumPy copies of every leaf; arrays sharded over several processes are all-gathered.
+
+    With JAX's multi-controller runtime (``inferax.sampling.multiprocess``) every
+    process gets the whole values, so every process computes the same SHA-256.
+    """
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 class Checkpointer:
     """Numbered, integrity-checked pytree checkpoints in ``directory`` (asynchronous saves).
 
@@ -179,7 +195,7 @@ class Checkpointer:
         """
         step = _check_step(step)
         self._check_open()
-        host = jax.device_get(pytree)
+        host = host_copy(pytree)
         if not allow_non_finite:
             bad = first_non_finite(host)
             if bad is not None:
@@ -188,7 +204,7 @@ class Checkpointer:
                 )
         record = {"step": step, "leaves": leaf_signature(host), "sha256": tree_sha256(host)}
         saved = bool(self._manager.save(step, args=ocp.args.StandardSave(pytree), force=force))
-        if saved:
+        if saved and jax.process_index() == 0:  # one writer across processes (orbax: primary host)
             path = self._record_path(step)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:
@@ -245,7 +261,7 @@ class Checkpointer:
             raise CorruptCheckpointError(
                 f"checkpoint {where} cannot be read: {type(e).__name__}: {first}"
             ) from None
-        host = jax.device_get(tree)
+        host = host_copy(tree)
         if tree_sha256(host) != record["sha256"]:
             raise CorruptCheckpointError(
                 f"checkpoint {where} is corrupted: its SHA-256 differs from the integrity record"
@@ -298,7 +314,7 @@ class Checkpointer:
         self._check_open()
         self._manager.wait_until_finished()
         self._manager.delete(step)
-        if os.path.exists(self._record_path(step)):
+        if jax.process_index() == 0 and os.path.exists(self._record_path(step)):
             os.remove(self._record_path(step))
 
     def wait(self) -> None:
@@ -317,7 +333,7 @@ class Checkpointer:
     def _prune_records(self) -> None:
         """Removes the records of steps that orbax's rotation deleted."""
         folder = os.path.join(self.directory, _RECORDS)
-        if not os.path.isdir(folder):
+        if jax.process_index() != 0 or not os.path.isdir(folder):
             return
         kept = {f"{s}.json" for s in self._manager.all_steps()}
         for name in os.listdir(folder):

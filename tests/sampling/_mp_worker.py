@@ -106,6 +106,26 @@ def compute(mesh) -> dict:
     return multiprocess.gather(out)
 
 
+def checkpoint_round_trip(mesh, directory):
+    """Saves a population sharded over all processes through orbax's multi-host path
+    (``models.checkpoint.Checkpointer``) and restores it onto the same sharding."""
+    import jax
+    import numpy as np
+
+    from inferax.models.checkpoint import Checkpointer
+    from inferax.sampling import distributed, multiprocess
+
+    pop = multiprocess.population(jax.random.key(11), lambda k: jax.random.normal(k, (3,)), N, mesh)
+    tree = {"particles": pop, "step": distributed.replicate(np.int32(5), mesh)}
+    with Checkpointer(directory) as ckpt:
+        ckpt.save(1, tree)
+        ckpt.wait()
+        restored = ckpt.restore(1, jax.eval_shape(lambda: tree))
+    assert restored["particles"].sharding == pop.sharding, restored["particles"].sharding
+    assert int(multiprocess.gather(restored["step"])) == 5
+    return multiprocess.gather(restored["particles"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=("compute", "loop"))
@@ -134,6 +154,7 @@ def main(argv=None) -> int:
     assert jax.process_count() == args.num_processes, jax.process_count()
     mesh = distributed.particle_mesh()
     result = compute(mesh)
+    result["checkpoint_particles"] = checkpoint_round_trip(mesh, args.out + ".ckpt")
     if multiprocess.is_main_process():
         np.savez(args.out + ".tmp.npz", **result)
         os.replace(args.out + ".tmp.npz", args.out)
