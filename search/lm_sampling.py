@@ -62,9 +62,14 @@ def _check_answers(answers, name="answers"):
 
 
 def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
-    """The answer of the highest-scoring sample per problem (``[B, N] -> [B]``)."""
+    """The answer of the highest-scoring sample with an answer, per problem (``[B, N] -> [B]``).
+
+    Samples without an answer (-1: unfinished or malformed) are chosen only
+    when no sample has one (then -1 is returned).
+    """
     answers = _check_answers(answers)
-    idx = jnp.argmax(jnp.asarray(scores), axis=-1)
+    scores = jnp.where(answers >= 0, jnp.asarray(scores, jnp.float32), -jnp.inf)
+    idx = jnp.argmax(scores, axis=-1)
     return jnp.take_along_axis(answers, idx[:, None], axis=1)[:, 0]
 
 

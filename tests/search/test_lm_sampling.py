@@ -74,7 +74,8 @@ def test_votes_and_best_of_n():
     assert ls.weighted_vote(answers, w, 10).tolist() == [3, -1, 7]
     # negative control: uniform weights give the majority answer back
     assert ls.weighted_vote(answers, jnp.ones(w.shape), 10).tolist() == [5, -1, 1]
-    assert ls.best_of_n(answers, w).tolist() == [-1, -1, 7]
+    # the best-scoring sample without an answer (-1) is passed over
+    assert ls.best_of_n(answers, w).tolist() == [3, -1, 7]
     ff = ls.first_finish(
         answers, jnp.array([[9, 7, 7, 8, 9, 3]] * 3), jnp.array([[1, 1, 1, 1, 1, 0]] * 3, bool)
     )
