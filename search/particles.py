@@ -265,8 +265,10 @@ def smc(
     else:
         n = _checks.positive_int(num_particles, "num_particles")
         _, r_cost, budget = _setup(dyn, reward_fn, budget, n, f"{n} particles x one solve")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        raise TypeError(f"alpha: expected a real number, got {alpha!r}")
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, int | float) or (hasattr(alpha, "dtype") and jnp.ndim(alpha) == 0)
+    ):
+        raise TypeError(f"alpha: expected a real number or a scalar array, got {alpha!r}")
     shape = _event(event_shape)
     k0, k_run, k_last = jax.random.split(key, 3)
     x, v, r, nan = dyn_lib.init_particles(k0, dyn, reward_fn, n, shape, dtype)
@@ -286,7 +288,8 @@ def smc(
     body = smc_lib.build(transition(False), **kw)
     state = body.init((x, v, r), alpha * r)
     state, infos = body.run(k_run, state, jnp.arange(steps - 1))
-    final = smc_lib.build(transition(True), **kw)
+    # The last step always resamples, so that the returned population is equally weighted.
+    final = smc_lib.build(transition(True), resampling=resampling, ess_threshold=1.0)
     state, last_info = final.step(k_last, state, jnp.int32(steps - 1), True)
     x, _, r = state.particles
     stack = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
