@@ -20,7 +20,12 @@ Two schemes, both built on ``inferax.sampling.smc``:
   (Verge, Dubarry, Del Moral & Moulines 2015, "On parallel implementation of
   sequential Monte Carlo methods: the island particle model").
 
-``jax.pmap`` is legacy; nothing here uses it.
+Both run unchanged on a mesh that spans several processes (JAX's
+multi-controller runtime, one process per host): ``shard_particles`` and
+``replicate`` place host values that every process holds, and
+``inferax.sampling.multiprocess`` builds populations per device, gathers
+results for reports and starts the runtime. ``jax.pmap`` is legacy; nothing
+here uses it.
 """
 
 from __future__ import annotations

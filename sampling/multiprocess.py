@@ -62,7 +62,11 @@ def initialize(
     collectives run over gloo (``jax_cpu_collectives_implementation``). A process
     that does not join within ``initialization_timeout`` seconds, or stops
     answering heartbeats for ``heartbeat_timeout`` seconds, makes the others
-    fail with an error instead of waiting forever.
+    fail instead of waiting forever: the runtime ends each surviving process
+    (abort, exit status 134) with "Terminating process because the JAX
+    distributed service detected fatal errors. This most likely indicates that
+    another task died" and the dead task named (tests: within the heartbeat
+    timeout plus a second or two). A run restarts from its checkpoints.
 
     Does nothing when the runtime is already started.
 
@@ -91,7 +95,7 @@ def initialize(
             )
     if jax.distributed.is_initialized():
         return
-    if "cpu" in str(jax.config.jax_platforms or "") or jax.config.jax_platforms is None:
+    if jax.config.jax_cpu_collectives_implementation is None:  # keep a user's "mpi"
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address,
