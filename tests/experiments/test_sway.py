@@ -151,3 +151,20 @@ def test_report_mentions_claim_numbers_and_intervals(results):
         "digits/w=2/euler",
         "digits/w=2/midpoint",
     }
+
+
+def test_bad_config_fails_before_anything_runs(tmp_path):
+    for field, value, match in [
+        ("solvers", ["euler", "rk45"], "solvers"),
+        ("nfes", [4, 0], "nfes"),
+        ("sway_coefs", [-1.0], "sway_coefs"),
+        ("num_seeds", 0, "num_seeds"),
+        ("toy.warmup_steps", 10**6, "toy.warmup_steps"),
+        ("digits.model", "unet", "digits.model"),
+    ]:
+        c = tiny_config()
+        section, _, name = field.rpartition(".")
+        setattr(c[section] if section else c, name, value)
+        with pytest.raises(ValueError, match=match):
+            sway.run(c, str(tmp_path / field))
+        assert not os.path.exists(tmp_path / field), field
