@@ -26,8 +26,10 @@ q_t = prod_i p_{i,t}^beta_i, whose score S = sum_i beta_i s_i comes from the
 velocities (one model evaluation per step and model). A Metropolis correction
 (MALA) would need log q_t, which the velocities do not give, so the kernel is
 unadjusted: for a Gaussian q_t of variance v its stationary variance is
-v / (1 - eps / (2 v)), a relative bias ~ eta / 2 with the step eps = eta * (the
-population's variance per coordinate); ``langevin_step_size`` is eta.
+v / (1 - eps / (2 v)), a relative bias ~ eta / 2 with the step eps = eta / F,
+F = mean |S|^2 / d the population's Fisher information per coordinate (= 1 / v
+for a Gaussian; local, so a population spread over several modes does not
+inflate the step as its variance would); ``langevin_step_size`` is eta.
 """
 
 from __future__ import annotations
@@ -81,20 +83,28 @@ def langevin_move(transition, num_steps: int, step_size: float):
     Args:
         transition: an ``FKTransition`` (its ``score`` gives S = sum_i beta_i s_i).
         num_steps: Langevin steps per move (each costs ``transition.nfe_per_step``).
-        step_size: eta; the step is eta times the population variance per coordinate.
+        step_size: eta; the step is eta / F with F = mean |S|^2 / d, the population's
+            Fisher information per coordinate (eta times the variance for a Gaussian).
     """
 
     def move(key, x, step_input):
         t = jnp.asarray(step_input[1], x.dtype)
-        var = jnp.mean(jnp.var(x.reshape(x.shape[0], -1), axis=0))
-        eps = jnp.asarray(step_size, x.dtype) * jnp.maximum(var, jnp.finfo(x.dtype).tiny)
+        d = int(np.prod(x.shape[1:]))
+        s0, _ = transition.score(x, t)
+        # eps = eta / (mean |S|^2 / d): for a Gaussian target E|S|^2 = d / v, so eps = eta v;
+        # the score is local, so a multimodal population does not inflate the step.
+        fisher = jnp.mean(jnp.sum(s0.reshape(x.shape[0], -1) ** 2, axis=-1)) / d
+        eps = jnp.asarray(step_size, x.dtype) / jnp.maximum(fisher, jnp.finfo(x.dtype).tiny)
 
-        def one(i, x):
-            s, _ = transition.score(x, t)
+        def langevin(i, x, s):
             noise = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
             return x + eps * s + jnp.sqrt(2.0 * eps) * noise
 
-        return jax.lax.fori_loop(0, num_steps, one, x)
+        # num_steps score evaluations in all: s0 above, then one per further step.
+        x = langevin(0, x, s0)
+        return jax.lax.fori_loop(
+            1, num_steps, lambda i, x: langevin(i, x, transition.score(x, t)[0]), x
+        )
 
     return move
 
