@@ -8,6 +8,7 @@ mixture oracles in ``gmm`` (``gmm.eight_gaussians``).
 """
 
 from inferax.models import (
+    arithmetic,
     cache,
     checkpoint,
     classifier,
@@ -15,8 +16,11 @@ from inferax.models import (
     data,
     flow_matching,
     gmm,
+    lm_train,
     mlp,
+    prm,
     train,
+    transformer,
 )
 from inferax.models.checkpoint import (
     Checkpointer,
@@ -37,6 +41,7 @@ from inferax.models.flow_matching import (
 from inferax.models.gmm import GaussianMixture, eight_gaussians, gaussian_mixture, random_mixture
 from inferax.models.mlp import VelocityMLP, null_label, sinusoidal_embedding
 from inferax.models.train import make_optimizer, train_or_restore
+from inferax.models.transformer import LMFunctions, Transformer, lm_functions
 
 __all__ = [
     "TOY_DATASETS",
@@ -75,4 +80,11 @@ __all__ = [
     "train",
     "train_classifier",
     "train_or_restore",
+    "LMFunctions",
+    "Transformer",
+    "arithmetic",
+    "lm_functions",
+    "lm_train",
+    "prm",
+    "transformer",
 ]

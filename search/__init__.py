@@ -6,9 +6,21 @@ SMC) and Rollover Budget Forcing (Kim et al. 2025), all returning a
 ``SearchInfo`` (``search.base``) and never spending more than their budget.
 """
 
-from inferax.search import base, dynamics, noise, particles, paths, rollover, verifiers
+from inferax.search import (
+    base,
+    decoding,
+    dynamics,
+    lm_sampling,
+    noise,
+    particles,
+    paths,
+    rollover,
+    verifiers,
+)
 from inferax.search.base import SearchInfo, ensemble, rank_normalize
+from inferax.search.decoding import DecodeInfo, DecodeState, budget_forcing
 from inferax.search.dynamics import DYNAMICS, Dynamics, make_dynamics
+from inferax.search.lm_sampling import fit_coverage, majority_vote, pass_at_k, weighted_vote
 from inferax.search.noise import neighbors, random_search, zero_order_search
 from inferax.search.particles import best_of_n, code, smc, svdd
 from inferax.search.paths import search_over_paths, search_over_paths_cost
@@ -40,4 +52,13 @@ __all__ = [
     "svdd",
     "verifiers",
     "zero_order_search",
+    "DecodeInfo",
+    "DecodeState",
+    "budget_forcing",
+    "decoding",
+    "fit_coverage",
+    "lm_sampling",
+    "majority_vote",
+    "pass_at_k",
+    "weighted_vote",
 ]

@@ -62,7 +62,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.num_samples = 32 if quick else 256
     c.num_problems = 16 if quick else 100
     c.temperature = 1.0
-    c.aggregation = "last"
+    c.aggregation = "min"
 
     c.lm = ml_collections.ConfigDict()
     c.lm.num_layers = 2 if quick else 3
@@ -76,12 +76,12 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.lm.lr = 3e-3 if quick else 1e-3
 
     c.prm = ml_collections.ConfigDict()
-    c.prm.num_layers = 1 if quick else 2
-    c.prm.d_model = 32 if quick else 64
+    c.prm.num_layers = 2
+    c.prm.d_model = 48 if quick else 64
     c.prm.num_heads = 4
     c.prm.num_problems = 100 if quick else 400
     c.prm.samples_per_problem = 4
-    c.prm.train_steps = 300 if quick else 2000
+    c.prm.train_steps = 500 if quick else 2000
     c.prm.batch_size = 64
     c.prm.lr = 3e-3 if quick else 1e-3
     return c
