@@ -9,8 +9,8 @@ Run (full, 5 seeds; most of the time is training 3 models per seed, cached):
 
     python -m inferax.experiments.fkc --config=fkc --workdir=runs/fkc
 
-Quick (5 seeds, oracle and trained velocities; one compiled sampler serves all
-seeds, so a seed costs seconds after the first; used by `make demo`; the tests
+Quick (5 seeds, oracle and trained velocities; the samplers compile once for all
+seeds, and each seed trains three small models; used by `make demo`; the tests
 shrink it further; 8 modes, beta = 2, w = 4, N in {256, 1024}):
 
     python -m inferax.experiments.fkc --config=fkc:quick --workdir=runs/fkc_quick

@@ -14,20 +14,32 @@ Quick (3 seeds, used by `make demo`; the tests shrink it further):
 
 Any field can be overridden, e.g. ``--config.seed=100 --config.nfes=4,8,16``.
 
-Measured (full config before seeds were added: ONE seed; 2026-11-22; 14 min on
-2 CPU cores): the
-claim does NOT reproduce on these small models. At low NFE sway with s < 0 is
-worse than the uniform grid: 8-Gaussians model, Euler, energy distance at
-4 / 8 NFE: sway(-1) 0.031 / 0.0046 vs uniform 0.012 / 0.0029 (the exact oracle
-velocity gives the same picture, so this is the grid, not the model); midpoint at
-4 NFE: sway(-1) 0.148, uniform 0.020, sway(+0.5) 0.002 (more steps near the
-data end is what helps here). Digits (MLP, classifier FD; train-vs-test floor
-12.4): w = 0, Euler, 4 NFE: sway(-1) 27.0 vs uniform 20.7; w = 2 midpoint
-8 NFE: sway(-1) 152.8 vs uniform 27.9. From 16-32 NFE on every grid is within
-noise of the converged value, which is where the "sway at N matches uniform at
-2N" checks pass. Our reading: these flows are nearly straight near the noise
-end and curved near the data end (mode selection), the opposite of what sway
-assumes. `results.json` holds every number, `sway.log` the verdict per setting.
+Measured, full config (before seeds were added: ONE seed; 2026-11-22; 14 min on
+2 CPU cores): the claim does NOT reproduce on these small models. At low NFE
+sway with s < 0 is worse than the uniform grid: 8-Gaussians model, Euler, energy
+distance at 4 / 8 NFE: sway(-1) 0.031 / 0.0046 vs uniform 0.012 / 0.0029 (the
+exact oracle velocity gives the same picture, so this is the grid, not the
+model); midpoint at 4 NFE: sway(-1) 0.148, uniform 0.020, sway(+0.5) 0.002 (more
+steps near the data end is what helps here). Digits (MLP, classifier FD; train-
+vs-test floor 12.4): w = 0, Euler, 4 NFE: sway(-1) 27.0 vs uniform 20.7; w = 2
+midpoint 8 NFE: sway(-1) 152.8 vs uniform 27.9. From 16-32 NFE on every grid is
+within noise of the converged value, which is where the "sway at N matches
+uniform at 2N" checks pass. Our reading: these flows are nearly straight near
+the noise end and curved near the data end (mode selection), the opposite of
+what sway assumes. `results.json` holds every number, `sway.log` the verdict per
+setting.
+
+Checked on seeds not used in development (quick, --config.seed=100: seeds
+100-102; 2026-12-01; mean [95% t-interval]; verdict on the paired differences):
+the same conclusion. sway(-1) at N vs uniform at 2N: fails at 4 NFE in every
+setting with at least 2 steps (8-Gaussians model, Euler: ED 0.031 [0.022, 0.040]
+vs 0.0034 [-0.0022, 0.0089]; midpoint 0.133 [0.110, 0.156] vs 0.0006; oracle
+midpoint 0.151 vs -0.0001; digits w = 2 Euler FD 73.6 [66.8, 80.4] vs 35.8
+[31.9, 39.8]) and at 8 NFE for digits (Euler 40.1 vs 30.8; midpoint 134.8 vs
+25.7) and the oracle with midpoint; a tie within noise from 16 NFE on (digits
+midpoint FD 25.5 vs 25.9; real-data FD floor 11.0). No setting holds. The demo's
+seeds 0-2 agree (there sway(-1) also fails at 8 NFE for the 2-D model with
+Euler; here that is a tie within the ED noise floor).
 
 Fields:
     seed: first seed; the run uses seeds seed, seed + 1, ..., seed + num_seeds - 1.
