@@ -34,6 +34,7 @@ test: $(VENV)/.test
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.flow_sampling
 	$(BIN)/python -m benchmarks.smc
+	$(BIN)/python -m benchmarks.lm
 	$(BIN)/python -m benchmarks.distributed
 
 lint: $(VENV)/.test
