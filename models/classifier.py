@@ -12,6 +12,8 @@ It reaches about 98% test accuracy on the sklearn digits in a few seconds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -22,7 +24,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from inferax.models.checkpoint import Checkpointer
+from inferax.models import cache
+from inferax.models.checkpoint import Checkpointer, DirectoryLock
 
 
 class DigitsClassifier(nn.Module):
@@ -98,8 +101,11 @@ def train_classifier(
         noise_std: std of Gaussian noise added to training inputs (a mild
             augmentation that also keeps the features meaningful on slightly
             imperfect generated images).
-        workdir: if given, the trained parameters are cached there with
-            ``Checkpointer`` and restored instead of retrained.
+        workdir: if given, the trained parameters are cached under
+            ``workdir/classifier/<hash>`` (the hash of ``cache.cache_record``:
+            key, architecture, initial parameters, data, labels and settings;
+            ``spec.json`` beside it) and restored with
+            ``Checkpointer.restore_latest`` instead of retrained.
 
     Returns:
         The trained parameters.
@@ -112,14 +118,38 @@ def train_classifier(
     model = DigitsClassifier() if model is None else model
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, images[:1])
-    ckpt = None
+    ckpt = lock = None
     if workdir is not None:
-        ckpt = Checkpointer(os.path.join(os.fspath(workdir), "classifier"), max_to_keep=1)
-        if ckpt.latest_step() == steps:
+        # Keyed like models.train.train_or_restore: a different key (seed),
+        # architecture, data split or setting trains a new entry.
+        record = cache.cache_record(
+            key,
+            spec={"kind": "digits-classifier-1", "lr": float(lr), "noise_std": float(noise_std)},
+            apply_fn=model,
+            params_init=params,
+            data=images,
+            labels=labels,
+            num_steps=steps,
+            batch_size=batch_size,
+        )
+        blob = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        entry = os.path.join(
+            os.fspath(workdir), "classifier", hashlib.sha256(blob.encode()).hexdigest()[:16]
+        )
+        lock = DirectoryLock(entry, what="classifier cache entry").acquire()
+        try:
+            with open(os.path.join(entry, "spec.json"), "w") as f:
+                json.dump(record, f, indent=1, sort_keys=True)
+            ckpt = Checkpointer(entry, max_to_keep=1)
+            found = ckpt.restore_latest(params)
+        except BaseException:
+            lock.release()
+            raise
+        if found is not None and found[0] == steps:
             logging.info("train_classifier: restored from %s", ckpt.directory)
-            params = ckpt.restore(steps, params)
             ckpt.close()
-            return params
+            lock.release()
+            return found[1]
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps))
 
     def loss_fn(p, x, y):
@@ -149,6 +179,7 @@ def train_classifier(
     if ckpt is not None:
         ckpt.save(steps, params, force=True)
         ckpt.close()
+        lock.release()
     return params
 
 

@@ -36,19 +36,25 @@ def test_features_and_logits_agree(trained):
     np.testing.assert_allclose(model.apply(trained, x), logits, atol=1e-5)
 
 
-def test_workdir_caches_the_parameters(tmp_path):
+def test_workdir_caches_the_parameters_per_seed_and_data(tmp_path, monkeypatch):
     xtr, ytr = data.load_digits("train")
-    a = classifier.train_classifier(
-        jax.random.key(1), xtr[:64], ytr[:64], steps=3, batch_size=8, workdir=tmp_path
-    )
-    # Restored (not retrained): a different key would give different parameters.
-    b = classifier.train_classifier(
-        jax.random.key(2), xtr[:64], ytr[:64], steps=3, batch_size=8, workdir=tmp_path
-    )
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    kw = dict(steps=3, batch_size=8, workdir=tmp_path)
+    a = classifier.train_classifier(jax.random.key(1), xtr[:64], ytr[:64], **kw)
+    # A different seed or data split trains a new entry (the cache keys them).
+    b = classifier.train_classifier(jax.random.key(2), xtr[:64], ytr[:64], **kw)
+    c = classifier.train_classifier(jax.random.key(1), xtr[64:128], ytr[64:128], **kw)
+    assert not np.array_equal(jax.tree.leaves(a)[0], jax.tree.leaves(b)[0])
+    assert not np.array_equal(jax.tree.leaves(a)[-1], jax.tree.leaves(c)[-1])
+    assert len(list((tmp_path / "classifier").iterdir())) == 3
+
+    # The same arguments restore without training (training would fail here).
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained instead of restoring")
+
+    monkeypatch.setattr(classifier.optax, "adam", no_training)
+    again = classifier.train_classifier(jax.random.key(1), xtr[:64], ytr[:64], **kw)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(again), strict=True):
         np.testing.assert_array_equal(u, v)
-    c = classifier.train_classifier(jax.random.key(2), xtr[:64], ytr[:64], steps=3, batch_size=8)
-    assert not np.array_equal(jax.tree.leaves(b)[0], jax.tree.leaves(c)[0])
 
 
 def test_bad_arguments():
