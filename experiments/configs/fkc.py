@@ -53,6 +53,10 @@ Fields:
         (Gamma = 1 + (B - 1)(1 - t)^p, the default) or "scaled" (the whole velocity times
         B = sum(beta)); the unweighted baseline always uses "scaled" (the paper's plain
         combined drift, i.e. ordinary CFG for the CFG target).
+    langevin_steps / langevin_step_size: FKC's resample-move (``feynman_kac.sample``):
+        Langevin steps on the current intermediate target after each resampling
+        (0 = none, the paper's plain FKC; each step costs the transition's NFE); the
+        unweighted baseline never moves.
     velocities: "oracle" (exact mixture velocities) and/or "model" (trained MLPs).
     num_target_samples: exact target samples for the energy distance.
     num_reference: exact target samples from which the target mode shares are taken
@@ -97,6 +101,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.g = "linear"
     c.transport = "model"
     c.transport_power = 1.0
+    c.langevin_steps = 0
+    c.langevin_step_size = 0.1
     c.velocities = ["oracle", "model"]
     c.num_target_samples = 4000
     c.num_reference = 200_000
