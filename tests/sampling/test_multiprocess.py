@@ -11,6 +11,7 @@ process 1 is killed and process 0 must fail with the runtime's error within a
 bounded time instead of hanging.
 """
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -46,10 +47,9 @@ def _tail(path: Path, n: int = 3000) -> str:
     return text[-n:]
 
 
-@pytest.fixture(scope="module")
-def launch(tmp_path_factory):
+@contextlib.contextmanager
+def _launched(tmp: Path):
     """Starts 2 worker processes x 2 devices; kills whatever is left at the end."""
-    tmp = tmp_path_factory.mktemp("mp")
     out = tmp / "result.npz"
     port = _free_port()
     env = dict(os.environ, JAX_ENABLE_X64="0", PYTHONUNBUFFERED="1")
@@ -83,21 +83,32 @@ def _wait_for(paths, procs, logs, deadline_s):
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def reference(devices):
-    """The worker's computation in this process: 1 process x 4 devices."""
-    with jax.enable_x64(False):
-        return worker.compute(distributed.particle_mesh(devices))
+def test_two_processes_match_one_process_bit_for_bit_and_a_dead_peer_fails_fast(tmp_path, devices):
+    # One test, so that pytest-xdist keeps the launch and its checks in one worker.
+    with _launched(tmp_path) as (procs, logs, out):
+        with jax.enable_x64(False):  # the same computation here, while the workers run
+            reference = worker.compute(distributed.particle_mesh(devices))
+        _check_reference_is_the_single_device_algorithm(reference)
+        ready = [Path(f"{out}.ready{pid}") for pid in range(2)]
+        _wait_for([out, *ready], procs, logs, LAUNCH_DEADLINE_S)
+        got = dict(np.load(out))
+        # A dead process makes the other one fail with the runtime's error, fast.
+        procs[1].kill()
+        start = time.monotonic()
+        try:
+            rc = procs[0].wait(timeout=DEATH_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"process 0 still running {DEATH_DEADLINE_S} s after its peer died")
+        log = _tail(logs[0], 20000)
+        assert rc != 0, log
+        assert "another task died" in log or "unhealthy" in log, log
+        assert time.monotonic() - start < DEATH_DEADLINE_S
 
-
-def test_two_processes_match_one_process_bit_for_bit(launch, reference):
-    procs, logs, out = launch
-    _wait_for([out], procs, logs, LAUNCH_DEADLINE_S)
-    got = dict(np.load(out))
     # Orbax's multi-host path: each process saved and restored its own shards.
     ckpt = got.pop("checkpoint_particles")
     pop = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(jax.random.key(11), k), (3,)))
     np.testing.assert_array_equal(ckpt, pop(jnp.arange(worker.N)))
+    # 2 processes x 2 devices == 1 process x 4 devices, bit for bit.
     assert sorted(got) == sorted(reference)
     for name, ref in reference.items():
         np.testing.assert_array_equal(got[name], ref, err_msg=name)
@@ -115,24 +126,7 @@ def test_two_processes_match_one_process_bit_for_bit(launch, reference):
     np.testing.assert_array_equal(got["search_best"], got["search_samples"][best])
 
 
-def test_a_dead_process_makes_the_other_fail_fast(launch):
-    procs, logs, out = launch
-    ready = [Path(f"{out}.ready{pid}") for pid in range(2)]
-    _wait_for([out, *ready], procs, logs, LAUNCH_DEADLINE_S)
-    procs[1].kill()
-    start = time.monotonic()
-    try:
-        rc = procs[0].wait(timeout=DEATH_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"process 0 still running {DEATH_DEADLINE_S} s after its peer died")
-    elapsed = time.monotonic() - start
-    log = _tail(logs[0], 20000)
-    assert rc != 0, log
-    assert "another task died" in log or "unhealthy" in log, log
-    assert elapsed < DEATH_DEADLINE_S
-
-
-def test_reference_is_the_single_device_algorithm(reference):
+def _check_reference_is_the_single_device_algorithm(reference):
     """The 4-device run (which the processes must match) computes smc.run / feynman_kac.sample."""
     key = jax.random.key(7)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
