@@ -153,39 +153,44 @@ def coverage(num_correct, n: int, ks) -> np.ndarray:
 
 
 def fit_coverage(ks, cov) -> dict:
-    """Fits coverage(k) = exp(a k^b) (Large Language Monkeys) by least squares on
-    ``log(-log coverage) = log(-a) + b log k``.
+    """Fits coverage(k) = exp(a k^b) (Large Language Monkeys, eq. 2) by least squares.
+
+    Nonlinear least squares on the coverage values themselves
+    (``scipy.optimize.curve_fit``), started from the linear fit of
+    ``log(-log coverage) = log(-a) + b log k`` on the points inside (0, 1)
+    (that transform alone over-weights points near coverage 1, where it is
+    noisiest).
 
     Returns:
         ``{"a", "b", "a_se", "b_se", "points"}``: estimates with standard errors
-        (ordinary least squares; ``a``'s by the delta method); points with
-        coverage 0 or 1 carry no information on the law and are left out.
+        from the fit's covariance.
 
     Raises:
-        ValueError: with fewer than 3 usable points.
+        ValueError: with fewer than 3 finite points, fewer than 2 inside (0, 1),
+            or when the fit does not converge.
     """
+    from scipy import optimize
+
     ks, cov = np.asarray(ks, np.float64), np.asarray(cov, np.float64)
-    use = (cov > 0) & (cov < 1) & np.isfinite(cov)
-    if use.sum() < 3:
+    ok = np.isfinite(cov) & np.isfinite(ks) & (ks > 0)
+    inner = ok & (cov > 0) & (cov < 1)
+    if ok.sum() < 3 or inner.sum() < 2:
         raise ValueError(
-            f"cov: expected at least 3 coverage values strictly inside (0, 1), got {cov.tolist()}"
+            "cov: expected at least 3 finite coverage values, 2 of them strictly inside (0, 1), "
+            f"got {cov.tolist()}"
         )
-    x, y = np.log(ks[use]), np.log(-np.log(cov[use]))
-    design = np.stack([np.ones_like(x), x], 1)
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = y - design @ coef
-    dof = max(len(x) - 2, 1)
-    sigma2 = float(resid @ resid) / dof
-    covm = sigma2 * np.linalg.inv(design.T @ design)
-    log_neg_a, b = coef
-    a = -math.exp(log_neg_a)
-    return {
-        "a": a,
-        "b": float(b),
-        "a_se": abs(a) * math.sqrt(covm[0, 0]),
-        "b_se": math.sqrt(covm[1, 1]),
-        "points": int(use.sum()),
-    }
+    x, y = np.log(ks[inner]), np.log(-np.log(cov[inner]))
+    b0, log_neg_a0 = np.polyfit(x, y, 1)
+    try:
+        (a, b), pcov = optimize.curve_fit(
+            lambda k, a, b: np.exp(a * k**b), ks[ok], cov[ok], p0=(-math.exp(log_neg_a0), b0),
+            maxfev=10_000,
+        )  # fmt: skip
+    except RuntimeError as e:
+        raise ValueError(f"cov: the law exp(a k^b) could not be fitted ({e})") from None
+    se = np.sqrt(np.clip(np.diag(pcov), 0.0, None)) if np.all(np.isfinite(pcov)) else [np.nan] * 2
+    return {"a": float(a), "b": float(b), "a_se": float(se[0]), "b_se": float(se[1]),
+            "points": int(ok.sum())}  # fmt: skip
 
 
 def coverage_law(ks, a: float, b: float) -> np.ndarray:

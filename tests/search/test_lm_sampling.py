@@ -44,12 +44,17 @@ def test_coverage_fit_recovers_known_law():
     fit = ls.fit_coverage(ks, cov)
     assert abs(fit["a"] - a) < max(4 * fit["a_se"], 0.02)
     assert abs(fit["b"] - b) < max(4 * fit["b_se"], 0.01)
-    assert fit["points"] == 9 and fit["a_se"] > 0
+    assert fit["points"] == 9 and fit["a_se"] > 0 and fit["b_se"] > 0
     # negative control: another law is not recovered
     other = ls.fit_coverage(ks, ls.coverage_law(ks, -1.0, -0.2))
     assert abs(other["b"] - b) > 0.2
     with pytest.raises(ValueError, match="cov: expected at least 3"):
         ls.fit_coverage([1, 2, 4], [1.0, 1.0, 0.5])
+    # a law whose early points sit far from 1 is fitted there too (no log(-log) bias)
+    ks2 = np.array([1, 2, 4, 8, 16, 32])
+    exact = ls.coverage_law(ks2, -0.7, -0.6)
+    fit2 = ls.fit_coverage(ks2, np.minimum(exact + np.array([0, 0, 0, 0, 0.004, 0.004]), 1.0))
+    assert np.max(np.abs(ls.coverage_law(ks2, fit2["a"], fit2["b"]) - exact)) < 0.01
 
 
 def test_coverage_from_counts():
