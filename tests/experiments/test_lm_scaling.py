@@ -61,7 +61,9 @@ def test_files_results_and_consistency(results):
         entry = d["per_seed"][seed]
         cov = entry["coverage"]
         # coverage is non-decreasing in k; pass@1 is the single-sample accuracy
-        assert all(cov[a] <= cov[b] + 1e-12 for a, b in zip(["1", "2", "4"], ["2", "4", "8"], strict=True))
+        assert all(
+            cov[a] <= cov[b] + 1e-12 for a, b in zip(["1", "2", "4"], ["2", "4", "8"], strict=True)
+        )
         assert entry["single_sample"] == pytest.approx(cov["1"])
         # the oracle separates perfectly (or the labels have one class: NaN)
         oracle = entry["oracle_auc"]

@@ -98,4 +98,7 @@ def test_training_sequences_mask_and_corruption_rate():
     # P(at least one of 3 steps corrupted) = 1 - 0.8^3 = 0.488
     assert abs(n_bad / 400 - 0.488) < 0.08
     clean, _ = ar.training_sequences(probs[:20], rng, 0.0, 32)
-    assert all(ar.check(p, t[ar.prompt_length(3) :])["all_correct"] for p, t in zip(probs, clean))
+    assert all(
+        ar.check(p, t[ar.prompt_length(3) :])["all_correct"]
+        for p, t in zip(probs[:20], clean, strict=True)
+    )
