@@ -1,0 +1,325 @@
+"""Inference-time scaling of a flow model with a verifier (Kim et al. 2025; Ma et al. 2025).
+
+Every method of ``inferax.search`` searches the class-conditional digits flow
+model for samples of a target class, rewarded by log p(class | x) of one
+digits classifier, at several NFE budgets per sample. Measured per seed: the
+searched reward, the reward of a held-out classifier (another seed,
+architecture and data split; never searched against) and the diversity of the
+samples found for one class (mean pairwise pixel distance). Verdicts on the
+papers' claims are paired over seeds (``experiments.stats``). See
+``configs/flow_scaling.py`` for the claims and the fields.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from inferax import search
+from inferax.experiments import common, plots, stats, sway
+from inferax.models import classifier, data, mlp, train
+
+CLAIM = (
+    "Kim et al. 2025 / Ma et al. 2025: SDE beats ODE for particle methods, VP SDE beats the "
+    "linear SDE, RBF is best at equal NFE, and searching harder against one verifier raises "
+    "it while a held-out verifier and diversity fall (verifier hacking)."
+)
+NAMES = ("random_search", "zero_order", "search_over_paths", "best_of_n", "svdd", "code", "smc",
+         "rbf")  # fmt: skip
+SAMPLES_PER_CLASS = 4
+EVENT = (8, 8, 1)
+
+
+def _fail(field: str, expected: str, got) -> None:
+    raise ValueError(f"config.{field}: expected {expected}, got {got!r}")
+
+
+def validate(config) -> None:
+    """Checks the config before anything is trained (ValueError naming the field)."""
+    if config.num_seeds < 1:
+        _fail("num_seeds", "a positive int", config.num_seeds)
+    if not config.budgets or min(config.budgets) < 2 * config.num_steps:
+        _fail("budgets", f"NFE budgets >= 2 num_steps = {2 * config.num_steps}", config.budgets)
+    for m in config.methods:
+        name, _, kind = m.partition(":")
+        if name not in NAMES or kind not in search.DYNAMICS:
+            _fail("methods", f"'name:dynamics' with name in {NAMES}, dynamics in "
+                  f"{search.DYNAMICS}", m)  # fmt: skip
+    if not config.classes or not all(0 <= c < 10 for c in config.classes):
+        _fail("classes", "digit classes in 0..9", config.classes)
+
+
+def _train_flow(config, workdir):
+    cfg = config.digits
+    net = sway.digits_model(ml_cfg(cfg))
+    x, y = data.load_digits("train")
+    params0 = net.init(jax.random.key(0), x[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
+    params, _ = train.train_or_restore(
+        jax.random.fold_in(jax.random.key(config.seed), 1),
+        workdir=common.cache_dir(config, workdir, "digits_flow"),
+        spec={"experiment": "flow_scaling", **cfg.to_dict()},
+        apply_fn=net.apply,
+        params_init=params0,
+        data=x,
+        labels=y,
+        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
+        num_steps=cfg.train_steps,
+        batch_size=cfg.batch_size,
+        p_uncond=cfg.p_uncond,
+        null_label=mlp.null_label(10),
+        checkpoint_every=max(cfg.train_steps // 4, 1),
+        log_every=max(cfg.train_steps // 5, 1),
+    )
+    return net, params
+
+
+def ml_cfg(cfg):
+    """The sway digits-model fields from this config's ``digits`` section (MLP)."""
+    import ml_collections
+
+    return ml_collections.ConfigDict({"model": "mlp", "channels": 32, "hidden": cfg.hidden,
+                                      "depth": cfg.depth})  # fmt: skip
+
+
+def verifiers(config, workdir):
+    """The searched classifier and the held-out one (other seed, width and data half)."""
+    x, y = data.load_digits("train")
+    half = x.shape[0] // 2
+    cache = common.cache_dir(config, workdir, "classifiers")
+    steps = config.digits.classifier_steps
+    main_model = classifier.DigitsClassifier()
+    held_model = classifier.DigitsClassifier(channels=16, feature_dim=32)
+    p_main = classifier.train_classifier(
+        jax.random.key(config.seed + 100),
+        x[:half],
+        y[:half],
+        steps=steps,
+        model=main_model,
+        workdir=cache,
+    )
+    p_held = classifier.train_classifier(
+        jax.random.key(config.seed + 200),
+        x[half:],
+        y[half:],
+        steps=steps,
+        model=held_model,
+        workdir=cache,
+    )
+    tx, ty = data.load_digits("test")
+    acc = {"main": classifier.accuracy(p_main, tx, ty, model=main_model),
+           "held_out": classifier.accuracy(p_held, tx, ty, model=held_model)}  # fmt: skip
+    return (main_model, p_main), (held_model, p_held), acc
+
+
+def _log_prob(model, params, label):
+    def reward(x):
+        logp = jax.nn.log_softmax(model.apply(params, x), axis=-1)
+        return jnp.take(logp, label, axis=1)
+
+    return reward
+
+
+def _searcher(config, method: str, budget: int, net, params, clf):
+    """``(key, label) -> sample``: one search for one class."""
+    name, _, kind = method.partition(":")
+    n = config.num_steps
+
+    def one(key, label):
+        def velocity(x, t):
+            b = x.shape[0]
+            return net.apply(params, x, jnp.full((b,), t), jnp.full((b,), label, jnp.int32))
+
+        reward = _log_prob(*clf, label)
+        kw = {"event_shape": EVENT}
+        if name == "random_search":
+            return search.random_search(key, velocity, reward, budget, num_steps=n, **kw)
+        if name == "zero_order":
+            return search.zero_order_search(key, velocity, reward, budget, num_steps=n, **kw)
+        if name == "search_over_paths":
+            m = max(1, budget // (4 * n))
+            plan = dict(num_paths=2, num_steps=n, start_step=n // 2, backward_steps=1,
+                        forward_steps=2)  # fmt: skip
+            while m > 1 and search.search_over_paths_cost(num_branches=m, **plan) > budget:
+                m -= 1
+            return search.search_over_paths(key, velocity, reward, budget, num_branches=m,
+                                             **plan, **kw)  # fmt: skip
+        dyn = search.make_dynamics(velocity, kind, n)
+        if name == "rbf":
+            return search.rbf(key, dyn, reward, budget, **rbf_settings(config, budget), **kw)
+        if name == "smc":
+            return search.smc(key, dyn, reward, budget, alpha=config.smc_alpha, **kw)
+        if name == "code":
+            return search.code(key, dyn, reward, budget, block_length=2, **kw)
+        return {"best_of_n": search.best_of_n, "svdd": search.svdd}[name](
+            key, dyn, reward, budget, **kw
+        )
+
+    return jax.jit(jax.vmap(lambda k, c: one(k, c)))
+
+
+def rbf_settings(config, budget: int) -> dict:
+    """The config's RBF settings, shrunk (block, then initial particles, then chains) until
+    a quota of 1 fits the budget."""
+    c, k0, blk = config.rbf_chains, config.rbf_initial, config.rbf_block
+    while search.rbf_cost(c, k0, config.num_steps, 1, blk) > budget:
+        if blk > 1:
+            blk -= 1
+        elif k0 > 1:
+            k0 -= 1
+        elif c > 1:
+            c -= 1
+        else:
+            break
+    return {"num_chains": c, "num_initial": k0, "block_size": blk}
+
+
+def _diversity(x: np.ndarray, groups: int) -> float:
+    """Mean pairwise L2 distance between the samples found for the same class."""
+    x = x.reshape(groups, SAMPLES_PER_CLASS, -1)
+    d = np.linalg.norm(x[:, :, None] - x[:, None, :], axis=-1)
+    k = SAMPLES_PER_CLASS
+    return float(d.sum() / (groups * k * (k - 1)))
+
+
+def run(config, workdir: str) -> dict:
+    """Runs the reproduction; writes results.json, plots and flow_scaling.log into ``workdir``."""
+    validate(config)
+    handler = common.prepare_workdir(workdir, "flow_scaling.log")
+    try:
+        net, params = _train_flow(config, workdir)
+        main_clf, held_clf, acc = verifiers(config, workdir)
+        held = [_log_prob(*held_clf, c) for c in range(10)]
+        seeds = stats.seeds(config.seed, config.num_seeds)
+        labels = jnp.repeat(jnp.asarray(config.classes, jnp.int32), SAMPLES_PER_CLASS)
+        cells = [("base", config.num_steps)] + [(m, b) for m in config.methods
+                                                for b in config.budgets]  # fmt: skip
+        raw: dict = {}
+        for method, budget in cells:
+            name = "random_search:ode" if method == "base" else method
+            fn = _searcher(config, name, budget, net, params, main_clf)
+            for seed in seeds:
+                keys = jax.random.split(jax.random.key(seed), labels.shape[0])
+                x, info = fn(keys, labels)
+                x = np.clip(np.asarray(x), -1.0, 1.0)
+                h = np.array([float(held[c](x[i : i + 1])[0]) for i, c in enumerate(labels)])
+                entry = {
+                    "reward": float(np.mean(info.reward)),
+                    "held_out": float(np.mean(h)),
+                    "diversity": _diversity(x, len(config.classes)),
+                    "nfe": int(np.max(info.nfe)),
+                }
+                assert entry["nfe"] <= budget, (method, budget, entry["nfe"])
+                stats.append_per_seed(raw, (method, budget), entry, fixed=("nfe",))
+            logging.info("flow_scaling: %s at %d NFE done", method, budget)
+        results = {"config": config.to_dict(), "seeds": seeds, "classifier_accuracy": acc,
+                   "raw": raw, "methods": stats.summarize_tree(raw)}  # fmt: skip
+        results["verdicts"] = verdicts(raw, config)
+        for k, v in results["verdicts"].items():
+            logging.info("flow_scaling: %s: %s", k, stats.describe(v))
+        _plot(workdir, results, config)
+        common.write_results(workdir, results)
+        return results
+    finally:
+        common.close_log(handler)
+
+
+def verdicts(raw: dict, config) -> dict:
+    """Paired verdicts of the claims at the largest budget (higher reward is better)."""
+    b = max(config.budgets)
+    have = {m for m in raw if m != "base"}
+
+    def vals(method, metric, budget=b):
+        return raw[method][budget][metric]
+
+    out = {}
+
+    def cmp(label, a, base_m, metric="reward", lower=False, budget_a=b, budget_b=b):
+        if a in raw and base_m in raw:
+            out[label] = stats.compare(vals(a, metric, budget_a), vals(base_m, metric, budget_b),
+                                       lower_is_better=lower)  # fmt: skip
+
+    for name in ("svdd", "smc", "rbf"):
+        cmp(f"{name}: linear SDE > ODE", f"{name}:linear", f"{name}:ode")
+        cmp(f"{name}: VP SDE > linear SDE", f"{name}:vp", f"{name}:linear")
+    if "rbf:vp" in have:
+        for m in sorted(have - {"rbf:vp"}):
+            cmp(f"rbf:vp > {m}", "rbf:vp", m)
+        n0 = config.num_steps
+        cmp("hacking: searched reward rises (rbf:vp vs base)", "rbf:vp", "base", budget_b=n0)
+        # Hacking shows when the base is better on the held-out verifier and diversity.
+        cmp(
+            "hacking: held-out verifier falls (base vs rbf:vp)",
+            "base",
+            "rbf:vp",
+            "held_out",
+            budget_a=n0,
+        )
+        cmp("hacking: diversity falls (base vs rbf:vp)", "base", "rbf:vp", "diversity", budget_a=n0)
+    return out
+
+
+def _plot(workdir, results, config):
+    panels = []
+    for metric, title in (("reward", "searched verifier"), ("held_out", "held-out verifier"),
+                          ("diversity", "diversity")):  # fmt: skip
+        series = {m: (list(config.budgets), [results["methods"][m][b][metric]
+                                             for b in config.budgets])
+                  for m in config.methods}  # fmt: skip
+        panels.append((title, series))
+    plots.errorbar_plot(os.path.join(workdir, "flow_scaling.png"), panels, xlabel="NFE budget",
+                        ylabel="mean over classes")  # fmt: skip
+
+
+def table(results: dict) -> list[str]:
+    """Kim et al. Table 1 layout at the largest budget: method rows, ODE / linear / VP columns."""
+    cfg = results["config"]
+    b = max(cfg["budgets"])
+    rows = ["| method | " + " | ".join(search.DYNAMICS) + " |", "|---|---|---|---|"]
+    base = results["methods"]["base"][cfg["num_steps"]]["reward"]
+    rows.append(f"| base (1 ODE solve) | {stats.format_interval(base)} | | |")
+    names = []
+    for m in cfg["methods"]:
+        if m.partition(":")[0] not in names:
+            names.append(m.partition(":")[0])
+    for name in names:
+        cells = []
+        for kind in search.DYNAMICS:
+            r = results["methods"].get(f"{name}:{kind}", {}).get(b)
+            cells.append(stats.format_interval(r["reward"]) if r else "")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def report(results: dict) -> str:
+    b = max(results["config"]["budgets"])
+    lines = (
+        [
+            "## flow_scaling",
+            "",
+            f"Claim: {CLAIM}",
+            "",
+            f"Searched reward log p(class | x) at {b} NFE per sample (mean [95% t-interval] "
+            "over seeds):",
+            "",
+        ]
+        + table(results)
+        + ["", "| claim | verdict |", "|---|---|"]
+    )
+    lines += [f"| {k} | {stats.describe(v)} |" for k, v in results["verdicts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: dict) -> dict:
+    rows = []
+    for k, v in results["verdicts"].items():
+        imp = stats.format_interval(v["improvement"])
+        rows.append((k, f"improvement {imp}", stats.describe(v)))
+    return {"claim": CLAIM, "rows": rows}
+
+
+if __name__ == "__main__":
+    common.main(run, "flow_scaling")
