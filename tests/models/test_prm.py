@@ -1,0 +1,112 @@
+"""Tests for inferax.models.prm (reward models, oracle, labels, AUC) and models.lm_train.
+
+Truths: the NumPy step checker (``arithmetic.check``) for the JAX oracle PRM;
+a brute-force pairwise count for the AUC; an uninterrupted run for a resumed
+one (bit-identical parameters); a NaN loss is reported with its step.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from inferax.models import arithmetic as ar
+from inferax.models import lm_train, prm
+from inferax.models.checkpoint import NonFiniteError
+
+
+def _traces():
+    probs = ar.split("test", 3, 6)
+    rng = np.random.default_rng(0)
+    rows, wrong_at = [], []
+    for p in probs:
+        i = int(rng.integers(-1, 3))  # -1: a correct trace
+        wrong = [None] * 3
+        if i >= 0:
+            wrong[i] = (p.values()[i] + 3) % 10
+        rows.append(ar.encode(ar.corrupted_solution_text(p, wrong), eos=True))
+        wrong_at.append(i)
+    width = ar.solution_length(3)
+    toks = np.stack([np.pad(r, (0, width + 2 - len(r))) for r in rows])
+    num = np.array([len(r) for r in rows])
+    return probs, toks, num, wrong_at
+
+
+def test_oracle_matches_the_numpy_checker_and_labels():
+    probs, toks, num, wrong_at = _traces()
+    sol = ar.solutions(probs, ar.solution_length(3))
+    scores = np.asarray(prm.oracle_scores(jnp.asarray(toks), jnp.asarray(num), jnp.asarray(sol)))
+    scored = np.asarray(prm.scored_positions(jnp.asarray(toks), jnp.asarray(num)))
+    for p, t, n, s, sc, i in zip(probs, toks, num, scores, scored, wrong_at, strict=True):
+        steps = ar.check(p, t[:n])["steps"]
+        delims = np.flatnonzero(sc)
+        assert len(delims) == 4  # three ';' and EOS
+        for j, pos in enumerate(delims[:3]):
+            assert s[pos] == float(all(steps[: j + 1]))  # prefix correct up to step j
+        assert s[delims[3]] == float(i < 0)
+        assert (i < 0) == ar.check(p, t[:n])["all_correct"]
+    answers = np.array([p.answer for p in probs])
+    lab, msk = prm.labels(toks, num, sol, answers)
+    np.testing.assert_array_equal(msk[..., 0], scored)
+    assert np.all(msk[..., 1].sum(1) == 1) and np.all(msk[np.arange(6), num - 1, 1] == 1)
+    outcome = prm.oracle_outcome(jnp.asarray(toks), jnp.asarray(answers))
+    np.testing.assert_array_equal(lab[np.arange(6), num - 1, 1], outcome)
+
+
+def test_auc_against_pairwise_count():
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 5, 60).astype(float)  # ties on purpose
+    y = rng.random(60) < 0.4
+    pos, neg = s[y], s[~y]
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+    assert prm.auc(s, y) == pytest.approx(brute)
+    assert prm.auc(y.astype(float), y) == 1.0 and prm.auc(-y.astype(float), y) == 0.0
+    assert np.isnan(prm.auc(s, np.ones(60, bool)))
+
+
+def test_reward_model_outputs_two_channels():
+    rm = prm.reward_model(num_layers=1, d_model=16, num_heads=2, max_len=32)
+    params = jax.jit(lambda k: rm.init(k, jnp.zeros((1, 8), jnp.int32)))(jax.random.key(0))
+    probs, toks, num, _ = _traces()
+    pr = jnp.asarray(ar.prompts(probs))
+    out = jax.jit(lambda *a: prm.learned_scores(rm, params, *a, prm.OUTCOME))(
+        pr, pr != 0, jnp.asarray(toks), jnp.asarray(num)
+    )
+    assert out.shape == toks.shape and np.all((out > 0) & (out < 1))
+
+
+def _linear_problem():
+    x = np.random.default_rng(2).normal(size=(64, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], np.float32)
+
+    def loss(params, batch):
+        return jnp.mean((batch["x"] @ params["w"] - batch["y"]) ** 2)
+
+    return loss, {"w": jnp.zeros(3)}, {"x": x, "y": y}
+
+
+def test_fit_resumes_to_identical_parameters(tmp_path):
+    loss, p0, data = _linear_problem()
+    kw = dict(loss_fn=loss, params=p0, data=data, optimizer=optax.adam(0.2), batch_size=8)
+    full, losses = lm_train.fit(jax.random.key(0), num_steps=24, workdir=None, **kw)
+    lm_train.fit(jax.random.key(0), num_steps=12, workdir=tmp_path, checkpoint_every=6, **kw)
+    resumed, losses2 = lm_train.fit(
+        jax.random.key(0), num_steps=24, workdir=tmp_path, checkpoint_every=6, **kw
+    )
+    np.testing.assert_array_equal(np.asarray(full["w"]), np.asarray(resumed["w"]))
+    np.testing.assert_array_equal(losses, losses2)
+    assert losses[-3:].mean() < losses[:3].mean() / 4 and len(losses) == 24
+
+
+def test_fit_reports_a_nan_loss_and_bad_data():
+    loss, p0, data = _linear_problem()
+    data = {**data, "x": data["x"].copy()}
+    data["x"][:] = np.nan
+    with pytest.raises(NonFiniteError, match="at step 1 is not finite"):
+        lm_train.fit(jax.random.key(0), loss_fn=loss, params=p0, data=data,
+                     optimizer=optax.adam(0.1), num_steps=3, batch_size=4, log_every=1)  # fmt: skip
+    with pytest.raises(ValueError, match="data: expected arrays sharing a leading axis"):
+        lm_train.fit(jax.random.key(0), loss_fn=loss, params=p0,
+                     data={"x": np.zeros((3, 3)), "y": np.zeros(4)}, optimizer=optax.adam(0.1),
+                     num_steps=3, batch_size=4)  # fmt: skip
