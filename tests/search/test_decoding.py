@@ -284,3 +284,29 @@ def test_bad_input(tiny):
         dec.generate(jax.random.key(0), Bigram(TABLE), state, eos_id=2, top_k=V + 1)
     with pytest.raises(TypeError, match="lm: expected the decoding protocol"):
         dec.start(object(), PROMPT, max_new_tokens=2)
+
+
+def test_gathered_population_continues_as_its_ancestors(tiny):
+    """particles.take over a DecodeState (tokens, layer-major cache, shared index) keeps
+    every row's logits equal to the full forward pass over its own tokens (issue 9's
+    resampling step relies on it)."""
+    from inferax.sampling import particles
+
+    model, params, lm = tiny
+    pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
+    s, _ = jax.jit(
+        lambda k: dec.sample(k, lm, pr, num_samples=3, max_new_tokens=14, eos_id=ar.EOS,
+                             step_id=ar.STEP_ID, until="step")
+    )(jax.random.key(8))  # fmt: skip
+    idx = jnp.array([5, 5, 0, 2, 1, 3])
+    g = particles.take(s, idx, particles.leaf_axes(dec.state_axes(lm), s))
+    assert int(g.cache["index"]) == int(s.cache["index"])  # shared leaf untouched
+    rows = np.repeat(np.asarray(pr), 3, 0)[np.asarray(idx)]
+    n = np.asarray(g.num_tokens)
+    full = np.zeros((6, pr.shape[1] + 14), np.int32)
+    full[:, : pr.shape[1]] = rows
+    full[:, pr.shape[1] :] = np.asarray(g.tokens)
+    real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
+    ref = np.asarray(jax.jit(model.apply)(params, full, real))
+    want = ref[np.arange(6), pr.shape[1] + n - 1]
+    np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
