@@ -102,6 +102,8 @@ def _put(x: Any, sharding: NamedSharding) -> jax.Array:
     a population without holding all of it on every host, use
     ``multiprocess.population`` or ``multiprocess.from_process_local``.
     """
+    if isinstance(x, jax.core.Tracer):  # inside a jit: a sharding constraint
+        return jax.device_put(x, sharding)
     if isinstance(x, jax.Array) and x.sharding == sharding:
         return x
     if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
@@ -322,6 +324,7 @@ def island_smc_run(
         raise ValueError(
             f"num_islands: expected a divisor of the N = {n} particles, got {num_islands}"
         )
-    state = shard_state(state, mesh)
-    step_inputs = replicate(step_inputs, mesh)
+    if jax.process_count() > 1:  # host values -> global arrays (one process: jit places them)
+        state = shard_state(state, mesh)
+        step_inputs = replicate(step_inputs, mesh)
     return _island_run(smc, key, state, step_inputs, mesh, num_islands, resample_last)
