@@ -55,6 +55,10 @@ def collect(config, per_seed: dict, models: dict) -> dict:
             "coverage_rises": stats.compare(
                 cov[kmax], cov[max(1, kmax // 4)], lower_is_better=False),
             "majority_plateaus": stats.compare(gain_cov, gain_maj, lower_is_better=False),
+            # the plateau: majority vote at the largest N stays below coverage at the same N
+            "majority_below_coverage": stats.compare(
+                cov[top] if top in cov else cov[kmax], acc["majority"][top], lower_is_better=False
+            ),
             "along_fitted_law": stats.HOLDS if along else stats.FAILS,
             "prm_between_chance_and_oracle": stats.HOLDS
             if auc_iv["finite"] and auc_iv["lo"] > 0.5 and auc_iv["hi"] < 1.0 else stats.TIE,
@@ -122,6 +126,14 @@ def summary(results: dict) -> dict:
                 f"{d} ops: gain N={g['from']}->{g['to']}, coverage vs majority",
                 f"{stats.format_interval(g['coverage'])} vs {stats.format_interval(g['majority'])}",
                 stats.describe(v["majority_plateaus"]),
+            )
+        )
+        top = g["to"]
+        rows.append(
+            (
+                f"{d} ops: N={top}, coverage minus majority vote",
+                stats.format_interval(v["majority_below_coverage"]["improvement"]),
+                stats.describe(v["majority_below_coverage"]),
             )
         )
         rows.append(

@@ -68,11 +68,16 @@ def test_files_results_and_consistency(results):
         # the oracle separates perfectly (or the labels have one class: NaN)
         oracle = entry["oracle_auc"]
         assert oracle is None or np.isnan(oracle) or oracle == 1.0
-    assert set(d["verdicts"]) == {"coverage_rises", "majority_plateaus", "along_fitted_law",
-                                  "prm_between_chance_and_oracle"}  # fmt: skip
+    assert set(d["verdicts"]) == {
+        "coverage_rises",
+        "majority_plateaus",
+        "majority_below_coverage",
+        "along_fitted_law",
+        "prm_between_chance_and_oracle",
+    }
     assert d["tokens"]["4"]["mean"] >= d["tokens"]["1"]["mean"] * 3.9
     s = lm_scaling.summary(res)
-    assert s["claim"] and len(s["rows"]) == 4
+    assert s["claim"] and len(s["rows"]) == 5
     assert "| method |" in lm_scaling.report(res)
     assert len(os.listdir(os.path.join(workdir, "models", "lm"))) == 1
 
