@@ -396,6 +396,8 @@ class DirectoryLock:
         """Takes the lock, or raises ``DirectoryLockedError`` at once if it is held."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this DirectoryLock")
+        if jax.distributed.is_initialized() and jax.process_index() != 0:
+            return self  # multi-process run (shared filesystem): process 0 holds it for all
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
