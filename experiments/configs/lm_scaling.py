@@ -17,7 +17,8 @@ Quick (used by `make demo` and the tests, which shrink it further):
 Any field can be overridden, e.g. ``--config.difficulty=3,5 --config.budgets=1,4,16``.
 
 Measured (quick, 3 seeds, 16 problems per difficulty, 2026-12-01 on 2 CPU cores under
-load 15 from other jobs: training 2.7 min, evaluation 3.5 min; cached models: 3.5 min).
+load 15 from other jobs: training about 6 min (LM ~3.5, reward model ~2.5), then
+evaluation 3.5 min; a rerun with the cached models: 3.5 min).
 Single-sample accuracy 0.49 (2 ops) / 0.39 (4 ops); coverage at k = 32 is 1.00 at both,
 following exp(a k^b) within 0.03 / 0.045 (a = -0.74 / -1.03, b = -1.2 / -1.0); majority
 vote at N = 32 reaches 0.83 / 0.67, below coverage by 0.17 [-0.07, 0.40] (tie) / 0.33
