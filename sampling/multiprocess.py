@@ -112,7 +112,7 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def _sharding(mesh, ndim: int, axis: int | None) -> NamedSharding:
+def _sharding(mesh, axis: int | None) -> NamedSharding:
     if axis is None:
         return NamedSharding(mesh, P())
     return NamedSharding(mesh, P(*([None] * axis), PARTICLE_AXIS))
@@ -136,7 +136,7 @@ def process_rows(num_particles: int, mesh: jax.sharding.Mesh) -> slice:
             f"num_particles: expected a multiple of the {d} devices of the mesh, "
             f"got {num_particles}"
         )
-    index_map = _sharding(mesh, 1, 0).addressable_devices_indices_map((num_particles,))
+    index_map = _sharding(mesh, 0).addressable_devices_indices_map((num_particles,))
     bounds = sorted((idx[0].start or 0, idx[0].stop or num_particles) for idx in index_map.values())
     for (_, stop), (start, _) in zip(bounds[:-1], bounds[1:], strict=True):
         if start != stop:
@@ -172,11 +172,11 @@ def population(
 
 @partial(jax.jit, static_argnames=("sample_fn", "num_particles", "mesh"))
 def _population(key, sample_fn, num_particles, mesh):
-    rows = _sharding(mesh, 1, 0)
+    rows = _sharding(mesh, 0)
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_particles))
     out = jax.vmap(sample_fn)(jax.lax.with_sharding_constraint(keys, rows))
     return jax.tree_util.tree_map(
-        lambda x: jax.lax.with_sharding_constraint(x, _sharding(mesh, x.ndim, 0)), out
+        lambda x: jax.lax.with_sharding_constraint(x, _sharding(mesh, 0)), out
     )
 
 
@@ -210,7 +210,7 @@ def from_process_local(local: Any, mesh, num_particles: int, particle_axes: Any 
                     f"{rows.stop - 1}) on axis {ax} of every per-particle leaf, got shape {x.shape}"
                 )
             shape[ax] = num_particles
-        sharding = _sharding(mesh, x.ndim, ax)
+        sharding = _sharding(mesh, ax)
         out.append(jax.make_array_from_process_local_data(sharding, x, tuple(shape)))
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -251,9 +251,9 @@ def shard_model(fn: Callable, mesh: jax.sharding.Mesh, out_axis: int = 0) -> Cal
 
     @wraps(fn)
     def sharded(x, *args, **kwargs):
-        x = jax.lax.with_sharding_constraint(x, _sharding(mesh, x.ndim, 0))
+        x = jax.lax.with_sharding_constraint(x, _sharding(mesh, 0))
         out = fn(x, *args, **kwargs)
-        return jax.lax.with_sharding_constraint(out, _sharding(mesh, out.ndim, out_axis))
+        return jax.lax.with_sharding_constraint(out, _sharding(mesh, out_axis))
 
     return sharded
 
