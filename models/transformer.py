@@ -110,14 +110,18 @@ class Transformer(nn.Module):
         allowed = mask[:, None, :] & causal[None]  # [N, T, S]
         bias = jnp.where(allowed, 0.0, _NEG)[:, None]  # [N, 1, T, S]
         x = self.embed(tokens) + self.pos(positions)
-        ks, vs = [], []
+        # Written in place into the layer-major arrays (no per-layer copies to restack).
+        k_all, v_all = cache["k"], cache["v"]
         for i in range(self.num_layers):
             qkv = self.qkv[i](self.ln1[i](x))  # [N, T, 3, H, D]
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            kc = jax.lax.dynamic_update_slice(cache["k"][i], k, (0, index, 0, 0))
-            vc = jax.lax.dynamic_update_slice(cache["v"][i], v, (0, index, 0, 0))
-            ks.append(kc)
-            vs.append(vc)
+            k_all = jax.lax.dynamic_update_slice(
+                k_all, k[None].astype(k_all.dtype), (i, 0, index, 0, 0)
+            )
+            v_all = jax.lax.dynamic_update_slice(
+                v_all, v[None].astype(v_all.dtype), (i, 0, index, 0, 0)
+            )
+            kc, vc = k_all[i], v_all[i]
             logits = jnp.einsum("nthd,nshd->nhts", q, kc) / jnp.sqrt(self.head_dim) + bias
             att = jax.nn.softmax(logits, axis=-1)
             x = x + self.proj[i](jnp.einsum("nhts,nshd->nthd", att, vc))
@@ -125,8 +129,8 @@ class Transformer(nn.Module):
             x = x + self.down[i](nn.gelu(self.up[i](h)))
         out = self.head(self.ln_f(x))
         new = {
-            "k": jnp.stack(ks),
-            "v": jnp.stack(vs),
+            "k": k_all,
+            "v": v_all,
             "mask": mask,
             "length": cache["length"] + jnp.sum(vi, axis=1),
             "index": index + t,
