@@ -36,6 +36,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.smc
 	$(BIN)/python -m benchmarks.lm
 	$(BIN)/python -m benchmarks.distributed
+	$(BIN)/python -m benchmarks.flow_search
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
