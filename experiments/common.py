@@ -39,11 +39,10 @@ from typing import Any
 
 import numpy as np
 from absl import logging
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from inferax.experiments import multihost
 from inferax.experiments.multihost import is_main_process
+from inferax.experiments.plots import image_grid, line_plot, scatter_grid  # noqa: F401 (re-exported)
 
 
 class _RunLogHandler(py_logging.FileHandler):
@@ -102,15 +101,6 @@ def cache_dir(config, workdir: str, name: str) -> str:
     return os.path.join(root, name)
 
 
-def _save(fig: Figure, path: str) -> str:
-    if not is_main_process():
-        return path
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
-
-
 def _to_jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _to_jsonable(v) for k, v in x.items()}
@@ -130,63 +120,6 @@ def write_results(workdir: str, results: dict) -> str:
     with open(path, "w") as f:
         json.dump(_to_jsonable(results), f, indent=1, sort_keys=True)
     return path
-
-
-def line_plot(
-    path: str,
-    panels: list[tuple[str, dict[str, tuple[list, list]]]],
-    *,
-    xlabel: str,
-    ylabel: str,
-    logx: bool = True,
-    logy: bool = False,
-) -> str:
-    """One row of panels; each panel maps a series name to ``(xs, ys)``."""
-    fig = Figure(figsize=(4.2 * len(panels), 3.4))
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, (title, series) in zip(axes[0], panels, strict=True):
-        for name, (xs, ys) in series.items():
-            ax.plot(xs, ys, marker="o", ms=3, label=name)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if logx:
-            ax.set_xscale("log", base=2)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def scatter_grid(path: str, panels: list[tuple[str, np.ndarray]], lim: float = 3.5) -> str:
-    fig = Figure(figsize=(2.6 * len(panels), 2.8))
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, (title, pts) in zip(axes[0], panels, strict=True):
-        pts = np.asarray(pts)
-        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _save(fig, path)
-
-
-def image_grid(path: str, rows: list[tuple[str, np.ndarray]]) -> str:
-    """Each row: a title and images ``[n, H, W, 1]`` in [0, 1]."""
-    ncol = max(len(imgs) for _, imgs in rows)
-    fig = Figure(figsize=(0.7 * ncol, 0.8 * len(rows)))
-    axes = fig.subplots(len(rows), ncol, squeeze=False)
-    for r, (title, imgs) in enumerate(rows):
-        for c in range(ncol):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c < len(imgs):
-                ax.imshow(np.asarray(imgs[c])[..., 0], cmap="gray_r", vmin=0, vmax=1)
-        axes[r, 0].set_title(title, fontsize=6, loc="left")
-    return _save(fig, path)
 
 
 # ------------------------------------------------------------------ command line

@@ -12,8 +12,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from inferax.experiments.multihost import is_main_process
+
 
 def _save(fig: Figure, path: str) -> str:
+    if not is_main_process():  # one process writes the plots of a multi-process run
+        return path
     FigureCanvasAgg(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -95,4 +99,31 @@ def image_grid(path: str, rows: list[tuple[str, np.ndarray]]) -> str:
             if c < len(imgs):
                 ax.imshow(np.asarray(imgs[c])[..., 0], cmap="gray_r", vmin=0, vmax=1)
         axes[r, 0].set_title(title, fontsize=6, loc="left")
+    return _save(fig, path)
+
+
+def line_plot(
+    path: str,
+    panels: list[tuple[str, dict[str, tuple[list, list]]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = True,
+    logy: bool = False,
+) -> str:
+    """One row of panels; each panel maps a series name to ``(xs, ys)``."""
+    fig = Figure(figsize=(4.2 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", ms=3, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if logx:
+            ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)
