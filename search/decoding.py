@@ -65,7 +65,7 @@ class DecodeInfo(NamedTuple):
     """What a call spent.
 
     Attributes:
-        sequences: rows decoded (static).
+        sequences: rows decoded (B x num_samples).
         generated_tokens: tokens generated over all rows (int32).
         decode_steps: batched ``decode_step`` calls (loop iterations).
         prompt_tokens: prompt tokens prefilled (``start`` only; 0 in ``generate``).
