@@ -131,7 +131,8 @@ def _searcher(config, method: str, budget: int, net, params, clf):
     def one(key, label):
         def velocity(x, t):
             b = x.shape[0]
-            return net.apply(params, x, jnp.full((b,), t), jnp.full((b,), label, jnp.int32))
+            cond = label if config.conditional else mlp.null_label(10)
+            return net.apply(params, x, jnp.full((b,), t), jnp.full((b,), cond, jnp.int32))
 
         reward = _log_prob(*clf, label)
         kw = {"event_shape": EVENT}
@@ -147,7 +148,7 @@ def _searcher(config, method: str, budget: int, net, params, clf):
                 m -= 1
             return search.search_over_paths(key, velocity, reward, budget, num_branches=m,
                                              **plan, **kw)  # fmt: skip
-        dyn = search.make_dynamics(velocity, kind, n)
+        dyn = search.make_dynamics(velocity, kind, n, g=config.g)
         if name == "rbf":
             return search.rbf(key, dyn, reward, budget, **rbf_settings(config, budget), **kw)
         if name == "smc":
