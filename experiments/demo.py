@@ -19,11 +19,20 @@ from absl import app, flags, logging
 EXPERIMENTS = {
     "sway": ("inferax.experiments.sway", "inferax.experiments.configs.sway"),
     "fkc": ("inferax.experiments.fkc", "inferax.experiments.configs.fkc"),
+    "flow_scaling": (
+        "inferax.experiments.flow_scaling",
+        "inferax.experiments.configs.flow_scaling",
+    ),
 }
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go")
-_CACHE = flags.DEFINE_string("cache_dir", "runs/cache", "where trained models are cached")
-_ONLY = flags.DEFINE_list("only", [], "run only these experiments (default: all)")
+
+def _define_flags():
+    """The binary's flags, defined when it runs (importing this module defines none)."""
+    return (
+        flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go"),
+        flags.DEFINE_string("cache_dir", "runs/cache", "where trained models are cached"),
+        flags.DEFINE_list("only", [], "run only these experiments (default: all)"),
+    )
 
 
 def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
@@ -84,11 +93,16 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-    run_all(_WORKDIR.value, _CACHE.value, _ONLY.value)
+def main():
+    workdir, cache_dir, only = _define_flags()
+
+    def _main(argv):
+        if len(argv) > 1:
+            raise ValueError(f"unexpected positional arguments: {argv[1:]}")
+        run_all(workdir.value, cache_dir.value, only.value)
+
+    app.run(_main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
