@@ -23,6 +23,7 @@ EXPERIMENTS = {
         "inferax.experiments.flow_scaling",
         "inferax.experiments.configs.flow_scaling",
     ),
+    "lm_scaling": ("inferax.experiments.lm_scaling", "inferax.experiments.configs.lm_scaling"),
 }
 
 
