@@ -1,4 +1,4 @@
-"""Same key, same result: the flow searches with their population sharded over 1
+"""Same key, same result: the particle flow searches (SMC, RBF) with their population sharded over 1
 or 4 devices (``multiprocess.shard_model`` pins the model's inputs and outputs to the
 ``"particles"`` mesh; the weight reductions run replicated under the ambient mesh)."""
 
@@ -19,7 +19,6 @@ REWARD = verifiers.quadratic(jnp.array([1.0]), 1.0)
 
 METHODS = {
     "smc": lambda k, dyn, r: search.smc(k, dyn, r, 64 * 8, event_shape=(1,), num_particles=64),
-    "svdd": lambda k, dyn, r: search.svdd(k, dyn, r, 64 * 8, event_shape=(1,)),
     "rbf": lambda k, dyn, r: search.rbf(k, dyn, r, 64 * 8, event_shape=(1,)),
 }
 
