@@ -37,6 +37,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -342,3 +344,30 @@ def main(
         run(config, workdir_flag.value)
 
     app.run(_main, argv=rest)
+
+
+def train_digits_flow(cfg, key, cache_dir: str, spec: dict, model, data, labels):
+    """Trains (or restores from the config-keyed cache) a class-conditional flow on digits.
+
+    ``cfg`` is a config section with ``lr``, ``train_steps``, ``warmup_steps``,
+    ``batch_size`` and ``p_uncond``. Returns ``(params, losses)``.
+    """
+    from inferax.models import mlp, train
+
+    params0 = model.init(jax.random.key(0), data[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
+    return train.train_or_restore(
+        key,
+        workdir=cache_dir,
+        spec=spec,
+        apply_fn=model.apply,
+        params_init=params0,
+        data=data,
+        labels=labels,
+        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
+        num_steps=cfg.train_steps,
+        batch_size=cfg.batch_size,
+        p_uncond=cfg.p_uncond,
+        null_label=mlp.null_label(10),
+        checkpoint_every=max(cfg.train_steps // 4, 1),
+        log_every=max(cfg.train_steps // 5, 1),
+    )

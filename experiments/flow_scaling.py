@@ -21,7 +21,7 @@ from absl import logging
 
 from inferax import search
 from inferax.experiments import common, plots, stats, sway
-from inferax.models import classifier, data, mlp, train
+from inferax.models import classifier, data, mlp
 
 CLAIM = (
     "Kim et al. 2025 / Ma et al. 2025: SDE beats ODE for particle methods, VP SDE beats the "
@@ -57,22 +57,14 @@ def _train_flow(config, workdir):
     cfg = config.digits
     net = sway.digits_model(ml_cfg(cfg))
     x, y = data.load_digits("train")
-    params0 = net.init(jax.random.key(0), x[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
-    params, _ = train.train_or_restore(
+    params, _ = common.train_digits_flow(
+        cfg,
         jax.random.fold_in(jax.random.key(config.seed), 1),
-        workdir=common.cache_dir(config, workdir, "digits_flow"),
-        spec={"experiment": "flow_scaling", **cfg.to_dict()},
-        apply_fn=net.apply,
-        params_init=params0,
-        data=x,
-        labels=y,
-        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
-        num_steps=cfg.train_steps,
-        batch_size=cfg.batch_size,
-        p_uncond=cfg.p_uncond,
-        null_label=mlp.null_label(10),
-        checkpoint_every=max(cfg.train_steps // 4, 1),
-        log_every=max(cfg.train_steps // 5, 1),
+        common.cache_dir(config, workdir, "digits_flow"),
+        {"experiment": "flow_scaling", **cfg.to_dict()},
+        net,
+        x,
+        y,
     )
     return net, params
 

@@ -24,6 +24,18 @@ def _save(fig: Figure, path: str) -> str:
     return path
 
 
+def _style(ax, title: str, xlabel: str, ylabel: str, logx: bool, logy: bool) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def errorbar_plot(
     path: str,
     panels: list[tuple[str, dict[str, tuple[list, list[dict]]]]],
@@ -59,15 +71,7 @@ def errorbar_plot(
             ax.errorbar(x, m, yerr=[m - lo, hi - m], marker="o", ms=3, capsize=2, label=label)
         if hline is not None and math.isfinite(hline):
             ax.axhline(hline, color="gray", lw=0.8, ls="--", label=hline_label or None)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if logx:
-            ax.set_xscale("log", base=2)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _style(ax, title, xlabel, ylabel, logx, logy)
     return _save(fig, path)
 
 
@@ -117,13 +121,5 @@ def line_plot(
     for ax, (title, series) in zip(axes[0], panels, strict=True):
         for name, (xs, ys) in series.items():
             ax.plot(xs, ys, marker="o", ms=3, label=name)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if logx:
-            ax.set_xscale("log", base=2)
-        if logy:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _style(ax, title, xlabel, ylabel, logx, logy)
     return _save(fig, path)

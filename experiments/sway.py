@@ -199,22 +199,14 @@ def run_digits(config, workdir, seed, model, clf_params, raw: dict, image_rows: 
     k_train, k_noise, k_sub = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1), 3)
     train_x, train_y = data.load_digits("train")
     test_x, _ = data.load_digits("test")
-    params0 = model.init(jax.random.key(0), train_x[:2], jnp.zeros(2), jnp.zeros(2, jnp.int32))
-    params, losses = train.train_or_restore(
+    params, losses = common.train_digits_flow(
+        cfg,
         k_train,
-        workdir=common.cache_dir(config, workdir, f"digits_flow_{cfg.model}"),
-        spec=train_spec(config, "digits"),
-        apply_fn=model.apply,
-        params_init=params0,
-        data=train_x,
-        labels=train_y,
-        optimizer=train.make_optimizer(cfg.lr, cfg.train_steps, warmup_steps=cfg.warmup_steps),
-        num_steps=cfg.train_steps,
-        batch_size=cfg.batch_size,
-        p_uncond=cfg.p_uncond,
-        null_label=mlp.null_label(10),
-        checkpoint_every=max(cfg.train_steps // 4, 1),
-        log_every=max(cfg.train_steps // 5, 1),
+        common.cache_dir(config, workdir, f"digits_flow_{cfg.model}"),
+        train_spec(config, "digits"),
+        model,
+        train_x,
+        train_y,
     )
     labels = jnp.repeat(jnp.arange(10, dtype=jnp.int32), cfg.samples_per_class)
     x0 = flow.noise(k_noise, labels.shape[0], (8, 8, 1))
