@@ -191,8 +191,8 @@ def sample(
         lineage = lineage + resampling_lib.sanitize(inc)
         return (x_next, lineage), inc, resampling_lib.ess(lineage)
 
+    # Built (and its arguments validated) for both paths; the unweighted one does not run it.
     algo = smc.build(tracked, resampling=resampling, ess_threshold=ess_threshold, move_fn=move)
-    start = (x0, jnp.zeros((num_particles,), weight_dtype))
     if not weighted:  # the same moves, no weights, no resampling: one plain scan
 
         def body(x, xs):
@@ -216,8 +216,9 @@ def sample(
         log_w = jnp.full((num_particles,), -np.log(num_particles), weight_dtype)
         return x1, log_w, info
 
+    lineage0 = jnp.zeros((num_particles,), weight_dtype)
     state, infos = algo.run(
-        k_run, algo.init(start, jnp.zeros((num_particles,), weight_dtype)), step_inputs,
+        k_run, algo.init((x0, lineage0), jnp.zeros((num_particles,), weight_dtype)), step_inputs,
         resample_last=False,
     )  # fmt: skip
     moves = jnp.sum(infos.resampled.astype(jnp.int32)) * langevin_steps if move else 0

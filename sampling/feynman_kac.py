@@ -151,24 +151,26 @@ class FKTransition(NamedTuple):
         x = jax.random.normal(key, (num_particles, *tuple(event_shape)), dtype)
         return (scale * x).astype(dtype)
 
-    def score(self, x: jax.Array, t) -> tuple[jax.Array, jax.Array]:
-        """``(S, us)``: the target's score S = sum_i beta_i s_i at (x, t) and the velocities."""
-        t = jnp.asarray(t, x.dtype)
-        us = self.fields_fn(x, t).astype(x.dtype)  # [M, N, *event]
+    def fields_and_scores(self, x: jax.Array, t) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Velocities ``us`` and scores ``ss`` ``[M, N, *event]`` and S = sum_i beta_i s_i."""
+        us = self.fields_fn(x, t).astype(x.dtype)
         ss = interp_lib.score_from_velocity(self.interpolant, us, x[None], t)
         b = jnp.asarray(self.betas, x.dtype).reshape((-1,) + (1,) * x.ndim)
-        return jnp.sum(b * ss, 0), us
+        return us, ss, jnp.sum(b * ss, 0)
+
+    def score(self, x: jax.Array, t) -> tuple[jax.Array, jax.Array]:
+        """``(S, us)``: the target's score S = sum_i beta_i s_i at (x, t) and the velocities."""
+        us, _, s_sum = self.fields_and_scores(x, jnp.asarray(t, x.dtype))
+        return s_sum, us
 
     def __call__(self, key: jax.Array, x: jax.Array, step_input) -> tuple[jax.Array, jax.Array]:
         t0, t1 = step_input
         t0 = jnp.asarray(t0, x.dtype)
         dt = jnp.asarray(t1, x.dtype) - t0
-        us = self.fields_fn(x, t0).astype(x.dtype)  # [M, N, *event]
-        ss = interp_lib.score_from_velocity(self.interpolant, us, x[None], t0)
+        us, ss, s_sum = self.fields_and_scores(x, t0)  # [M, N, *event], same, [N, *event]
         betas = jnp.asarray(self.betas, x.dtype)
         b = betas.reshape((-1,) + (1,) * x.ndim)
         g = jnp.asarray(self.g_fn(t0), x.dtype)
-        s_sum = jnp.sum(b * ss, 0)
         c = transport_rate(
             self.interpolant, t0, self.beta_sum, self.transport, self.transport_power
         ).astype(x.dtype)

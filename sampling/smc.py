@@ -69,9 +69,9 @@ import jax.numpy as jnp
 from inferax.sampling import _checks
 from inferax.sampling import particles as particles_lib
 from inferax.sampling import resampling as resampling_lib
-
-# Mesh axis name over which the particle axis is sharded (DESIGN.md, Multi-device).
-PARTICLE_AXIS = "particles"
+from inferax.sampling._mesh import PARTICLE_AXIS  # noqa: F401 (the mesh axis name, re-exported)
+from inferax.sampling._mesh import explicit_mesh as _explicit_mesh
+from inferax.sampling._mesh import on_whole_vector as _on_whole_vector
 
 TransitionFn = Callable[..., tuple]
 Resampler = Callable[[jax.Array, jax.Array, int], jax.Array]
@@ -172,42 +172,6 @@ def init(
     return SMCState(particles, log_weights, jnp.zeros((), log_weights.dtype))
 
 
-def _particle_axis_type():
-    """Type of the ambient mesh's ``"particles"`` axis, or None without one."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or PARTICLE_AXIS not in mesh.axis_names:
-        return None
-    return dict(zip(mesh.axis_names, mesh.axis_types, strict=True))[PARTICLE_AXIS]
-
-
-def _on_whole_vector(fn: Callable) -> Callable:
-    """Runs ``fn`` on whole, replicated ``[N]`` vectors when a particle mesh is ambient.
-
-    Under a global-view ``jit`` inside ``jax.sharding.use_abstract_mesh`` (or
-    ``jax.set_mesh``) with a ``"particles"`` axis of type ``Auto``/``Explicit``
-    (``distributed.sharded_run`` sets this up), the weight computations
-    (logsumexp, ESS, the resampling CDF) are wrapped in a ``shard_map`` with
-    replicated inputs and outputs: the ``[N]`` weights are gathered explicitly
-    and every device computes the same reductions in the same order, whatever
-    the number of devices. Otherwise (no mesh, or inside a ``shard_map`` where
-    the axis is manual) ``fn`` runs as it is.
-    """
-    axis_type = _particle_axis_type()
-    if axis_type is None or axis_type == jax.sharding.AxisType.Manual:
-        return fn
-    spec = jax.sharding.PartitionSpec()
-    mapped = jax.shard_map(
-        fn, mesh=jax.sharding.get_abstract_mesh(), in_specs=spec, out_specs=spec, check_vma=False
-    )
-    if axis_type == jax.sharding.AxisType.Auto:
-        return mapped
-
-    def resharded(*args):  # Explicit axes: reshard to replicated in the open.
-        return mapped(*jax.tree_util.tree_map(lambda a: jax.sharding.reshard(a, spec), args))
-
-    return resharded
-
-
 def _reweight(old_log_weights: jax.Array, inc: jax.Array, expand: int):
     old = resampling_lib.sanitize(old_log_weights)
     if expand > 1:  # K children share each parent's mass
@@ -224,10 +188,6 @@ def _reweight(old_log_weights: jax.Array, inc: jax.Array, expand: int):
     log_weights = jnp.where(invalid, new, new - lse_new).astype(old.dtype)
     ess = resampling_lib.ess(log_weights)
     return log_weights, increment, invalid, ess, num_nan, num_posinf
-
-
-def _explicit_mesh() -> bool:
-    return _particle_axis_type() == jax.sharding.AxisType.Explicit
 
 
 def _resolve_resampler(resampling) -> Resampler:

@@ -235,5 +235,5 @@ def test_directory_lock(tmp_path):
         assert f"workdir {tmp_path / 'run'} is in use" in out.stdout
         assert f"held by PID {os.getpid()}" in out.stdout
     # Released: it can be taken again.
-    with DirectoryLock(tmp_path / "run"):
-        pass
+    with DirectoryLock(tmp_path / "run") as again:
+        assert open(again.path).read().strip() == str(os.getpid())
