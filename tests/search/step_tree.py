@@ -1,0 +1,160 @@
+"""A language model whose reasoning steps form a small tree with exactly known probabilities.
+
+Used by the step-level search tests (beam, DVTS, particle filtering / Gibbs,
+SMC steering, MCTS) to compare a search with exact enumeration.
+
+Vocabulary: PAD 0, STEP 1, EOS 2, and ``K`` choice tokens ``3 .. 3 + K - 1``.
+A trace is ``c1 STEP c2 STEP ... cD EOS``: each step is one choice token and a
+delimiter; after the ``D``-th choice only EOS is allowed. The choice at a node
+is drawn from ``softmax(tables[problem, node])``, where ``node`` numbers the
+tree's nodes level by level (``offset(d) + code``, ``code`` the path's choices
+in base ``K``). The prompt's last token selects the problem (``3 + problem``).
+
+``prm_fn(values)`` scores a row's prefix by ``values[problem, node]`` of the
+node it has reached (root = node 0).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PAD, STEP, EOS, FIRST = 0, 1, 2, 3
+NEG = -1e9
+
+
+def num_nodes(k: int, d: int) -> int:
+    return sum(k**i for i in range(d + 1))
+
+
+def offset(k: int, depth):
+    """First node id of a level: sum_{i < depth} k^i."""
+    return (k**depth - 1) // (k - 1)
+
+
+class StepTree(NamedTuple):
+    """The decoding protocol over the tree (``tables``: ``[problems, nodes, K]`` logits)."""
+
+    tables: jax.Array
+    k: int
+    depth: int
+    max_len: int | None = None
+    cache_axes: object = {"problem": 0, "code": 0, "depth": 0, "phase": 0}
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST + self.k
+
+    def _logits(self, c):
+        node = offset(self.k, c["depth"]) + c["code"]
+        node = jnp.minimum(node, self.tables.shape[1] - 1)
+        choice = self.tables[c["problem"], node]  # [N, K]
+        v = self.vocab_size
+        n = c["code"].shape[0]
+        base = jnp.full((n, v), NEG, jnp.float32)
+        with_choice = base.at[:, FIRST:].set(choice)
+        delim = jnp.where(c["depth"] >= self.depth, EOS, STEP)
+        with_delim = base.at[jnp.arange(n), delim].set(0.0)
+        return jnp.where((c["phase"] == 0)[:, None], with_choice, with_delim)
+
+    def init_cache(self, batch_size, max_len):
+        z = jnp.zeros((batch_size,), jnp.int32)
+        return {"problem": z, "code": z, "depth": z, "phase": z}
+
+    def prefill(self, cache, tokens, mask):
+        c = dict(cache, problem=(tokens[:, -1] - FIRST).astype(jnp.int32))
+        return self._logits(c), c
+
+    def decode_step(self, cache, token, valid):
+        c = cache
+        choose = valid & (c["phase"] == 0)
+        delim = valid & (c["phase"] == 1)
+        new = {
+            "problem": c["problem"],
+            "code": jnp.where(choose, c["code"] * self.k + (token - FIRST), c["code"]),
+            "depth": c["depth"] + choose,
+            "phase": jnp.where(choose, 1, jnp.where(delim, 0, c["phase"])),
+        }
+        return self._logits(new), new
+
+
+def make(seed: int = 0, k: int = 3, depth: int = 3, problems: int = 2, scale: float = 1.0):
+    """A random tree LM and a random leaf reward in (0, 1) per problem.
+
+    Returns:
+        ``(lm, leaf_reward [problems, k^depth])``.
+    """
+    rng = np.random.default_rng(seed)
+    tables = rng.normal(size=(problems, num_nodes(k, depth), k)) * scale
+    reward = rng.uniform(0.05, 0.95, size=(problems, k**depth))
+    return StepTree(jnp.asarray(tables, jnp.float32), k, depth), reward
+
+
+def prompts(problems) -> jax.Array:
+    """``[B, 2]`` prompts selecting the given problems."""
+    p = np.asarray(problems, np.int32)
+    return jnp.asarray(np.stack([np.full_like(p, PAD), FIRST + p], axis=1))
+
+
+def path_probs(lm: StepTree, problem: int) -> np.ndarray:
+    """Exact probability of every leaf (float64), indexed by its code."""
+    t = np.asarray(lm.tables[problem], np.float64)
+    out = np.zeros(lm.k**lm.depth)
+    for path in itertools.product(range(lm.k), repeat=lm.depth):
+        p, code = 1.0, 0
+        for d, c in enumerate(path):
+            logits = t[offset(lm.k, d) + code]
+            q = np.exp(logits - logits.max())
+            p *= q[c] / q.sum()
+            code = code * lm.k + c
+        out[code] = p
+    return out
+
+
+def decode_rows(lm: StepTree, tokens, num_tokens):
+    """``(code, depth)`` of every row from its generated tokens (choices at even positions)."""
+    tokens = jnp.asarray(tokens)
+    t = tokens.shape[-1]
+    pos = jnp.arange(t)
+    is_choice = (pos % 2 == 0)[None] & (pos[None] < jnp.asarray(num_tokens)[..., None])
+    digits = jnp.where(is_choice, tokens - FIRST, 0)
+
+    def fold(code, xs):
+        dig, use = xs
+        return jnp.where(use, code * lm.k + dig, code), None
+
+    code, _ = jax.lax.scan(
+        fold,
+        jnp.zeros(tokens.shape[:-1], jnp.int32),
+        (jnp.moveaxis(digits, -1, 0), jnp.moveaxis(is_choice, -1, 0)),
+    )
+    return code, jnp.sum(is_choice, axis=-1)
+
+
+def prm_fn(lm: StepTree, values, problems):
+    """A PRM scoring each row by ``values[problem, node]`` of the node its prefix reached.
+
+    Args:
+        values: ``[P, nodes]`` scores in [0, 1] per node.
+        problems: ``[B]`` the problem of each prompt.
+    """
+    values = jnp.asarray(values, jnp.float32)
+    problems = jnp.asarray(problems, jnp.int32)
+
+    def score(state, prompt_index):
+        code, depth = decode_rows(lm, state.tokens, state.num_tokens)
+        return values[problems[prompt_index], offset(lm.k, depth) + code]
+
+    return score
+
+
+def leaf_values(lm: StepTree, leaf_reward, inner: float = 0.5) -> np.ndarray:
+    """Node values: ``inner`` at every inner node, ``leaf_reward`` at the leaves."""
+    p = leaf_reward.shape[0]
+    v = np.full((p, num_nodes(lm.k, lm.depth)), inner)
+    v[:, offset(lm.k, lm.depth) :] = leaf_reward
+    return v
