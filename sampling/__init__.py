@@ -1,8 +1,10 @@
-"""inferax.sampling: schedules, ODE/SDE flow samplers, guidance, SMC and Feynman-Kac correctors."""
+"""inferax.sampling: schedules, ODE/SDE flow samplers, guidance, SMC, Feynman-Kac correctors
+and energy minimisation."""
 
 from inferax.sampling import (
     cost,
     distributed,
+    energy,
     feynman_kac,
     flow,
     guidance,
@@ -16,6 +18,7 @@ from inferax.sampling import (
 )
 from inferax.sampling.cost import Costed, with_cost
 from inferax.sampling.distributed import island_smc_run, particle_mesh, shard_particles, sharded_run
+from inferax.sampling.energy import EnergyInfo, VerifyInfo
 from inferax.sampling.feynman_kac import (
     TRANSPORTS,
     FKInfo,
@@ -41,6 +44,9 @@ from inferax.sampling.sde import G_SCHEDULES, SDEInfo
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
 __all__ = [
+    "EnergyInfo",
+    "VerifyInfo",
+    "energy",
     "Costed",
     "ParticleAxes",
     "cost",
