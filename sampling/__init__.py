@@ -12,6 +12,7 @@ from inferax.sampling import (
     multiprocess,
     particles,
     resampling,
+    schedule_tuning,
     schedules,
     sde,
     smc,
@@ -40,6 +41,7 @@ from inferax.sampling.interpolants import (
     vp,
 )
 from inferax.sampling.particles import ParticleAxes
+from inferax.sampling.schedule_tuning import TuneResult
 from inferax.sampling.sde import G_SCHEDULES, SDEInfo
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
@@ -85,7 +87,9 @@ __all__ = [
     "island_smc_run",
     "particle_mesh",
     "resampling",
+    "schedule_tuning",
     "schedules",
+    "TuneResult",
     "shard_particles",
     "sharded_run",
     "smc",

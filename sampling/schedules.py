@@ -295,3 +295,16 @@ def prepare_grid(ts, x0, num_active_steps=None, runtime_checks: bool = False, na
             runtime_checks,
         )
     return ts, n
+
+
+_TUNING = ("TuneResult", "endpoint_error", "grid_from_logits", "logits_from_grid", "tune")
+
+
+def __getattr__(name: str):
+    """``schedules.tune`` etc.: schedule tuning lives in ``schedule_tuning`` (it imports
+    ``flow``, which imports this module), re-exported here lazily."""
+    if name in _TUNING:
+        from inferax.sampling import schedule_tuning
+
+        return getattr(schedule_tuning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
