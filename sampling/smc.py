@@ -39,6 +39,17 @@ and ``K * N`` increments. A child starts from its parent's log-weight minus
 ``log K`` (the K children share the parent's mass), and the step always
 resamples back to ``N`` (SMC steering's expand-then-resample; Lew et al. 2023).
 
+**Groups.** A state whose log-weights are ``[G, n]`` (``init`` with 2-D
+``log_weights``) holds ``G`` independent populations of ``n`` particles each,
+stored group-major on the particle axis (rows ``g n .. g n + n - 1``; e.g. the
+particles of ``G`` prompts of a language-model search). Each group is
+normalised, tested for ESS, resampled (within the group, key
+``fold_in(key, g)``) and carries its own ``log_Z``: every per-step quantity of
+``SMCInfo`` gets a leading ``[G]`` axis and ``ancestors`` are ``[G, n]`` rows
+within the group. The transition still sees the whole population at once (one
+batched model call for all groups); an expanding transition returns ``K``
+children per particle, so group ``g`` owns rows ``g K n .. (g + 1) K n - 1``.
+
 **Resamplers.** ``resampling`` is a name of ``inferax.sampling.resampling``
 or any callable ``(key, log_weights [M], num_samples) -> int32 [num_samples]``.
 
@@ -150,6 +161,8 @@ def init(
         particles: population pytree (``N`` particles on each leaf's particle axis).
         log_weights: optional ``[N]`` floating log-weights of the initial population
             (e.g. importance weights). Their overall level does not enter ``log_Z``.
+            A ``[G, n]`` array (``G n = N``) makes ``G`` independent groups of ``n``
+            particles (module docstring, Groups); ``log_Z`` is then ``[G]``.
         particle_axes: see ``inferax.sampling.particles`` (default 0: leading axis).
 
     Returns:
@@ -162,6 +175,15 @@ def init(
     n = num_particles(particles, "particles", particle_axes)
     if log_weights is None:
         log_weights = jnp.zeros((n,), jnp.result_type(float))
+    elif jnp.ndim(log_weights) == 2:
+        g, n_g = jnp.shape(log_weights)
+        flat = resampling_lib.check_log_weights(jnp.reshape(log_weights, (-1,)))
+        if g * n_g != n or g < 1:
+            raise ValueError(
+                f"log_weights: expected shape (G, n) with G * n = {n} particles, "
+                f"got {tuple(jnp.shape(log_weights))}"
+            )
+        return SMCState(particles, flat.reshape(g, n_g), jnp.zeros((g,), flat.dtype))
     else:
         log_weights = resampling_lib.check_log_weights(log_weights)
         if log_weights.shape[0] != n:
@@ -277,11 +299,15 @@ def build(
             raise TypeError(f"state: expected an SMCState, got {type(state).__name__}")
         axes = particles_lib.leaf_axes(particle_axes, state.particles)
         n = num_particles(state.particles, "state.particles", particle_axes)
-        if jnp.shape(state.log_weights) != (n,):
+        lw_shape = tuple(jnp.shape(state.log_weights))
+        grouped = len(lw_shape) == 2  # G independent groups of n // G particles
+        groups = lw_shape[0] if grouped else 1
+        if lw_shape != (n,) and not (grouped and lw_shape[0] * lw_shape[1] == n):
             raise ValueError(
-                f"state.log_weights: expected shape ({n},) to match the {n} particles, "
-                f"got {jnp.shape(state.log_weights)}"
+                f"state.log_weights: expected shape ({n},) (or (G, n) groups with G * n = {n}) "
+                f"to match the {n} particles, got {lw_shape}"
             )
+        n_g = n // groups
         dtype = state.log_weights.dtype
         key_move, key_resample, key_rejuvenate = jax.random.split(key, 3)
 
@@ -303,12 +329,16 @@ def build(
         if done is not None and expand == 1:  # finished particles stand still
             new_particles = particles_lib.where(done, state.particles, new_particles, axes)
             inc = jnp.where(done, jnp.zeros((), dtype), inc)
+        m_g = m // groups
+
+        def per_group(fn):  # groups: the [n] weight algebra on every row of [G, n]
+            return jax.vmap(fn) if grouped else fn
 
         log_weights, increment, invalid, ess, num_nan, num_posinf = _on_whole_vector(
-            lambda lw, i: _reweight(lw, i, expand)
-        )(state.log_weights, inc)
+            per_group(lambda lw, i: _reweight(lw, i, expand))
+        )(state.log_weights, inc.reshape(groups, m_g) if grouped else inc)
 
-        trigger = jnp.array(True) if threshold >= 1.0 else ess < threshold * m
+        trigger = jnp.array(True) if threshold >= 1.0 else ess < threshold * m_g
         if expand > 1:
             trigger = jnp.array(True)
         if callable(may_resample):
@@ -316,37 +346,54 @@ def build(
         do_resample = jnp.asarray(may_resample, bool) & trigger & ~invalid
         if expand > 1:  # the population must come back to N
             do_resample = do_resample | jnp.array(True)
+        if grouped:
+            do_resample = jnp.broadcast_to(do_resample, (groups,))
 
         def ancestors_fn(k, lw):
-            a = resample_fn(k, lw, n)
-            if jnp.shape(a) != (n,) or not jnp.issubdtype(jnp.result_type(a), jnp.integer):
+            a = resample_fn(k, lw, n_g)
+            if jnp.shape(a) != (n_g,) or not jnp.issubdtype(jnp.result_type(a), jnp.integer):
                 raise ValueError(
-                    f"resampling: expected int ancestors of shape ({n},), got "
+                    f"resampling: expected int ancestors of shape ({n_g},), got "
                     f"{jnp.result_type(a)}{list(jnp.shape(a))}"
                 )
             return a.astype(jnp.int32)
 
+        if grouped:  # group g resamples with fold_in(key, g), within its own rows
+
+            def draw(k, lw):
+                keys = jax.vmap(lambda g: jax.random.fold_in(k, g))(jnp.arange(groups))
+                return jax.vmap(ancestors_fn)(keys, lw)
+
+            def rows_of(local):
+                return (local + jnp.arange(groups, dtype=jnp.int32)[:, None] * m_g).reshape(-1)
+
+            identity = jnp.broadcast_to(jnp.arange(n_g, dtype=jnp.int32), (groups, n_g))
+        else:
+            draw, rows_of = ancestors_fn, (lambda a: a)
+            identity = jnp.arange(n, dtype=jnp.int32)
+
         sharding = None
         if _explicit_mesh():  # sharding in types: each leaf keeps its sharding
             sharding = lambda leaf: jax.typeof(leaf).sharding.spec  # noqa: E731
-        identity = jnp.arange(n, dtype=jnp.int32)
         if expand > 1:
-            ancestors = _on_whole_vector(ancestors_fn)(key_resample, log_weights)
-            particles = particles_lib.take(new_particles, ancestors, axes, sharding)
+            ancestors = _on_whole_vector(draw)(key_resample, log_weights)
+            particles = particles_lib.take(new_particles, rows_of(ancestors), axes, sharding)
         else:
             # At most one iteration: under vmap a batched predicate runs the
             # gather only when some member resamples (a cond would always gather).
             def body(carry):
                 _, tree, _ = carry
-                anc = _on_whole_vector(ancestors_fn)(key_resample, log_weights)
+                anc = _on_whole_vector(draw)(key_resample, log_weights)
+                if grouped:  # groups that do not resample keep their rows
+                    anc = jnp.where(do_resample[:, None], anc, identity)
                 return (
-                    jnp.zeros_like(do_resample),
-                    particles_lib.take(tree, anc, axes, sharding),
+                    jnp.zeros((), bool),
+                    particles_lib.take(tree, rows_of(anc), axes, sharding),
                     anc,
                 )
 
             _, particles, ancestors = jax.lax.while_loop(
-                lambda c: c[0], body, (do_resample, new_particles, identity)
+                lambda c: c[0], body, (jnp.any(do_resample), new_particles, identity)
             )
         if move_fn is not None:
 
@@ -354,12 +401,17 @@ def build(
                 _, tree = carry
                 moved = move_fn(key_rejuvenate, tree, step_input)
                 particles_lib.check_like(moved, tree, axes, (n,), "move_fn")
-                return jnp.zeros_like(do_resample), moved
+                if grouped:  # only the groups that resampled move
+                    moved = particles_lib.where(jnp.repeat(do_resample, n_g), moved, tree, axes)
+                return jnp.zeros((), bool), moved
 
-            _, particles = jax.lax.while_loop(lambda c: c[0], rejuvenate, (do_resample, particles))
-        log_weights = jnp.where(do_resample, jnp.zeros_like(log_weights), log_weights)
+            _, particles = jax.lax.while_loop(
+                lambda c: c[0], rejuvenate, (jnp.any(do_resample), particles)
+            )
+        reset = do_resample[:, None] if grouped else do_resample
+        log_weights = jnp.where(reset, jnp.zeros_like(log_weights), log_weights)
         if expand > 1:
-            log_weights = log_weights[:n]
+            log_weights = log_weights[..., :n_g]
         if _explicit_mesh():  # the scan carry keeps the input's sharding
             log_weights = jax.sharding.reshard(
                 log_weights, jax.typeof(state.log_weights).sharding.spec
