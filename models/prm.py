@@ -127,3 +127,47 @@ def auc(scores, labels) -> float:
     ranks[order] = ranks_sorted
     u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
     return float(u / (len(pos) * len(neg)))
+
+
+def last_step_score(scores: jax.Array, tokens: jax.Array, num_tokens: jax.Array) -> jax.Array:
+    """``[N]`` the score at each row's last scored position (its last step delimiter or
+    EOS); 1.0 for a row with no completed step yet (nothing is wrong so far)."""
+    scored = scored_positions(tokens, num_tokens)
+    pos = jnp.arange(tokens.shape[1])[None]
+    last = jnp.max(jnp.where(scored, pos, -1), axis=1)
+    got = jnp.take_along_axis(scores, jnp.maximum(last, 0)[:, None], axis=1)[:, 0]
+    return jnp.where(last >= 0, got, 1.0).astype(jnp.float32)
+
+
+def learned_prm_fn(model: Transformer, params: Any, prompts, prompt_mask=None):
+    """The learned PRM as a step-search ``prm_fn(state, prompt_index) -> [R]``.
+
+    Scores each row's whole prefix (prompt ``prompt_index[r]`` + generated tokens) with
+    one forward pass and returns the PRM channel at its last completed step.
+
+    Args:
+        model, params: the reward model (``reward_model``) and its parameters.
+        prompts: ``[B, P]`` the prompts the rows continue (left-padded).
+        prompt_mask: ``[B, P]`` (default: ``prompts != PAD``).
+    """
+    prompts = jnp.asarray(prompts, jnp.int32)
+    mask = prompts != ar.PAD if prompt_mask is None else jnp.asarray(prompt_mask, bool)
+
+    def prm_fn(state, prompt_index):
+        s = learned_scores(model, params, prompts[prompt_index], mask[prompt_index],
+                           state.tokens, state.num_tokens, PROCESS)  # fmt: skip
+        return last_step_score(s, state.tokens, state.num_tokens)
+
+    return prm_fn
+
+
+def oracle_prm_fn(solutions):
+    """The exact PRM as a step-search ``prm_fn``: 1.0 while the prefix matches the
+    solution of its prompt (``solutions [B, S]``, with EOS, right-padded), else 0.0."""
+    solutions = jnp.asarray(solutions, jnp.int32)
+
+    def prm_fn(state, prompt_index):
+        s = oracle_scores(state.tokens, state.num_tokens, solutions[prompt_index])
+        return last_step_score(s, state.tokens, state.num_tokens)
+
+    return prm_fn

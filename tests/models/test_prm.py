@@ -5,6 +5,8 @@ a brute-force pairwise count for the AUC; an uninterrupted run for a resumed
 one (bit-identical parameters); a NaN loss is reported with its step.
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,3 +112,40 @@ def test_fit_reports_a_nan_loss_and_bad_data():
         lm_train.fit(jax.random.key(0), loss_fn=loss, params=p0,
                      data={"x": np.zeros((3, 3)), "y": np.zeros(4)}, optimizer=optax.adam(0.1),
                      num_steps=3, batch_size=4)  # fmt: skip
+
+
+class _State(NamedTuple):
+    tokens: jax.Array
+    num_tokens: jax.Array
+
+
+def test_step_prm_fns_score_the_last_completed_step():
+    """Truncate the traces at every length: the oracle step PRM equals the NumPy checker's
+    verdict on the steps completed so far, and the learned one equals the model's output
+    at the last delimiter (a wrong position would give other numbers)."""
+    probs, toks, num, wrong_at = _traces()
+    sol = ar.solutions(probs, ar.solution_length(3))
+    oracle = prm.oracle_prm_fn(sol)
+    rm = prm.reward_model(num_layers=1, d_model=16, num_heads=2, max_len=32)
+    params = jax.jit(lambda k: rm.init(k, jnp.zeros((1, 8), jnp.int32)))(jax.random.key(0))
+    pr = jnp.asarray(ar.prompts(probs))
+    learned = prm.learned_prm_fn(rm, params, pr)
+    rows = jnp.arange(len(probs), dtype=jnp.int32)
+    full = prm.learned_scores(rm, params, pr, pr != 0, jnp.asarray(toks), jnp.asarray(num), 0)
+    for length in range(1, int(num.max()) + 1):
+        n = np.minimum(num, length)
+        t = np.where(np.arange(toks.shape[1])[None] < n[:, None], toks, 0)
+        st = _State(jnp.asarray(t), jnp.asarray(n))
+        got = np.asarray(oracle(st, rows))
+        lrn = np.asarray(learned(st, rows))
+        for r, (p, i) in enumerate(zip(probs, wrong_at, strict=True)):
+            done = np.flatnonzero((t[r, : n[r]] == ar.STEP_ID) | (t[r, : n[r]] == ar.EOS))
+            if len(done) == 0:
+                assert got[r] == 1.0 and lrn[r] == 1.0
+                continue
+            steps = ar.check(p, toks[r, : num[r]])["steps"]
+            k = len(done)  # steps completed; the k-th delimiter ends step k (EOS ends all)
+            want = float(i < 0) if t[r, done[-1]] == ar.EOS else float(all(steps[:k]))
+            assert got[r] == want, (r, length)
+            # Causal attention: the prefix's score does not depend on what follows it.
+            np.testing.assert_allclose(lrn[r], full[r, done[-1]], rtol=1e-5, atol=1e-6)
