@@ -162,7 +162,9 @@ def filter_smc(
     )
 
 
-def _constrain(tree, axes, mesh):
+def constrain(tree, axes, mesh):
+    """Pins every per-row leaf of ``tree`` to the ``"particles"`` axis of ``mesh`` (no-op
+    without a mesh); shared leaves are replicated."""
     if mesh is None:
         return tree
     leaves, treedef = jax.tree_util.tree_flatten(tree)
@@ -242,14 +244,14 @@ def run_rounds(key, alg, smc_state, n, config, axes, *, absolute_base, mesh, ext
             base = jnp.where(jnp.repeat(info.resampled, n), 0.0, pop.logg)
         else:
             base = pop.base
-        pop = _constrain(pop._replace(base=base), axes, mesh)
+        pop = constrain(pop._replace(base=base), axes, mesh)
         counts = tuple(c + a for c, a in zip(counts, info.aux, strict=True))
         trace = jax.tree_util.tree_map(
             lambda buf, v: buf.at[i].set(v), trace, record(pop, info, new)
         )
         return i + 1, new._replace(particles=pop), counts, trace
 
-    smc_state = smc_state._replace(particles=_constrain(smc_state.particles, axes, mesh))
+    smc_state = smc_state._replace(particles=constrain(smc_state.particles, axes, mesh))
     init = (zero, smc_state, (zero, zero, zero, zero), trace0)
     rounds, final, counts, trace = jax.lax.while_loop(cond, body, init)
     last = jnp.maximum(rounds - 1, 0)
