@@ -10,7 +10,10 @@ from inferax.search import (
     base,
     decoding,
     dynamics,
+    lm_beam,
+    lm_particle,
     lm_sampling,
+    lm_steer,
     noise,
     particles,
     paths,
@@ -20,7 +23,10 @@ from inferax.search import (
 from inferax.search.base import SearchInfo, ensemble, rank_normalize
 from inferax.search.decoding import DecodeInfo, DecodeState, budget_forcing
 from inferax.search.dynamics import DYNAMICS, Dynamics, make_dynamics
+from inferax.search.lm_beam import beam_search, dvts
+from inferax.search.lm_particle import particle_filter, particle_gibbs
 from inferax.search.lm_sampling import fit_coverage, majority_vote, pass_at_k, weighted_vote
+from inferax.search.lm_steer import arithmetic_format_hook, no_repeated_result, smc_steer
 from inferax.search.noise import neighbors, random_search, zero_order_search
 from inferax.search.particles import best_of_n, code, smc, svdd
 from inferax.search.paths import search_over_paths, search_over_paths_cost
@@ -61,4 +67,14 @@ __all__ = [
     "majority_vote",
     "pass_at_k",
     "weighted_vote",
+    "arithmetic_format_hook",
+    "beam_search",
+    "dvts",
+    "lm_beam",
+    "lm_particle",
+    "lm_steer",
+    "no_repeated_result",
+    "particle_filter",
+    "particle_gibbs",
+    "smc_steer",
 ]
