@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from inferax.experiments import common, stats
+from inferax.experiments import common, lm_search, stats
 from inferax.models import arithmetic as ar
 from inferax.models import lm_train, prm
 from inferax.models import transformer as tr
@@ -51,6 +51,10 @@ def validate(config) -> None:
         _fail("aggregation", f"one of {ls.AGGREGATIONS}", config.aggregation)
     if not config.temperature > 0:
         _fail("temperature", "a positive float", config.temperature)
+    if list(config.search.methods):
+        lm_search.validate(config)
+        if not set(config.search.budgets) <= set(budgets):
+            _fail("search.budgets", f"a subset of budgets {budgets}", list(config.search.budgets))
     lo, hi = config.lm.train_difficulty
     if not ar.MIN_OPS <= lo <= hi <= ar.MAX_OPS or max(diffs) > hi:
         _fail("lm.train_difficulty", f"(lo, hi) within [2, 7] covering {diffs}", (lo, hi))
@@ -160,13 +164,18 @@ def _sample(key, lm, pr, n, new, temperature):
     return fn(key, pr)
 
 
+def held_out(config, seed: int, difficulty: int) -> list:
+    """The held-out problems of one seed and difficulty (drawn from the test split)."""
+    rng = np.random.default_rng([seed, difficulty])
+    pool = ar.split("test", difficulty, 4 * config.num_problems)
+    return [pool[i] for i in rng.choice(len(pool), config.num_problems, replace=False)]
+
+
 def evaluate(config, models: dict, seed: int, difficulty: int) -> dict:
     """All methods at every budget on one seed's held-out problems of one difficulty."""
     n = config.num_samples
     lm = models["lm_fns"]
-    rng = np.random.default_rng([seed, difficulty])
-    pool = ar.split("test", difficulty, 4 * config.num_problems)
-    problems = [pool[i] for i in rng.choice(len(pool), config.num_problems, replace=False)]
+    problems = held_out(config, seed, difficulty)
     key = jax.random.fold_in(jax.random.key(seed), difficulty)
     s = sample_traces(key, lm, problems, n, config.temperature)
     b = len(problems)
@@ -226,15 +235,26 @@ def run(config, workdir: str) -> dict:
     handler = common.prepare_workdir(workdir, "lm_scaling.log")
     try:
         models = train_models(config, workdir)
-        per_seed = {}
+        per_seed, search = {}, {}
+        searching = bool(list(config.search.methods))
         for seed in stats.seeds(config.seed, config.num_seeds):
             for d in config.difficulty:
                 logging.info("lm_scaling: seed %d, %d operations", seed, d)
                 per_seed.setdefault(d, []).append(evaluate(config, models, seed, d))
+                if searching:
+                    key = jax.random.fold_in(jax.random.key(seed), 1000 + d)
+                    problems = held_out(config, seed, d)
+                    search.setdefault(d, []).append(
+                        lm_search.evaluate(config, models, problems, key)
+                    )
         from inferax.experiments import lm_scaling_report as rep
+        from inferax.experiments import lm_search_report as srep
 
         results = rep.collect(config, per_seed, models)
         results["plots"] = rep.plots(results, workdir)
+        if searching:
+            results["search"] = srep.collect(config, search, per_seed)
+            results["plots"] += srep.plots(results["search"], workdir)
         common.write_results(workdir, results)
         logging.info("lm_scaling: %s", rep.summary(results))
         return results

@@ -150,6 +150,10 @@ def summary(results: dict) -> dict:
                 v["prm_between_chance_and_oracle"],
             )
         )
+    if "search" in results:
+        from inferax.experiments import lm_search_report as srep
+
+        rows += srep.summary_rows(results["search"])
     return {"claim": results["claim"], "rows": rows}  # fmt: skip
 
 
@@ -172,6 +176,10 @@ def report(results: dict) -> str:
             stats.format_interval(r["coverage"][b]) if b in r["coverage"] else "-"
             for b in budgets) + " |")  # fmt: skip
         lines.append("")
+    if "search" in results:
+        from inferax.experiments import lm_search_report as srep
+
+        lines += srep.report_lines(results["search"])
     s = summary(results)
     lines += ["| setting | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in s["rows"]]

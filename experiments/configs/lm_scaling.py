@@ -47,6 +47,15 @@ Fields:
     lm.num_train: training problems per difficulty.
     lm.p_wrong: probability that a training step's result is corrupted.
     lm.train_steps / batch_size / lr: training.
+    search.methods: step-level searches run beside best-of-N ("beam", "dvts",
+        "particle_filter", "particle_gibbs", "mcts"; [] skips the search part).
+    search.prms: the PRMs they search with ("learned", "oracle").
+    search.budgets: N per method (beams, particles, MCTS simulations per step);
+        a subset of ``budgets`` (best-of-N at the same N is the baseline).
+    search.beam_width: M of beam search and DVTS (min(M, N) at small N).
+    search.tau: the particle filter's temperature on logit(PRM score).
+    search.gibbs_iterations: particle-Gibbs sweeps (each spends N sequences).
+    search.mcts_candidates: candidate next steps per MCTS node (its actions).
     prm.num_layers / d_model / num_heads: the reward model.
     prm.num_problems: training problems per difficulty for the PRM data.
     prm.samples_per_problem: LM samples per problem labelled by the checker.
@@ -82,6 +91,15 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.lm.train_steps = 600 if quick else 4000
     c.lm.batch_size = 64
     c.lm.lr = 3e-3 if quick else 1e-3
+
+    c.search = ml_collections.ConfigDict()
+    c.search.methods = ["beam", "dvts", "particle_filter", "particle_gibbs", "mcts"]
+    c.search.prms = ["learned", "oracle"]
+    c.search.budgets = [1, 4, 16] if quick else [1, 2, 4, 8, 16, 32, 64]
+    c.search.beam_width = 4
+    c.search.tau = 1.0
+    c.search.gibbs_iterations = 2
+    c.search.mcts_candidates = 4
 
     c.prm = ml_collections.ConfigDict()
     c.prm.num_layers = 2
