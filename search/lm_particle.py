@@ -105,7 +105,7 @@ def init_population(
     return Population(state, half, zeros, zeros), prompt_index, info
 
 
-def _check_common(config, num_particles, tau, weights, answer):
+def _check_common(config, num_particles, tau, weights, answer, resampling="multinomial"):
     if not isinstance(config, steps.StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
     config = config.checked()
@@ -116,6 +116,8 @@ def _check_common(config, num_particles, tau, weights, answer):
         raise ValueError(f"weights: expected one of {WEIGHTS}, got {weights!r}")
     if answer not in ANSWERS:
         raise ValueError(f"answer: expected one of {ANSWERS}, got {answer!r}")
+    if not callable(resampling):
+        resampling_lib.get(resampling)  # ValueError naming "resampling"
     return config, n, float(tau)
 
 
@@ -338,7 +340,7 @@ def particle_filter(
         ``mean_score``, ``max_score``, ``log_Z``; and ``num_nan_scores``.
         Spent: ``B N`` sequences, at most ``B N`` PRM calls per round.
     """
-    config, n, tau = _check_common(config, num_particles, tau, weights, answer)
+    config, n, tau = _check_common(config, num_particles, tau, weights, answer, resampling)
     pop, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
     mesh = check_mesh(mesh, b * n)
@@ -434,10 +436,12 @@ def particle_gibbs(
         all iterations (``sequences = B N num_iterations``; the reference's replayed
         tokens are decoded, so they are in ``generated_tokens``, and reported
         apart in ``trace["replayed_tokens"]`` ``[num_iterations, B]``);
-        ``trace["iteration_log_Z"]`` ``[num_iterations, B]``; the per-round
-        arrays are the final iteration's.
+        ``trace["iteration_log_Z"]`` ``[num_iterations, B]``,
+        ``trace["reference_tokens"]`` ``[num_iterations, B, max_new_tokens]`` (the
+        reference each iteration kept at row 0; zeros when there was none); the
+        per-round arrays are the final iteration's.
     """
-    config, n, tau = _check_common(config, num_particles, tau, weights, answer)
+    config, n, tau = _check_common(config, num_particles, tau, weights, answer, resampling)
     iters = _checks.positive_int(num_iterations, "num_iterations")
     pop0, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
@@ -470,13 +474,13 @@ def particle_gibbs(
         rows = jnp.arange(b) * n + jax.random.categorical(k_ref, lw, axis=-1)
         new_ref = final.particles.state.tokens[rows]
         replayed = jnp.where(has_ref, final.particles.state.num_tokens[jnp.arange(b) * n], 0)
-        return new_ref, (final, trace, rounds), counts, replayed
+        return new_ref, (final, trace, rounds), counts, (replayed, jnp.where(has_ref, ref, 0))
 
     def body(carry, j):
         ref, has_ref, counts, _ = carry
         new_ref, last, c, replayed = sweep(ref, has_ref, jax.random.fold_in(key, j))
         counts = tuple(a + x for a, x in zip(counts, c, strict=True))
-        return (new_ref, jnp.array(True), counts, last), (replayed, last[0].log_Z)
+        return (new_ref, jnp.array(True), counts, last), (*replayed, last[0].log_Z)
 
     zero = jnp.zeros((), jnp.int32)
     with mesh_context(mesh):
@@ -485,10 +489,10 @@ def particle_gibbs(
             lambda a: jnp.zeros(a.shape, a.dtype),
             jax.eval_shape(lambda: sweep(ref0, has0, key)[1]),
         )
-        (_, _, counts, last), (replayed, log_zs) = jax.lax.scan(
+        (_, _, counts, last), (replayed, refs, log_zs) = jax.lax.scan(
             body, (ref0, has0, (zero, zero, zero, zero), last0), jnp.arange(iters)
         )
     final, trace, num_rounds = last
     res = result_of(final.particles, final.log_weights, n, answer)
-    trace = dict(trace, replayed_tokens=replayed, iteration_log_Z=log_zs)
+    trace = dict(trace, replayed_tokens=replayed, iteration_log_Z=log_zs, reference_tokens=refs)
     return res, search_info(b * n * iters, counts, info0.prompt_tokens, num_rounds, trace)
