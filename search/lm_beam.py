@@ -206,9 +206,9 @@ def beam_search(
     """
     config = _checked(config)
     n, m = check_beams(num_beams, beam_width)
-    state, prompt_index, info0 = beam_init(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
     mesh = lp.check_mesh(mesh, b * n)
+    state, prompt_index, info0 = beam_init(lm, prompts, prompt_mask, n, config)
     axes = (dec.state_axes(lm), 0)
 
     def step_fn(k, st, i):
@@ -284,9 +284,9 @@ def dvts(
     config = _checked(config)
     n, m = check_beams(num_beams, beam_width)
     s = n // m
-    pool, prompt_index, info0 = steps.start(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
     mesh = lp.check_mesh(mesh, b * n)
+    pool, prompt_index, info0 = steps.start(lm, prompts, prompt_mask, n, config)
     axes = (dec.state_axes(lm), 0)
     score0 = jnp.full((b * n,), 0.5, jnp.float32)
 

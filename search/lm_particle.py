@@ -341,9 +341,9 @@ def particle_filter(
         Spent: ``B N`` sequences, at most ``B N`` PRM calls per round.
     """
     config, n, tau = _check_common(config, num_particles, tau, weights, answer, resampling)
-    pop, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
     mesh = check_mesh(mesh, b * n)
+    pop, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     alg = filter_smc(
         lm, prm_fn, prompt_index, config, tau=tau, weights=weights, resampling=resampling,
         ess_threshold=ess_threshold,
@@ -443,7 +443,6 @@ def particle_gibbs(
     """
     config, n, tau = _check_common(config, num_particles, tau, weights, answer, resampling)
     iters = _checks.positive_int(num_iterations, "num_iterations")
-    pop0, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     b = jnp.shape(prompts)[0]
     mesh = check_mesh(mesh, b * n)
     cap = config.max_new_tokens
@@ -456,6 +455,7 @@ def particle_gibbs(
                 f"reference: expected int tokens of shape {(b, cap)}, got {ref0.dtype} {ref0.shape}"
             )
         ref0, has0 = ref0.astype(jnp.int32), jnp.array(True)
+    pop0, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
     base_resampler = resampling if callable(resampling) else resampling_lib.get(resampling)
     axes = population_axes(lm)
 

@@ -210,11 +210,17 @@ def smc_steer(
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
     config = config.checked()
     n = _checks.positive_int(num_particles, "num_particles")
-    pop, prompt_index, info0 = lp.init_population(lm, prompts, prompt_mask, n, config)
-    pop = pop._replace(score=jnp.zeros_like(pop.score))
     b = jnp.shape(prompts)[0]
     k = _checks.positive_int(expand, "expand")
     mesh = lp.check_mesh(mesh, b * n)
+    if not callable(potential_fn):
+        raise TypeError(
+            f"potential_fn: expected a callable (state, prompt_index) -> [R], got {potential_fn!r}"
+        )
+    if config.temperature == 0:
+        raise ValueError("config.temperature: expected > 0 for SMC steering (a proposal), got 0")
+    pop, prompt_index, info0 = lp.init_population(lm, prompts, prompt_mask, n, config)
+    pop = pop._replace(score=jnp.zeros_like(pop.score))
     alg = steer_smc(
         lm, potential_fn, prompt_index, config, expand=k, resampling=resampling,
         ess_threshold=ess_threshold,
