@@ -124,3 +124,51 @@ plt.show()
 if np.sum((cov > 0) & (cov < 1)) >= 3:
     fit = ls.fit_coverage(ks, cov)
     print(f"coverage ~ exp({fit['a']:.2f} k^{fit['b']:.2f})")
+
+# %% [markdown]
+# ## Particle filtering over reasoning steps
+# Search step by step instead of sampling whole solutions: every particle
+# writes one step (up to its `;`), a process reward model scores the prefix,
+# and the population is resampled with probabilities `softmax(logit(r) / tau)`
+# (Puri et al. 2025). Resampling gathers the particles' KV-cache rows; no
+# prefix is recomputed. Here the PRM is the exact checker (the oracle PRM:
+# 1 while the prefix is right, 0 after the first wrong token), so the filter
+# can only be as good as its proposals; `lm_scaling` compares it with a learned
+# PRM. Beam search (width 4) runs on the same budget for comparison.
+
+# %%
+from inferax.models import prm  # noqa: E402
+from inferax.search import lm_beam, lm_particle  # noqa: E402
+from inferax.search import lm_steps as steps  # noqa: E402
+
+config = steps.StepConfig(
+    eos_id=ar.EOS, step_id=ar.STEP_ID, max_new_tokens=ar.solution_length(NUM_OPS) + 2,
+    max_steps=NUM_OPS + 2,
+)  # fmt: skip
+solutions = jnp.asarray(ar.solutions(problems, config.max_new_tokens))
+oracle = prm.oracle_prm_fn(solutions)
+BUDGETS = [4, 16] if QUICK else [4, 16, 64]
+pf_acc, beam_acc = [], []
+for n in BUDGETS:
+    res, pinfo = jax.jit(lambda k, n=n: lm_particle.particle_filter(
+        k, lm, oracle, prompts, prompts != ar.PAD, num_particles=n, config=config))(
+        jax.random.key(3))  # fmt: skip
+    pf_acc.append(float(np.mean(ar.extract_answer(res.chosen_tokens()) == truth)))
+    bres, binfo = jax.jit(lambda k, n=n: lm_beam.beam_search(
+        k, lm, oracle, prompts, prompts != ar.PAD, num_beams=n, beam_width=4, config=config))(
+        jax.random.key(3))  # fmt: skip
+    beam_acc.append(float(np.mean(ar.extract_answer(bres.chosen_tokens()) == truth)))
+    print(f"N = {n}: particle filter {pf_acc[-1]:.2f} ({int(pinfo.generated_tokens)} tokens, "
+          f"{int(pinfo.prm_calls)} PRM calls), beam search {beam_acc[-1]:.2f} "
+          f"({int(binfo.generated_tokens)} tokens)")  # fmt: skip
+print("ESS before each resampling (first problem):",
+      np.round(np.asarray(pinfo.trace["ess"])[:, 0], 1).tolist())  # fmt: skip
+plt.figure(figsize=(4, 3))
+plt.plot(ks, vote, marker="o", label="majority vote")
+plt.plot(BUDGETS, pf_acc, marker="o", label="particle filter (oracle PRM)")
+plt.plot(BUDGETS, beam_acc, marker="o", label="beam search (oracle PRM)")
+plt.xscale("log", base=2)
+plt.xlabel("budget N (sequences)")
+plt.ylabel("accuracy")
+plt.legend()
+plt.show()
