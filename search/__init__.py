@@ -11,6 +11,7 @@ from inferax.search import (
     decoding,
     dynamics,
     lm_beam,
+    lm_mcts,
     lm_particle,
     lm_sampling,
     lm_steer,
@@ -24,6 +25,7 @@ from inferax.search.base import SearchInfo, ensemble, rank_normalize
 from inferax.search.decoding import DecodeInfo, DecodeState, budget_forcing
 from inferax.search.dynamics import DYNAMICS, Dynamics, make_dynamics
 from inferax.search.lm_beam import beam_search, dvts
+from inferax.search.lm_mcts import mcts
 from inferax.search.lm_particle import particle_filter, particle_gibbs
 from inferax.search.lm_sampling import fit_coverage, majority_vote, pass_at_k, weighted_vote
 from inferax.search.lm_steer import arithmetic_format_hook, no_repeated_result, smc_steer
@@ -63,7 +65,9 @@ __all__ = [
     "budget_forcing",
     "decoding",
     "fit_coverage",
+    "lm_mcts",
     "lm_sampling",
+    "mcts",
     "majority_vote",
     "pass_at_k",
     "weighted_vote",
