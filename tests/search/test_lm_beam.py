@@ -1,0 +1,149 @@
+"""Beam search and DVTS with a PRM (inferax.search.lm_beam) on the step tree.
+
+Truths: with the exact PRM (each node scored by the best leaf reward below it),
+beam search with N covering the tree (N = k^D, M = k) and DVTS with wide
+subtrees end at the argmax leaf of every problem, found by enumeration; a
+negative control (an uninformative PRM) does not. Budgets are exact (every row
+makes D steps of 2 tokens). Beam selection gathers tokens, logits and the
+transformer's KV cache, and decoding continues as a full forward pass.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inferax.models import arithmetic as ar
+from inferax.models import transformer as tr
+from inferax.sampling import distributed
+from inferax.search import lm_beam as lb
+from inferax.search import lm_steps as steps
+from tests.search import step_tree as st
+
+K, D, P = 3, 3, 4
+LM, LEAF = st.make(4, k=K, depth=D, problems=P, scale=0.3)
+CFG = steps.StepConfig(st.EOS, st.STEP, max_new_tokens=2 * D, max_steps=D)
+PROBLEMS = np.arange(P)
+
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def exact_values():
+    """Every node scored by the best leaf reward below it."""
+    v = np.zeros((P, st.num_nodes(K, D)))
+    v[:, st.offset(K, D) :] = LEAF
+    for d in range(D - 1, -1, -1):
+        for c in range(K**d):
+            kids = [st.offset(K, d + 1) + c * K + x for x in range(K)]
+            v[:, st.offset(K, d) + c] = v[:, kids].max(axis=1)
+    return v
+
+
+V_EXACT = exact_values()
+
+
+@functools.partial(jit, static_argnames=("method", "n", "m", "mesh"))
+def run(key, values, method="beam", n=K**D, m=K, mesh=None):
+    prm = st.prm_fn(LM, values, PROBLEMS)
+    fn = lb.beam_search if method == "beam" else lb.dvts
+    return fn(key, LM, prm, st.prompts(PROBLEMS), num_beams=n, beam_width=m, config=CFG, mesh=mesh)
+
+
+def leaves_of(res):
+    code, depth = st.decode_rows(LM, res.tokens, res.num_tokens)
+    return np.asarray(code), np.asarray(depth)
+
+
+def test_beam_search_covering_the_tree_finds_the_best_path():
+    res, info = run(jax.random.key(0), jnp.asarray(V_EXACT))
+    code, depth = leaves_of(res)
+    best = LEAF.argmax(axis=1)
+    chosen = code[np.arange(P), np.asarray(res.choice)]
+    np.testing.assert_array_equal(chosen, best)
+    np.testing.assert_allclose(np.asarray(res.scores).max(1), LEAF.max(1), rtol=1e-6)
+    assert np.all(depth == D) and np.all(np.asarray(res.finished))
+    n = K**D
+    assert info.sequences == P * n
+    assert int(info.generated_tokens) == P * n * 2 * D <= P * n * CFG.max_new_tokens
+    assert int(info.prm_calls) == P * n * D <= P * n * CFG.max_steps
+    assert np.all(np.asarray(info.trace["num_completed"][-1]) == n)
+    np.testing.assert_allclose(np.asarray(res.weights), 1.0 / n)
+    # negative control: an uninformative PRM (all inner nodes 0.5) keeps arbitrary beams
+    flat = st.leaf_values(LM, LEAF)
+    res0, _ = run(jax.random.key(0), jnp.asarray(flat))
+    code0, _ = leaves_of(res0)
+    assert np.mean(code0 == best[:, None]) < np.mean(code == best[:, None])
+
+
+def test_dvts_greedy_on_the_exact_prm_ends_at_the_best_leaf_in_every_subtree():
+    n, m = 3 * 27, 27  # 3 subtrees of 27 candidates: every child is sampled (prob > 0.9999)
+    res, info = run(jax.random.key(1), jnp.asarray(V_EXACT), method="dvts", n=n, m=m)
+    code, depth = leaves_of(res)
+    assert code.shape == (P, n // m) and np.all(depth == D)
+    np.testing.assert_array_equal(code, np.repeat(LEAF.argmax(1)[:, None], n // m, 1))
+    assert int(info.generated_tokens) == P * n * 2 * D
+    assert int(info.prm_calls) == P * n * D
+    assert info.sequences == P * n
+
+
+def test_same_answer_on_1_and_4_devices(devices):
+    mesh = distributed.particle_mesh(devices[:4])
+    a, _ = run(jax.random.key(0), jnp.asarray(V_EXACT))
+    b, _ = run(jax.random.key(0), jnp.asarray(V_EXACT), mesh=mesh)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_beam_selection_cache_continues_as_full_forward_pass():
+    model = tr.Transformer(ar.VOCAB_SIZE, num_layers=1, d_model=16, num_heads=2, max_len=40)
+    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(3))
+    lm = tr.lm_functions(model, params)
+    pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
+
+    def hook(logits, s):  # a step every 3 tokens, no EOS
+        force = (s.num_tokens % 3 == 2)[:, None]
+        col = jnp.arange(logits.shape[1])[None]
+        only = col == ar.STEP_ID
+        logits = jnp.where(col == ar.EOS, -jnp.inf, logits)
+        return jnp.where(force & ~only, -jnp.inf, jnp.where(~force & only, -jnp.inf, logits))
+
+    cfg = steps.StepConfig(ar.EOS, ar.STEP_ID, max_new_tokens=9, max_steps=3, logits_hook=hook)
+
+    def prm(s, pi):
+        h = jnp.sum(s.tokens * (jnp.arange(s.tokens.shape[1]) + 1), axis=1)
+        return jax.nn.sigmoid(3.0 * jnp.sin(0.37 * h))
+
+    @jit
+    def select_then_decode(key):
+        st0, pidx, _ = lb.beam_init(lm, pr, None, 4, cfg)
+        st1, _ = lb.beam_step(jax.random.fold_in(key, 0), lm, prm, st0, pidx, cfg, 4, 2)
+        pool, _, _ = steps.extend(jax.random.fold_in(key, 1), lm, st1.pool, pidx, prm,
+                                  st1.score, cfg)  # fmt: skip
+        return st1.pool, pool
+
+    sel, g = select_then_decode(jax.random.key(5))
+    first = np.asarray(sel.tokens[:, :3]).reshape(2, 4, 3)
+    for grp in first:  # 2 survivors, each copied twice
+        assert len({tuple(r) for r in grp}) <= 2
+        np.testing.assert_array_equal(grp[:2], grp[2:])
+    n = np.asarray(g.num_tokens)
+    assert np.all(n == 6)
+    rows = np.repeat(np.asarray(pr), 4, 0)
+    full = np.concatenate([rows, np.asarray(g.tokens)], axis=1)
+    real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
+    ref = np.asarray(jax.jit(model.apply)(params, full, real))
+    want = ref[np.arange(8), pr.shape[1] + n - 1]
+    np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
+
+
+@pytest.mark.parametrize("fn", [lb.beam_search, lb.dvts])
+@pytest.mark.parametrize(
+    "n, m, match",
+    [(2, 4, "num_beams"), (6, 4, "num_beams"), (0, 1, "num_beams"), (4, 0, "beam_width")],
+)
+def test_bad_budgets_are_clear_errors(fn, n, m, match):
+    prm = st.prm_fn(LM, V_EXACT, PROBLEMS)
+    with pytest.raises(ValueError, match=match):
+        fn(jax.random.key(0), LM, prm, st.prompts(PROBLEMS), num_beams=n, beam_width=m, config=CFG)
