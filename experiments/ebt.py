@@ -1,0 +1,341 @@
+"""Energy-Based Transformers (Gladstone et al. 2025) reproduced at small scale, over seeds.
+
+For every seed an EBT and a feed-forward transformer of the same size, data and
+training steps are trained (or restored) on two tasks: completing the bottom
+half of 8x8 digits (MSE, PSNR) and predicting the next token of arithmetic
+traces (cross-entropy, perplexity, accuracy). On held-out data the EBT's
+metric is read after 1..16 inference steps (one run, the trajectory read at
+each count) and for G = 1..16 self-verification candidates (the first G of
+one run of max G, the lowest final energy kept), beside the baseline; also
+on harder inputs (noisier digit contexts; the computed result digits of the
+traces) and the correlation of the chosen candidates' energy with their true
+error. Verdicts come from paired per-seed intervals (``experiments.stats``).
+Library entry point: ``run(config, workdir)``; the report is in ``ebt_report``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from scipy import stats as sps
+from tqdm import tqdm
+
+from inferax.experiments import common, plots, stats
+from inferax.models import arithmetic, data, ebt, ebt_train
+
+TASKS = ("digits", "tokens")
+IMAGE_STEPS = (1, 2, 4, 8)
+_EQ = int(arithmetic.encode("=")[0])
+
+
+def _fail(field: str, expected: str, got) -> None:
+    raise ValueError(f"{field}: expected {expected}, got {got!r}")
+
+
+def validate(config) -> None:
+    """Checks every field before anything is trained (ValueError naming it)."""
+    stats.seeds(config.seed, config.num_seeds)
+    for name in ("steps", "candidates"):
+        v = list(config[name])
+        if not v or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in v):
+            _fail(name, "positive ints", v)
+    for name in ("verify_steps", "claim_steps"):
+        if not isinstance(config[name], int) or config[name] < 1:
+            _fail(name, "a positive int", config[name])
+    if 1 not in config.candidates:
+        _fail("candidates", "1 (the single-candidate baseline) among them", config.candidates)
+    if 1 not in config.steps or config.claim_steps not in config.steps:
+        _fail("steps", f"1 and claim_steps = {config.claim_steps} among them", config.steps)
+    if not any(config[t].enabled for t in TASKS):
+        _fail("enabled", "at least one task enabled", [t for t in TASKS])
+    for t in TASKS:
+        c = config[t]
+        ebt_train.EBTTraining.from_config(c).validate(t)
+        if c.d_model % c.num_heads:
+            _fail(f"{t}.num_heads", f"a divisor of d_model = {c.d_model}", c.num_heads)
+        if not 0 <= c.warmup_steps < c.train_steps:
+            _fail(f"{t}.warmup_steps", f"0 <= warmup_steps < {c.train_steps}", c.warmup_steps)
+    for n in config.tokens.ops:
+        if not arithmetic.MIN_OPS <= n <= arithmetic.MAX_OPS:
+            _fail("tokens.ops", f"ints in [{arithmetic.MIN_OPS}, {arithmetic.MAX_OPS}]", n)
+
+
+# ------------------------------------------------------------------ tasks
+def digits_task(config) -> dict:
+    c = config.digits
+    top, bottom = ebt.digits_halves(data.load_digits("train")[0])
+    te_top, te_bottom = ebt.digits_halves(data.load_digits("test")[0][: c.num_eval])
+    noisy = np.random.default_rng(0).normal(0.0, c.ood_noise, te_top.shape)
+    ebm = ebt.DigitsEBT(c.d_model, c.num_layers, c.num_heads)
+    ff = ebt.DigitsFF(c.d_model, c.num_layers, c.num_heads)
+    return {
+        "train": {"context": top, "target": bottom},
+        "eval": {"clean": te_top, "noisy": np.clip(te_top + noisy, -1.0, 1.0)},
+        "target": te_bottom,
+        "event": (ebt.HALF,),
+        "ebm": ebm,
+        "energy": ebm.apply,
+        "encode": None,
+        "ebm_init": lambda k: ebm.init(k, jnp.zeros(ebt.HALF), jnp.zeros(ebt.HALF)),
+        "ff_apply": ff.apply,
+        "ff_init": lambda k: ff.init(k, jnp.zeros(ebt.HALF)),
+        "loss": ebt.smooth_l1,
+    }
+
+
+def tokens_task(config) -> dict:
+    c = config.tokens
+    length = max(arithmetic.prompt_length(n) + arithmetic.solution_length(n) for n in c.ops)
+    rng = np.random.default_rng(0)
+    train = [p for n in c.ops for p in arithmetic.split("train", n, c.num_problems)]
+    test = [p for n in c.ops for p in arithmetic.split("test", n, c.num_eval)]
+    ex = ebt.token_examples(*arithmetic.training_sequences(train, rng, 0.0, length))
+    ev = ebt.token_examples(*arithmetic.training_sequences(test, rng, 0.0, length))
+    pick = np.random.default_rng(1).choice(len(ev["target"]), c.num_eval, replace=False)
+    ev = jax.tree_util.tree_map(lambda a: a[np.sort(pick)], ev)
+    # Harder inputs: the positions whose next token is a computed result (after "=").
+    hard = ev["context"]["tokens"][np.arange(c.num_eval), ev["context"]["t"]] == _EQ
+    v = arithmetic.VOCAB_SIZE
+    ebm = ebt.TokenEBT(v, length, c.d_model, c.num_layers, c.num_heads)
+    ff = ebt.TokenFF(v, length, c.d_model, c.num_layers, c.num_heads)
+    encode, energy_fn = ebt.token_energy(ebm)
+    return {
+        "train": ex,
+        "eval": {"all": ev["context"]},
+        "hard": hard,
+        "target": ev["target"],
+        "event": (v,),
+        "ebm": ebm,
+        "energy": energy_fn,
+        "encode": encode,
+        "ebm_init": lambda k: ebm.init(k, jnp.zeros(length, jnp.int32), 0, jnp.zeros(v)),
+        "ff_apply": lambda p, ctx: ff.apply(p, ctx["tokens"], ctx["t"]),
+        "ff_init": lambda k: ff.init(k, jnp.zeros(length, jnp.int32), 0),
+        "loss": ebt.cross_entropy,
+    }
+
+
+def train_models(config, workdir, task_name, task, seed):
+    c = config[task_name]
+    cfg = ebt_train.EBTTraining.from_config(c)
+    k_init, k_ebt, k_ff = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7), 3)
+    spec = {"experiment": "ebt", "task": task_name, **c.to_dict()}
+    common_kw = {"data": task["train"], "event_shape": task["event"],
+                 "num_steps": c.train_steps, "batch_size": c.batch_size,
+                 "checkpoint_every": max(c.train_steps // 2, 1),
+                 "log_every": max(c.train_steps // 4, 1)}  # fmt: skip
+    params, losses = ebt_train.fit_or_restore(
+        k_ebt, workdir=common.cache_dir(config, workdir, f"{task_name}_ebt"), spec=spec,
+        loss_fn=ebt_train.ebt_loss(task["energy"], task["loss"], cfg, task["encode"]),
+        params=ebt_train.ebt_params(task["ebm_init"](k_init), cfg),
+        opt=ebt_train.optimizer(cfg, c.train_steps), cfg=cfg, **common_kw,
+    )  # fmt: skip
+    ff_params, ff_losses = ebt_train.fit_or_restore(
+        k_ff, workdir=common.cache_dir(config, workdir, f"{task_name}_ff"),
+        spec={**spec, "model": "feed-forward"},
+        loss_fn=ebt_train.ff_loss(task["ff_apply"], task["loss"]),
+        params=task["ff_init"](k_init),
+        opt=ebt_train.network_optimizer(cfg, c.train_steps), **common_kw,
+    )  # fmt: skip
+    return cfg, params, ff_params, float(losses[-10:].mean()), float(ff_losses[-10:].mean())
+
+
+# ------------------------------------------------------------------ evaluation
+def _per_example(task_name, pred, target):
+    if task_name == "digits":
+        return {"sq": jnp.mean((pred - target) ** 2, axis=-1)}
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(pred, -1), target[:, None], -1)[:, 0]
+    return {"ce": ce, "acc": (jnp.argmax(pred, -1) == target).astype(jnp.float32)}
+
+
+def _aggregate(task_name, per: dict, mask) -> dict:
+    m = np.asarray(mask, bool)
+    if task_name == "digits":
+        mse = float(np.mean(np.asarray(per["sq"])[m]))
+        return {"mse": mse, "psnr": 10.0 * np.log10(4.0 / mse)}  # pixel range [-1, 1]: peak 2
+    ce = float(np.mean(np.asarray(per["ce"])[m]))
+    return {
+        "ce": ce,
+        "perplexity": float(np.exp(ce)),
+        "accuracy": float(np.mean(np.asarray(per["acc"])[m])),
+    }
+
+
+METRIC = {"digits": "mse", "tokens": "ce"}
+
+
+def _subsets(task_name, task):
+    """(eval split, subset name, mask) triples."""
+    if task_name == "digits":
+        n = len(task["target"])
+        return [("clean", "clean contexts", np.ones(n, bool)),
+                ("noisy", "noisy contexts (OOD)", np.ones(n, bool))]  # fmt: skip
+    n = len(task["target"])
+    return [("all", "all positions", np.ones(n, bool)),
+            ("all", "result digits (harder)", task["hard"])]  # fmt: skip
+
+
+def evaluate(config, task_name, task, cfg, params, ff_params, seed, raw, images) -> None:
+    """One seed's held-out metrics: vs steps, vs G, the baseline, energy-error correlation."""
+    key = jax.random.fold_in(jax.random.key(seed), 11)
+    target = jnp.asarray(task["target"])
+    kw = {"init_scale": cfg.init_scale, "encode": task["encode"]}
+    kmax, gmax = max(config.steps), max(config.candidates)
+    done = {}
+    for split, name, mask in _subsets(task_name, task):
+        if split not in done:
+            ctx = jax.tree_util.tree_map(jnp.asarray, task["eval"][split])
+            _, _, info = ebt_train.predict(key, task["energy"], params, ctx, task["event"],
+                                           num_steps=kmax, trajectory=True, **kw)  # fmt: skip
+            traj = info.minimize.trajectory[:, :, 0]  # [kmax + 1, B, *event]
+            _, ys, vinfo = ebt_train.predict(jax.random.fold_in(key, 1), task["energy"], params,
+                                             ctx, task["event"], num_steps=config.verify_steps,
+                                             num_candidates=gmax, **kw)  # fmt: skip
+            ff_pred = task["ff_apply"](ff_params, ctx)
+            done[split] = (ctx, traj, ys, vinfo, ff_pred)
+        ctx, traj, ys, vinfo, ff_pred = done[split]
+        path = (task_name, name)
+        for k in config.steps:
+            per = _per_example(task_name, traj[k], target)
+            stats.append_per_seed(raw, path + ("steps", k), _aggregate(task_name, per, mask))
+        fe = np.asarray(vinfo.final_energies)  # [B, G]
+        for g in config.candidates:
+            idx = np.argmin(fe[:, :g], axis=1)
+            chosen = jnp.asarray(np.asarray(ys)[np.arange(len(idx)), idx])
+            per = _per_example(task_name, chosen, target)
+            stats.append_per_seed(raw, path + ("candidates", g), _aggregate(task_name, per, mask))
+        per_ff = _per_example(task_name, ff_pred, target)
+        stats.append_per_seed(raw, path + ("ff",), _aggregate(task_name, per_ff, mask))
+        # Is low energy a good verifier? Energy vs true error of every candidate.
+        err = np.stack(
+            [
+                np.asarray(
+                    _per_example(task_name, ys[:, j], target)[
+                        "sq" if task_name == "digits" else "ce"
+                    ]
+                )
+                for j in range(gmax)
+            ],
+            1,
+        )[mask]
+        pooled = sps.spearmanr(fe[mask].ravel(), err.ravel()).statistic
+        within = [sps.spearmanr(a, b).statistic for a, b in zip(fe[mask], err, strict=True)
+                  if np.ptp(a) > 0 and np.ptp(b) > 0]  # fmt: skip
+        stats.append_per_seed(raw, path + ("energy_error",), {
+            "spearman_pooled": pooled,
+            "spearman_within_context": float(np.mean(within)) if within else np.nan,
+        })  # fmt: skip
+        if task_name == "digits" and split == "clean" and seed == config.seed:
+            top = np.asarray(task["eval"]["clean"][:8])
+            rows = [("held-out truth", ebt.join_halves(top, task["target"][:8]))]
+            rows += [(f"EBT, {k} step(s)", ebt.join_halves(top, np.asarray(traj[k][:8])))
+                     for k in IMAGE_STEPS if k <= kmax]  # fmt: skip
+            rows.append(("feed-forward", ebt.join_halves(top, np.asarray(ff_pred[:8]))))
+            images.extend((t, data.digits_to_unit(np.clip(im, -1, 1))) for t, im in rows)
+
+
+def verdicts(results: dict, config) -> dict:
+    """Per task and subset: the three claims as paired-seed comparisons (lower is better)."""
+    out = {}
+    for task_name in TASKS:
+        if task_name not in results:
+            continue
+        metric = METRIC[task_name]
+        for name, node in results[task_name].items():
+            if name == "scalars":
+                continue
+
+            def vals(branch, k, node=node, metric=metric):
+                return (
+                    node[branch][k][metric]["values"]
+                    if k is not None
+                    else node[branch][metric]["values"]
+                )
+
+            ks, gs = config["claim_steps"], max(config["candidates"])
+            one = vals("steps", 1)
+            best = vals("candidates", gs)
+            ff = vals("ff", None)
+            out[f"{task_name}/{name}"] = {
+                f"{ks} steps vs 1 step": stats.compare(vals("steps", ks), one),
+                f"G={gs} vs G=1 ({config['verify_steps']} steps)":
+                    stats.compare(best, vals("candidates", 1)),
+                f"EBT best (G={gs}) vs 1 step (compute gain; feed-forward gain is 0)":
+                    stats.compare(best, one),
+                f"EBT best (G={gs}) vs feed-forward": stats.compare(best, ff),
+            }  # fmt: skip
+    return out
+
+
+def _plots(workdir, results, config) -> None:
+    for task_name in TASKS:
+        if task_name not in results:
+            continue
+        metric = METRIC[task_name]
+        label = "MSE (held-out bottom halves)" if task_name == "digits" else "cross-entropy (nats)"
+        for branch, xs, xlabel in (("steps", config.steps, "inference steps"),
+                                   ("candidates", config.candidates, "candidates G")):  # fmt: skip
+            panels = []
+            for name, node in results[task_name].items():
+                if name == "scalars":
+                    continue
+                ff = node["ff"][metric]
+                series = {"EBT": (list(xs), [node[branch][k][metric] for k in xs]),
+                          "feed-forward (same size)": (list(xs), [ff] * len(xs))}  # fmt: skip
+                panels.append((f"{task_name} / {name}", series))
+            plots.errorbar_plot(os.path.join(workdir, f"{task_name}_{branch}.png"), panels,
+                                xlabel=xlabel, ylabel=label)  # fmt: skip
+
+
+def run(config, workdir: str) -> dict:
+    """Runs the reproduction; writes results.json, plots and ebt.log into ``workdir``."""
+    validate(config)
+    handler = common.prepare_workdir(workdir, "ebt.log")
+    try:
+        seeds = stats.seeds(config.seed, config.num_seeds)
+        raw: dict = {}
+        images: list = []
+        tasks = {t: (digits_task if t == "digits" else tokens_task)(config)
+                 for t in TASKS if config[t].enabled}  # fmt: skip
+        for seed in tqdm(seeds, desc="ebt seeds", leave=False):
+            for name, task in tasks.items():
+                logging.info("ebt: seed %d, %s", seed, name)
+                cfg, params, ff_params, loss, ff_loss = train_models(config, workdir, name, task,
+                                                                     seed)  # fmt: skip
+                stats.append_per_seed(raw, (name, "scalars"), {
+                    "train_loss_final": loss, "ff_train_loss_final": ff_loss,
+                    "alpha": float(ebt.alpha_of(params))})  # fmt: skip
+                evaluate(config, name, task, cfg, params, ff_params, seed, raw, images)
+        results = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
+        results["verdicts"] = verdicts(results, config)
+        for setting, checks in results["verdicts"].items():
+            for claim, v in checks.items():
+                logging.info("ebt: %s: %s: %s (improvement %s)", setting, claim, v["verdict"],
+                             stats.format_interval(v["improvement"]))  # fmt: skip
+        _plots(workdir, results, config)
+        if images:
+            plots.image_grid(os.path.join(workdir, "digits_completions.png"), images)
+        common.write_results(workdir, results)
+        return results
+    finally:
+        common.close_log(handler)
+
+
+def report(results: dict) -> str:
+    from inferax.experiments import ebt_report
+
+    return ebt_report.report(results)
+
+
+def summary(results: dict) -> dict:
+    from inferax.experiments import ebt_report
+
+    return ebt_report.summary(results)
+
+
+if __name__ == "__main__":
+    common.main(run, "ebt")
