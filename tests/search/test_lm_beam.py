@@ -5,7 +5,8 @@ beam search with N covering the tree (N = k^D, M = k) and DVTS with wide
 subtrees end at the argmax leaf of every problem, found by enumeration; a
 negative control (an uninformative PRM) does not. Budgets are exact (every row
 makes D steps of 2 tokens). Beam selection gathers tokens, logits and the
-transformer's KV cache, and decoding continues as a full forward pass.
+transformer's KV cache, and decoding continues as a full forward pass (tested with the
+particle filter's in tests/search/test_lm_particle.py, one compiled program for both).
 """
 
 import functools
@@ -15,8 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inferax.models import arithmetic as ar
-from inferax.models import transformer as tr
 from inferax.sampling import distributed
 from inferax.search import lm_beam as lb
 from inferax.search import lm_steps as steps
@@ -94,48 +93,6 @@ def test_same_answer_on_1_and_4_devices(devices):
     b, _ = run(jax.random.key(0), jnp.asarray(V_EXACT), mesh=mesh)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def test_beam_selection_cache_continues_as_full_forward_pass():
-    model = tr.Transformer(ar.VOCAB_SIZE, num_layers=1, d_model=16, num_heads=2, max_len=40)
-    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(3))
-    lm = tr.lm_functions(model, params)
-    pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
-
-    def hook(logits, s):  # a step every 3 tokens, no EOS
-        force = (s.num_tokens % 3 == 2)[:, None]
-        col = jnp.arange(logits.shape[1])[None]
-        only = col == ar.STEP_ID
-        logits = jnp.where(col == ar.EOS, -jnp.inf, logits)
-        return jnp.where(force & ~only, -jnp.inf, jnp.where(~force & only, -jnp.inf, logits))
-
-    cfg = steps.StepConfig(ar.EOS, ar.STEP_ID, max_new_tokens=9, max_steps=3, logits_hook=hook)
-
-    def prm(s, pi):
-        h = jnp.sum(s.tokens * (jnp.arange(s.tokens.shape[1]) + 1), axis=1)
-        return jax.nn.sigmoid(3.0 * jnp.sin(0.37 * h))
-
-    @jit
-    def select_then_decode(key):
-        st0, pidx, _ = lb.beam_init(lm, pr, None, 4, cfg)
-        st1, _ = lb.beam_step(jax.random.fold_in(key, 0), lm, prm, st0, pidx, cfg, 4, 2)
-        pool, _, _ = steps.extend(jax.random.fold_in(key, 1), lm, st1.pool, pidx, prm,
-                                  st1.score, cfg)  # fmt: skip
-        return st1.pool, pool
-
-    sel, g = select_then_decode(jax.random.key(5))
-    first = np.asarray(sel.tokens[:, :3]).reshape(2, 4, 3)
-    for grp in first:  # 2 survivors, each copied twice
-        assert len({tuple(r) for r in grp}) <= 2
-        np.testing.assert_array_equal(grp[:2], grp[2:])
-    n = np.asarray(g.num_tokens)
-    assert np.all(n == 6)
-    rows = np.repeat(np.asarray(pr), 4, 0)
-    full = np.concatenate([rows, np.asarray(g.tokens)], axis=1)
-    real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
-    ref = np.asarray(jax.jit(model.apply)(params, full, real))
-    want = ref[np.arange(8), pr.shape[1] + n - 1]
-    np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
 
 
 @pytest.mark.parametrize("fn", [lb.beam_search, lb.dvts])

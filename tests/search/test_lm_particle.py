@@ -29,6 +29,7 @@ import pytest
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
 from inferax.sampling import distributed, smc
+from inferax.search import lm_beam
 from inferax.search import lm_particle as lp
 from inferax.search import lm_steps as steps
 from tests.search import step_tree as st
@@ -218,12 +219,13 @@ def test_same_answer_on_1_and_4_devices(devices):
     )
 
 
-def test_resampled_cache_continues_as_full_forward_pass():
-    """Two filter steps on the project's transformer, resampling every step: the gathered
-    rows (tokens, logits, layer-major KV cache) continue exactly as a full forward pass
-    over their own tokens."""
+def test_resampled_and_selected_caches_continue_as_full_forward_pass():
+    """On the project's transformer: two filter rounds resampling after the first, and one
+    beam-search selection (lm_beam.beam_step) followed by a decoded step. The gathered rows
+    (tokens, logits, layer-major KV cache) continue exactly as a full forward pass over
+    their own tokens (one compiled program for both, to keep the test cheap)."""
     model = tr.Transformer(ar.VOCAB_SIZE, num_layers=1, d_model=16, num_heads=2, max_len=40)
-    params = tr.init_params(model, jax.random.key(3))
+    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(3))
     lm = tr.lm_functions(model, params)
     pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
 
@@ -241,28 +243,34 @@ def test_resampled_cache_continues_as_full_forward_pass():
         return jax.nn.sigmoid(3.0 * jnp.sin(0.37 * h))
 
     @jit
-    def two_rounds(key):  # the filter's own loop: resample after round 1, decode round 2
-        pop, pidx, _ = lp.init_population(lm, pr, None, 3, cfg)
+    def both(key):
+        pop, pidx, _ = lp.init_population(lm, pr, None, 4, cfg)
         alg = lp.filter_smc(lm, prm, pidx, cfg, ess_threshold=1.0)
-        s = alg.init(pop, jnp.zeros((2, 3)))
+        s = alg.init(pop, jnp.zeros((2, 4)))
         final, _, trace, _ = lp.run_rounds(
-            key, alg, s, 3, cfg, lp.population_axes(lm), absolute_base=True, mesh=None
+            key, alg, s, 4, cfg, lp.population_axes(lm), absolute_base=True, mesh=None
         )
-        return final, trace
+        b0, bidx, _ = lm_beam.beam_init(lm, pr, None, 4, cfg)
+        b1, _ = lm_beam.beam_step(jax.random.fold_in(key, 0), lm, prm, b0, bidx, cfg, 4, 2)
+        b2, _, _ = steps.extend(jax.random.fold_in(key, 1), lm, b1.pool, bidx, prm, b1.score, cfg)
+        return final.particles.state, trace, b1.pool, b2
 
-    s, trace = two_rounds(jax.random.key(11))
+    pf, trace, selected, beam = both(jax.random.key(11))
     assert np.asarray(trace["resampled"])[0].all()
-    # the round-1 ancestors are visible in the round-1 tokens shared by copies
-    first = np.asarray(s.particles.state.tokens[:, :3]).reshape(2, 3, 3)
-    assert any(len({tuple(r) for r in grp}) < 3 for grp in first)
-    g = s.particles.state
+    # copies share their ancestor's first step: the filter resampled, the beam kept 2 x 2
+    first = np.asarray(pf.tokens[:, :3]).reshape(2, 4, 3)
+    assert any(len({tuple(r) for r in grp}) < 4 for grp in first)
+    sel = np.asarray(selected.tokens[:, :3]).reshape(2, 4, 3)
+    np.testing.assert_array_equal(sel[:, :2], sel[:, 2:])
+    g = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), pf._replace(cache=None),
+                               beam._replace(cache=None))  # fmt: skip
     n = np.asarray(g.num_tokens)
     assert np.all(n == 6)
-    rows = np.repeat(np.asarray(pr), 3, 0)
+    rows = np.tile(np.repeat(np.asarray(pr), 4, 0), (2, 1))
     full = np.concatenate([rows, np.asarray(g.tokens)], axis=1)
     real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
     ref = np.asarray(jax.jit(model.apply)(params, full, real))
-    want = ref[np.arange(6), pr.shape[1] + n - 1]
+    want = ref[np.arange(16), pr.shape[1] + n - 1]
     np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
 
 
@@ -274,27 +282,27 @@ def test_grouped_smc_core_equals_independent_groups():
     x = jax.random.normal(jax.random.key(0), (3 * 5, 2))
     inc = -0.5 * jnp.sum(x**2, axis=1) * jnp.array([0.1, 3.0, 1.0]).repeat(5)
     alg = smc.build(lambda k, p, t: (p, inc), resampling="multinomial", ess_threshold=0.7)
-    new, info = jax.jit(alg.step)(jax.random.key(1), alg.init(x, jnp.zeros((3, 5))), 0)
-    _, k_res, _ = jax.random.split(jax.random.key(1), 3)
-    for grp in range(3):
-        lw = inc[grp * 5 : (grp + 1) * 5]
-        ess = resampling.ess(lw)
-        np.testing.assert_allclose(float(info.ess[grp]), float(ess), rtol=1e-5)
-        np.testing.assert_allclose(
-            float(new.log_Z[grp]), float(jax.nn.logsumexp(lw) - np.log(5)), rtol=1e-5
-        )
-        resampled = bool(ess < 0.7 * 5)
-        assert bool(info.resampled[grp]) == resampled
-        a = (
-            resampling.multinomial(jax.random.fold_in(k_res, grp), lw, 5)
-            if resampled
-            else np.arange(5)
-        )
-        np.testing.assert_array_equal(np.asarray(info.ancestors[grp]), np.asarray(a))
-        np.testing.assert_array_equal(
-            np.asarray(new.particles[grp * 5 : (grp + 1) * 5]),
-            np.asarray(x[grp * 5 + np.asarray(a)]),
-        )
+
+    @jax.jit
+    def both(key):
+        new, info = alg.step(key, alg.init(x, jnp.zeros((3, 5))), 0)
+        _, k_res, _ = jax.random.split(key, 3)
+        ref = []
+        for grp in range(3):  # each group alone, as the ungrouped core would see it
+            lw = inc[grp * 5 : (grp + 1) * 5]
+            ess = resampling.ess(lw)
+            a = resampling.multinomial(jax.random.fold_in(k_res, grp), lw, 5)
+            a = jnp.where(ess < 0.7 * 5, a, jnp.arange(5))
+            ref.append((ess, jax.nn.logsumexp(lw) - jnp.log(5.0), ess < 0.7 * 5, a))
+        return new, info, [jnp.stack(r) for r in zip(*ref, strict=True)]
+
+    new, info, (ess, log_z, resampled, anc) = both(jax.random.key(1))
+    np.testing.assert_allclose(np.asarray(info.ess), np.asarray(ess), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(new.log_Z), np.asarray(log_z), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(info.resampled), np.asarray(resampled))
+    np.testing.assert_array_equal(np.asarray(info.ancestors), np.asarray(anc))
+    rows = (np.arange(3)[:, None] * 5 + np.asarray(anc)).reshape(-1)
+    np.testing.assert_array_equal(np.asarray(new.particles), np.asarray(x)[rows])
     assert 0 < int(np.sum(info.resampled)) < 3
     with pytest.raises(ValueError, match="log_weights"):
         alg.init(x, jnp.zeros((4, 5)))

@@ -9,7 +9,8 @@ repeats the previous one). ``exp(log_Z)`` is unbiased for its normaliser ``Z``
 Negative control: without the proposal correction (``p / q`` of the hooked
 tokens) the normaliser would be ``sum q(path) ...``, which the same test rejects.
 Constraints are never violated in the output. The arithmetic constraints are
-checked on a bigram LM over the task's vocabulary.
+checked on a bigram LM over the task's vocabulary. (The sharded population path,
+``mesh=``, is lm_particle.run_rounds' and is tested on 1 vs 4 devices there.)
 """
 
 import functools
@@ -21,7 +22,6 @@ import numpy as np
 import pytest
 
 from inferax.models import arithmetic as ar
-from inferax.sampling import distributed
 from inferax.search import decoding as dec
 from inferax.search import lm_steer as ls
 from inferax.search import lm_steps as steps
@@ -120,19 +120,6 @@ def test_expand_then_resample_evidence_is_unbiased_and_constraints_hold():
     assert np.asarray(info.trace["resampled"]).all()
 
 
-def test_same_answer_on_1_and_4_devices(devices):
-    mesh = distributed.particle_mesh(devices[:4])
-    a, ia = run(jax.random.key(0))
-    b, ib = run(jax.random.key(0), mesh=mesh)
-    for x, y in zip(a[:3], b[:3], strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    np.testing.assert_array_equal(np.asarray(a.choice), np.asarray(b.choice))
-    np.testing.assert_allclose(np.asarray(a.weights), np.asarray(b.weights), atol=1e-6)
-    np.testing.assert_allclose(
-        np.asarray(ia.trace["log_Z"]), np.asarray(ib.trace["log_Z"]), rtol=1e-5, atol=1e-6
-    )
-
-
 class Bigram:
     """Next-token logits = table[last token] over the arithmetic vocabulary."""
 
@@ -191,9 +178,16 @@ def test_example_constraints_on_handmade_prefixes():
         return dec.DecodeState(jnp.asarray(toks), jnp.asarray(n), z, z.astype(bool), None, None)
 
     s = state_of(["3+4=7;7*2=4;", "3+4=7;7*2=7;", "3+4=7;#", "3+4=7;7*"])
-    pot = np.asarray(ls.no_repeated_result()(s, jnp.zeros(4, jnp.int32)))
+
+    @jax.jit
+    def both(s):
+        pot = ls.no_repeated_result()(s, jnp.zeros(4, jnp.int32))
+        return pot, ls.arithmetic_format_hook()(jnp.zeros((4, ar.VOCAB_SIZE)), s)
+
+    pot, logits = both(s)
+    pot = np.asarray(pot)
     assert pot[0] == 0 and pot[1] == -np.inf and pot[2] == 0 and pot[3] == 0
-    allowed = np.isfinite(np.asarray(ls.arithmetic_format_hook()(jnp.zeros((4, ar.VOCAB_SIZE)), s)))
+    allowed = np.isfinite(np.asarray(logits))
     digits = set(ar.DIGIT_IDS.tolist())
     assert set(np.flatnonzero(allowed[0])) == digits | {ar.ANSWER_ID}  # a new line
     assert set(np.flatnonzero(allowed[2])) == digits  # after '#'
