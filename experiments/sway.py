@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from inferax.experiments import common, metrics, plots, stats
+from inferax.experiments import common, metrics, plots, stats, sway_infill
 from inferax.models import classifier, data, gmm, mlp, train
 from inferax.models.convnet import ConvVelocity
 from inferax.sampling import flow, guidance, schedules
@@ -245,6 +245,7 @@ def run_digits(config, workdir, seed, model, clf_params, raw: dict, image_rows: 
 
 
 SETTINGS = {"toy": ("velocity", "energy_distance"), "digits": ("cfg", "frechet_distance")}
+# (The infilling part's verdicts, on "ref_mse", are made by sway_infill.verdicts.)
 
 
 def verdicts(results: dict, nfes) -> dict:
@@ -324,6 +325,8 @@ def validate(config) -> None:
         scales = list(config.digits.cfg_scales)
         if not scales or any(w < 0 for w in scales):
             _fail("digits.cfg_scales", "non-negative CFG scales", scales)
+    if config.infill.enabled:
+        sway_infill.validate(config)
 
 
 def run(config, workdir: str) -> dict:
@@ -335,18 +338,27 @@ def run(config, workdir: str) -> dict:
         raw: dict = {}
         toy_samples: dict = {}
         image_rows: list = []
-        clf = digits_classifier(config, workdir) if config.digits.enabled else None
+        use_clf = config.digits.enabled or config.infill.enabled
+        clf = digits_classifier(config, workdir) if use_clf else None
         toy_model = mlp.VelocityMLP(features=2, hidden=config.toy.hidden, depth=config.toy.depth)
         digits_net = digits_model(config.digits)
+        infill_net, tuned, tuning, infill_rows = sway_infill.model(config), {}, {}, []
         for seed in tqdm(seeds, desc="sway seeds", leave=False):
             logging.info("sway: seed %d", seed)
             run_toy(config, workdir, seed, toy_model, raw, toy_samples)
-            if clf is not None:
+            if config.digits.enabled:
                 run_digits(config, workdir, seed, digits_net, clf[0], raw, image_rows)
+            if config.infill.enabled:
+                tuned = sway_infill.run_seed(config, workdir, seed, infill_net, clf[0], raw,
+                                             tuned, tuning, infill_rows)  # fmt: skip
         results: dict = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
-        if clf is not None:
+        if config.digits.enabled:
             results["digits"]["classifier_test_accuracy"] = clf[1]
         results["verdicts"] = verdicts(results, config.nfes)
+        if config.infill.enabled:
+            results["infill"]["tuning"] = tuning
+            results["infill"]["classifier_test_accuracy"] = clf[1]
+            results["verdicts"].update(sway_infill.verdicts(results, config.nfes))
         _log_verdicts(results["verdicts"])
         toy = results["toy"]
         _plot(os.path.join(workdir, "toy_energy_distance.png"), toy["velocity"],
@@ -356,13 +368,19 @@ def run(config, workdir: str) -> dict:
             os.path.join(workdir, "toy_samples.png"),
             [(f"{k} (N={len(v)})", v) for k, v in toy_samples.items()],
         )
-        if clf is not None:
+        if config.digits.enabled:
             d = results["digits"]
             _plot(os.path.join(workdir, "digits_frechet.png"), d["cfg"], "frechet_distance",
                   "digits / CFG", "Fréchet distance (classifier features)", True,
                   d["floor"]["frechet_distance"]["mean"])  # fmt: skip
             if image_rows:
                 plots.image_grid(os.path.join(workdir, "digits_samples.png"), image_rows)
+        if config.infill.enabled:
+            _plot(os.path.join(workdir, "infill_ref_mse.png"), results["infill"]["cfg"],
+                  "ref_mse", "infill / CFG", "MSE to the reference solve (completed pixels)",
+                  True, None)  # fmt: skip
+            if infill_rows:
+                plots.image_grid(os.path.join(workdir, "infill_samples.png"), infill_rows)
         common.write_results(workdir, results)
         return results
     finally:

@@ -20,21 +20,22 @@ _TITLES = {
     "toy/model": "2-D model (8 Gaussians), energy distance to held-out data",
     "toy/oracle": "2-D exact oracle velocity (8 Gaussians), energy distance to held-out data",
     "digits": "digits (class-conditional MLP flow), Fréchet distance in classifier features",
+    "infill": "digits infilling (bottom half given the top half), MSE to the reference solve",
 }
+_METRIC = {"toy": ("velocity", "energy_distance"), "digits": ("cfg", "frechet_distance"),
+           "infill": ("cfg", "ref_mse")}  # fmt: skip
 
 
 def _title(setting: str) -> str:
     part, group, solver = setting.split("/")
     base = _TITLES.get(f"{part}/{group}", _TITLES.get(part, part))
-    extra = f", CFG {group}" if part == "digits" else ""
+    extra = f", CFG {group}" if part in ("digits", "infill") else ""
     return f"{base}{extra}, {solver}"
 
 
 def _table(results: dict, setting: str) -> tuple[dict, str]:
     part, group, solver = setting.split("/")
-    branch, metric = (
-        ("velocity", "energy_distance") if part == "toy" else ("cfg", "frechet_distance")
-    )
+    branch, metric = _METRIC[part]
     return results[part][branch][group][solver], metric
 
 
@@ -66,8 +67,8 @@ def report(results: dict) -> str:
     lines = ["## Sway sampling (F5-TTS)", "", f"**Claim.** {CLAIM}", ""] + method_text(results)
     settings = [
         f"toy/{v}/{s}" for v, per in results["toy"]["velocity"].items() for s in per
-    ] + [f"digits/{g}/{s}" for g, per in results.get("digits", {}).get("cfg", {}).items()
-         for s in per]  # fmt: skip
+    ] + [f"{part}/{g}/{s}" for part in ("digits", "infill")
+         for g, per in results.get(part, {}).get("cfg", {}).items() for s in per]  # fmt: skip
     for setting in settings:
         table, metric = _table(results, setting)
         lines += [
@@ -124,6 +125,10 @@ def report(results: dict) -> str:
             "![digits](sway/digits_frechet.png)",
             "![digits samples](sway/digits_samples.png)",
         ]
+    if "infill" in results:
+        from inferax.experiments import sway_infill
+
+        lines += sway_infill.report_section(results, settings, _table)
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +142,7 @@ def summary(results: dict) -> dict:
         table, metric = _table(results, setting)
         ns = sorted(checks)
         n = ns[len(ns) // 2]
-        label = "ED" if setting.startswith("toy") else "FD"
+        label = {"toy": "ED", "digits": "FD", "infill": "ref-MSE"}[setting.split("/")[0]]
         measured = (
             f"{label} sway-1 at {n} NFE {stats.format_interval(table['sway-1'][n][metric])} vs "
             f"uniform at {2 * n} {stats.format_interval(table['uniform'][2 * n][metric])}"

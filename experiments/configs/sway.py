@@ -41,6 +41,20 @@ midpoint FD 25.5 vs 25.9; real-data FD floor 11.0). No setting holds. The demo's
 seeds 0-2 agree (there sway(-1) also fails at 8 NFE for the 2-D model with
 Euler; here that is a tie within the ED noise floor).
 
+Infilling (quick, seeds 0-2, 2026-12-02; 13.7 min for the whole quick run on a 2-core
+machine at load ~10, shared with other jobs; mean [95% t-interval] of ref-MSE, the
+completed pixels' squared distance to a 64-step midpoint reference): the claim does NOT
+hold on the infilling model either: sway(-1) at N vs uniform at 2N fails in all 11
+checks (w = 0 Euler 8 NFE: 0.0023 [0.0018, 0.0027] vs uniform 16 NFE 0.0005 [0.0003,
+0.0006]; w = 2 Euler 4 NFE: 0.129 [0.097, 0.161] vs 0.0088 [0.0076, 0.0101]; w = 2
+midpoint 8 NFE: 0.059 [0.051, 0.067] vs 0.0043 [0.0036, 0.0051]). Uniform beats sway(-1)
+at equal NFE too; sway(+0.5) is close to uniform. Classifier accuracy on the completed
+digits is 0.64-0.65 (w = 0) and 0.70-0.73 (w = 2) on every grid and NFE (real images
+0.99): the tiny quick model, not the grid, limits it. Tuned grid (ES, tuned on seed 0 at
+8 NFE, 344-472 NFE per sample of tuning): w = 0 midpoint 0.0010 [0.0008, 0.0012] vs
+uniform 0.0016 [0.0013, 0.0018]; w = 2 Euler 0.0081 [0.0077, 0.0084] vs 0.0088 [0.0076,
+0.0101]; w = 0 Euler: no grid better than uniform found; w = 2 midpoint 0.031 vs 0.031.
+
 Fields:
     seed: first seed; the run uses seeds seed, seed + 1, ..., seed + num_seeds - 1.
         A seed draws the 2-D data, trains both flow models and draws the sampling
@@ -66,6 +80,21 @@ Fields:
     digits.classifier_steps: steps of the feature classifier.
     digits.samples_per_class: generated images per class per setting.
     digits.cfg_scales: CFG strengths w (v_c + w (v_c - v_u)); 0 = conditional only.
+    infill.enabled: run the infilling part (models.infill: bottom half of a digit given
+        its top half, mask-conditioned velocity; experiments.sway_infill).
+    infill.mask: training masks, "bottom" (top half observed) or "random" (pixels observed
+        with probability 1/2); evaluation always completes the bottom half.
+    infill.masks_per_image: masks drawn per training image (for "random").
+    infill.hidden / depth: InfillVelocity width and residual blocks.
+    infill.train_steps / batch_size / lr / warmup_steps / p_uncond: training (p_uncond =
+        probability of dropping the whole condition, for CFG).
+    infill.cfg_scales: CFG strengths w on the infilling model; 0 = conditional only.
+    infill.num_eval: test images completed per setting.
+    infill.reference_steps: midpoint steps of the reference solve (ref_mse's reference).
+    infill.tune_nfes: NFEs at which a grid is tuned (schedule_tuning.tune, ES), on the
+        first seed's model, and applied to every seed.
+    infill.tune_batch / tune_iters / tune_coefs: tuning batch (training images), ES
+        iterations, sway coefficients tried.
 """
 
 import ml_collections
@@ -109,6 +138,25 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.digits.samples_per_class = 100
     c.digits.cfg_scales = [0.0, 2.0]
 
+    c.infill = ml_collections.ConfigDict()
+    c.infill.enabled = True
+    c.infill.mask = "bottom"
+    c.infill.masks_per_image = 1
+    c.infill.hidden = 256
+    c.infill.depth = 3
+    c.infill.train_steps = 4000
+    c.infill.batch_size = 128
+    c.infill.lr = 2e-3
+    c.infill.warmup_steps = 100
+    c.infill.p_uncond = 0.2
+    c.infill.cfg_scales = [0.0, 2.0]
+    c.infill.num_eval = 359
+    c.infill.reference_steps = 128
+    c.infill.tune_nfes = [4, 8, 16, 32, 64]
+    c.infill.tune_batch = 128
+    c.infill.tune_iters = 60
+    c.infill.tune_coefs = 12
+
     if variant == "quick":
         c.num_seeds = 3
         c.nfes = [4, 8, 16, 32]
@@ -125,4 +173,15 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         c.digits.classifier_steps = 400
         c.digits.samples_per_class = 30
         c.digits.cfg_scales = [2.0]
+        c.infill.hidden = 64
+        c.infill.depth = 2
+        c.infill.train_steps = 300
+        c.infill.batch_size = 64
+        c.infill.warmup_steps = 30
+        c.infill.num_eval = 200
+        c.infill.reference_steps = 64
+        c.infill.tune_nfes = [8]
+        c.infill.tune_batch = 48
+        c.infill.tune_iters = 20
+        c.infill.tune_coefs = 6
     return c

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inferax.experiments import stats, sway
+from inferax.experiments import stats, sway, sway_infill
 from inferax.experiments.configs import sway as sway_config
-from inferax.models import gmm
+from inferax.models import gmm, infill
+from inferax.sampling import schedules
 
 
 def tiny_config():
@@ -23,13 +24,25 @@ def tiny_config():
     c.toy.num_train = 4000
     c.toy.num_eval = 600
     c.toy.hidden = 64
-    c.toy.train_steps = 400
-    c.toy.warmup_steps = 40
+    c.toy.train_steps = 250
+    c.toy.warmup_steps = 25
     c.digits.hidden = 128
-    c.digits.train_steps = 300
-    c.digits.warmup_steps = 30
+    c.digits.train_steps = 200
+    c.digits.warmup_steps = 20
     c.digits.classifier_steps = 300
     c.digits.samples_per_class = 10
+    c.infill.hidden = 32
+    c.infill.depth = 1
+    c.infill.train_steps = 60
+    c.infill.batch_size = 32
+    c.infill.warmup_steps = 6
+    c.infill.cfg_scales = [2.0]
+    c.infill.num_eval = 60
+    c.infill.reference_steps = 16
+    c.infill.tune_nfes = [8]
+    c.infill.tune_batch = 16
+    c.infill.tune_iters = 4
+    c.infill.tune_coefs = 3
     return c
 
 
@@ -150,6 +163,8 @@ def test_report_mentions_claim_numbers_and_intervals(results):
         "toy/oracle/midpoint",
         "digits/w=2/euler",
         "digits/w=2/midpoint",
+        "infill/w=2/euler",
+        "infill/w=2/midpoint",
     }
 
 
@@ -161,6 +176,8 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
         ("num_seeds", 0, "num_seeds"),
         ("toy.warmup_steps", 10**6, "toy.warmup_steps"),
         ("digits.model", "unet", "digits.model"),
+        ("infill.mask", "left", "infill.mask"),
+        ("infill.tune_nfes", [5], "infill.tune_nfes"),
     ]:
         c = tiny_config()
         section, _, name = field.rpartition(".")
@@ -168,3 +185,43 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
         with pytest.raises(ValueError, match=match):
             sway.run(c, str(tmp_path / field))
         assert not os.path.exists(tmp_path / field), field
+
+
+def test_infill_part(results):
+    """The infilling quick run: every grid (tuned included) finite, NFE counted, the tuning
+    recorded within its cost, verdicts and the report's per-model winners."""
+    workdir, res = results
+    for name in ["infill_ref_mse.png", "infill_samples.png"]:
+        assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+    table = res["infill"]["cfg"]["w=2"]["euler"]
+    assert {"uniform", "sway-1", "tuned"} <= set(table) and set(table["tuned"]) == {8}
+    for solver, evals in (("euler", 1), ("midpoint", 2)):
+        for name, row in res["infill"]["cfg"]["w=2"][solver].items():
+            for n, e in row.items():
+                assert e["nfe"] == e["steps"] * evals * 2 == n, (solver, name, n)
+                for m in ("ref_mse", "mse", "psnr", "accuracy"):
+                    assert e[m]["finite"] and len(e[m]["values"]) == 2, (solver, name, n, m)
+                assert 0.0 <= e["accuracy"]["mean"] <= 1.0 and e["ref_mse"]["mean"] >= 0.0
+    tuning = res["infill"]["tuning"]["w=2"]["euler"][8]
+    assert tuning["error_tuned"] <= tuning["error_sway"] <= tuning["error_uniform"]
+    assert len(tuning["ts"]) == 5 and tuning["ts"][0] == 0.0 and tuning["ts"][-1] == 1.0
+    assert set(res["verdicts"]["infill/w=2/euler"]["sway-1"]) == {4, 8}
+    md = sway.report(res)
+    assert "### Infilling" in md and "Which grid wins" in md and "| tuned |" in md
+    assert "infill/w=2/midpoint" in md and "Tuned grids" in md
+    assert any(r[0] == "infill/w=2/euler" for r in sway.summary(res)["rows"])
+
+
+def test_infill_sampler_keeps_observed_pixels_exactly():
+    """The experiment's jitted completion keeps the observed pixels bit-exact on a padded
+    sway grid (an untrained network: exactness cannot come from the training)."""
+    net = infill.InfillVelocity(hidden=16, depth=1)
+    obs = jax.random.uniform(jax.random.key(0), (5, 8, 8, 1), minval=-1.0, maxval=1.0)
+    mask = infill.make_masks("bottom", 5)
+    params = net.init(jax.random.key(1), obs, jnp.zeros(5), obs, mask)
+    x0 = infill.initial_state(jax.random.normal(jax.random.key(2), obs.shape), obs, mask)
+    ts = sway_infill._pad(schedules.sway(3, -1.0), 6)
+    x1, nfe = sway_infill._complete(net, params, x0, obs, mask, ts, 3, "midpoint", 2.0)
+    assert int(nfe) == 12
+    np.testing.assert_array_equal(np.asarray(x1 * mask), np.asarray(obs * mask))
+    assert float(jnp.max(jnp.abs((x1 - x0) * (1 - mask)))) > 1e-3
