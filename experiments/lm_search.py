@@ -72,8 +72,10 @@ def validate(config) -> None:
 
 def shapes(config) -> tuple[int, int]:
     """``(prompt length, max new tokens)`` shared by every difficulty of the run."""
-    hi = max(config.difficulty)
-    return ar.prompt_length(hi), ar.solution_length(hi) + 4
+    hi, top = max(config.difficulty), config.lm.train_difficulty[1]
+    room = ar.prompt_length(top) + ar.solution_length(top) + 2  # the LM's max_len
+    p = ar.prompt_length(hi)
+    return p, min(ar.solution_length(hi) + 4, room - p)
 
 
 def step_config(config) -> steps.StepConfig:

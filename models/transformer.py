@@ -2,20 +2,22 @@
 
 Pre-LayerNorm blocks (Radford et al. 2019, GPT-2) with learned position
 embeddings and causal multi-head attention (Vaswani et al. 2017, eq. 1). The
-KV cache is a dict of arrays::
+KV cache is a dict of arrays, every leaf per row::
 
     k, v:    [layers, N, S, heads, head_dim]   layer-major (particle axis 1)
     mask:    [N, S] bool   which slots hold a real token (particle axis 0)
     length:  [N] int32     real tokens per row = next position id (axis 0)
-    index:   int32 scalar  next slot to write, shared by all rows (axis None)
+    fill:    [N] int32     slots used per row = next slot to write (axis 0)
 
-Every call writes its ``T`` new tokens into slots ``[index, index + T)`` of
-every row; a token marked invalid (a left pad of a prompt, or a row that has
-already finished while others decode) is written but masked, and does not
-advance the row's position, so rows of different lengths share one cache
-index and the cache pytree matches ``CACHE_AXES`` for the SMC core
-(``inferax.sampling.particles``). The full forward pass (``__call__``) runs
-the same blocks over a fresh cache of exactly ``T`` slots.
+A call writes a row's ``T`` new tokens into its slots ``[fill, fill + T)``;
+a token marked invalid (a left pad of a prompt) is written but masked and does
+not advance the row's position. A row whose tokens are all invalid (held: it
+has finished, or it waits while other rows finish their reasoning step) uses
+no slot, so a row never needs more slots than its own prompt plus the tokens it
+generates, however long the other rows' steps are. The cache pytree matches
+``CACHE_AXES`` for the SMC core (``inferax.sampling.particles``): gathering
+rows gathers every leaf. The full forward pass (``__call__``) runs the same
+blocks over a fresh cache of exactly ``T`` slots.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-CACHE_AXES = {"k": 1, "v": 1, "mask": 0, "length": 0, "index": None}
+CACHE_AXES = {"k": 1, "v": 1, "mask": 0, "length": 0, "fill": 0}
 _NEG = -1e9
 
 
@@ -87,27 +89,30 @@ class Transformer(nn.Module):
             "v": jnp.zeros(shape, jnp.float32),
             "mask": jnp.zeros((batch_size, max_len), bool),
             "length": jnp.zeros((batch_size,), jnp.int32),
-            "index": jnp.zeros((), jnp.int32),
+            "fill": jnp.zeros((batch_size,), jnp.int32),
         }
 
     def step(self, tokens: jax.Array, valid: jax.Array, cache: dict) -> tuple[jax.Array, dict]:
         """Runs ``tokens [N, T]`` (``valid [N, T]`` bool) through the cache.
 
         Returns:
-            ``(outputs [N, T, out], cache)`` with the new tokens' keys and
-            values written at slots ``[index, index + T)``.
+            ``(outputs [N, T, out], cache)`` with each row's new keys and
+            values written at its slots ``[fill, fill + T)`` (none for a row
+            whose tokens are all invalid).
         """
         n, t = tokens.shape
-        index = cache["index"]
         valid = valid.astype(bool)
         vi = valid.astype(jnp.int32)
         positions = cache["length"][:, None] + jnp.cumsum(vi, axis=1) - vi
         positions = jnp.clip(positions, 0, self.max_len - 1)
-        mask = jax.lax.dynamic_update_slice(cache["mask"], valid, (0, index))
+        rows = jnp.arange(n)[:, None]
+        slots = cache["fill"][:, None] + jnp.arange(t)[None]  # [N, T]
+        # Slots past the cache's end are dropped (the decoding loops never get there:
+        # a row's slots are its prompt and its own generated tokens).
+        mask = cache["mask"].at[rows, slots].set(valid, mode="drop")
         s = mask.shape[1]
-        slot = jnp.arange(s)
-        causal = slot[None, :] <= (index + jnp.arange(t))[:, None]  # [T, S]
-        allowed = mask[:, None, :] & causal[None]  # [N, T, S]
+        causal = jnp.arange(s)[None, None, :] <= slots[:, :, None]  # [N, T, S]
+        allowed = mask[:, None, :] & causal
         bias = jnp.where(allowed, 0.0, _NEG)[:, None]  # [N, 1, T, S]
         x = self.embed(tokens) + self.pos(positions)
         # Written in place into the layer-major arrays (no per-layer copies to restack).
@@ -115,12 +120,8 @@ class Transformer(nn.Module):
         for i in range(self.num_layers):
             qkv = self.qkv[i](self.ln1[i](x))  # [N, T, 3, H, D]
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            k_all = jax.lax.dynamic_update_slice(
-                k_all, k[None].astype(k_all.dtype), (i, 0, index, 0, 0)
-            )
-            v_all = jax.lax.dynamic_update_slice(
-                v_all, v[None].astype(v_all.dtype), (i, 0, index, 0, 0)
-            )
+            k_all = k_all.at[i, rows, slots].set(k.astype(k_all.dtype), mode="drop")
+            v_all = v_all.at[i, rows, slots].set(v.astype(v_all.dtype), mode="drop")
             kc, vc = k_all[i], v_all[i]
             logits = jnp.einsum("nthd,nshd->nhts", q, kc) / jnp.sqrt(self.head_dim) + bias
             att = jax.nn.softmax(logits, axis=-1)
@@ -133,7 +134,7 @@ class Transformer(nn.Module):
             "v": v_all,
             "mask": mask,
             "length": cache["length"] + jnp.sum(vi, axis=1),
-            "index": index + t,
+            "fill": cache["fill"] + jnp.where(jnp.any(valid, axis=1), t, 0),
         }
         return out, new
 

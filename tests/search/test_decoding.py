@@ -300,7 +300,9 @@ def test_gathered_population_continues_as_its_ancestors(tiny):
     )(jax.random.key(8))  # fmt: skip
     idx = jnp.array([5, 5, 0, 2, 1, 3])
     g = particles.take(s, idx, particles.leaf_axes(dec.state_axes(lm), s))
-    assert int(g.cache["index"]) == int(s.cache["index"])  # shared leaf untouched
+    # Every cache leaf is per row: a row has used its prompt's slots and its own tokens'.
+    np.testing.assert_array_equal(g.cache["fill"], np.asarray(s.cache["fill"])[np.asarray(idx)])
+    np.testing.assert_array_equal(g.cache["fill"], pr.shape[1] + np.asarray(g.num_tokens))
     rows = np.repeat(np.asarray(pr), 3, 0)[np.asarray(idx)]
     n = np.asarray(g.num_tokens)
     full = np.zeros((6, pr.shape[1] + 14), np.int32)
@@ -310,3 +312,29 @@ def test_gathered_population_continues_as_its_ancestors(tiny):
     ref = np.asarray(jax.jit(model.apply)(params, full, real))
     want = ref[np.arange(6), pr.shape[1] + n - 1]
     np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
+
+
+def test_held_rows_use_no_cache_slots(tiny):
+    """Step-by-step rounds with rows of different step lengths: a round runs as long as
+    its longest row, so the rounds together take more loop iterations than a row has
+    slots. The cache must still hold exactly each row's tokens (a shared write index
+    would run past the end and overwrite the last slot)."""
+    model, params, lm = tiny
+    pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
+    new = 14
+    state, _ = dec.start(lm, pr, num_samples=4, max_new_tokens=new)
+    step = jax.jit(lambda k, s: dec.generate(k, lm, s, eos_id=ar.EOS, step_id=ar.STEP_ID,
+                                             until="step", temperature=2.0))  # fmt: skip
+    iterations = 0
+    for i in range(8):
+        state, info = step(jax.random.key(i), state)
+        iterations += int(info.decode_steps)
+    assert iterations > new, iterations  # the situation this test is about
+    n = np.asarray(state.num_tokens)
+    full = np.concatenate([np.repeat(np.asarray(pr), 4, 0), np.asarray(state.tokens)], 1)
+    real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
+    ref = np.asarray(jax.jit(model.apply)(params, full, real))
+    want = ref[np.arange(len(n)), pr.shape[1] + n - 1]
+    live = n < new  # a full row's logits are not updated after its last token
+    np.testing.assert_allclose(np.asarray(state.logits)[live], want[live], atol=2e-5)
+    np.testing.assert_array_equal(state.cache["fill"], pr.shape[1] + n)
