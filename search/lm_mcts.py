@@ -185,7 +185,7 @@ def _per_prompt(lm, state: dec.DecodeState) -> dec.DecodeState:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _check(num_candidates, num_simulations, config, policy, c_puct, lm):
+def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value):
     k = _checks.positive_int(num_candidates, "num_candidates")
     s = _checks.positive_int(num_simulations, "num_simulations")
     if not isinstance(config, steps.StepConfig):
@@ -200,6 +200,8 @@ def _check(num_candidates, num_simulations, config, policy, c_puct, lm):
         raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
     if isinstance(c_puct, bool) or not isinstance(c_puct, int | float) or not c_puct > 0:
         raise ValueError(f"c_puct: expected a float > 0, got {c_puct!r}")
+    if unvisited_value is not None:
+        _checks.unit_interval(unvisited_value, "unvisited_value")
     return k, s
 
 
@@ -217,6 +219,7 @@ def mcts(
     c_puct: float = 1.25,
     dirichlet_fraction: float = 0.0,
     gumbel_scale: float = 1.0,
+    unvisited_value: float | None = None,
 ) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
     """MCTS over reasoning steps, one committed step per search (see the module doc).
 
@@ -237,6 +240,11 @@ def mcts(
         c_puct: ``pb_c_init`` of PUCT (MuZero's ``c_1``).
         dirichlet_fraction: root prior noise of AlphaZero (0: none, for inference).
         gumbel_scale: scale of the root Gumbel noise (``policy="gumbel"``).
+        unvisited_value: None: mctx's ``qtransform_by_parent_and_siblings`` (an
+            unvisited child counts as the worst sibling: a candidate with a small LM
+            prior may never be tried). A value in [0, 1]: the same normalised Q with
+            unvisited children valued at it (1: first-play urgency, every candidate
+            is tried once before the best is revisited). ``policy="muzero"`` only.
 
     Returns:
         ``(result, info)``: one trace per prompt (``K = 1``; its score is the
@@ -253,7 +261,9 @@ def mcts(
     Raises:
         ValueError / TypeError: bad budgets, settings or shapes, naming the argument.
     """
-    k, num_sims = _check(num_candidates, num_simulations, config, policy, c_puct, lm)
+    k, num_sims = _check(
+        num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value
+    )
     cfg = config
     prm_fn = steps.check_prm(prm_fn)
     state, pidx, info0 = steps.start(lm, prompts, prompt_mask, 1, cfg)
@@ -304,6 +314,11 @@ def mcts(
         trace[n] = trace[n].at[0].set(node.costs[:, j])
     totals = jnp.stack([node.costs[:, 0].sum(), jnp.int32(b), node.costs[:, 6].max()])
 
+    if unvisited_value is None:
+        qtransform = mctx.qtransform_by_parent_and_siblings
+    else:
+        qtransform = functools.partial(_q_first_play, value=unvisited_value)
+
     def search(rng, node: _Node):
         done = node.state.finished[:, 0]
         root = mctx.RootFnOutput(prior_logits=node.prior, value=node.value, embedding=node)
@@ -311,7 +326,9 @@ def mcts(
         if policy == "muzero" and dirichlet_fraction == 0:
             # mctx.muzero_policy without its root noise (it draws Dirichlet noise even
             # at fraction 0, whose Gamma sampler is a large part of the compiled program).
-            select = functools.partial(mctx.muzero_action_selection, pb_c_init=c_puct)
+            select = functools.partial(
+                mctx.muzero_action_selection, pb_c_init=c_puct, qtransform=qtransform
+            )
             tree = mctx.search(
                 None, rng, root=root, recurrent_fn=recurrent_fn,
                 root_action_selection_fn=functools.partial(select, depth=0),
@@ -322,7 +339,7 @@ def mcts(
         elif policy == "muzero":
             out = mctx.muzero_policy(
                 None, rng, root, recurrent_fn, num_sims, invalid_actions=invalid,
-                pb_c_init=c_puct, dirichlet_fraction=dirichlet_fraction,
+                pb_c_init=c_puct, dirichlet_fraction=dirichlet_fraction, qtransform=qtransform,
             )  # fmt: skip
         else:
             out = mctx.gumbel_muzero_policy(
@@ -372,6 +389,20 @@ def mcts(
     init = (jnp.zeros((), jnp.int32), node, trace, totals)
     rounds, node, trace, totals = jax.lax.while_loop(cond, body, init)
     return _result(node, rounds, trace, totals, info0, b, k, cfg)
+
+
+def _q_first_play(tree: mctx.Tree, node_index, *, value: float) -> jax.Array:
+    """``mctx.qtransform_by_parent_and_siblings`` (Q normalised to [0, 1] by the min and
+    max over the node's value and its visited children's Q), with unvisited children
+    valued ``value`` instead of 0 (first-play urgency: 1 tries every child once before
+    the best one is revisited, as UCT does; 0 is mctx's default)."""
+    q = tree.qvalues(node_index)
+    seen = tree.children_visits[node_index] > 0
+    v = tree.node_values[node_index]
+    safe = jnp.where(seen, q, v)
+    lo = jnp.minimum(v, jnp.min(safe, axis=-1))
+    hi = jnp.maximum(v, jnp.max(safe, axis=-1))
+    return jnp.where(seen, (q - lo) / jnp.maximum(hi - lo, 1e-8), value)
 
 
 def _bcast(mask, x):

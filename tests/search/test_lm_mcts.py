@@ -1,0 +1,212 @@
+"""MCTS over reasoning steps (search.lm_mcts) against exact answers.
+
+On the step tree (tests/search/step_tree.py) every node's value is exact (the
+best leaf reward below it), the LM's own greedy path leaves the best path at
+the root, and ``k`` = the branching: candidates are drawn without replacement
+on their first token (the tree's choice token), so every node has all ``k``
+children and the search can reach every leaf. On a tiny random transformer the
+PRM reads each node's next-token logits, so the values the search stored
+(trace ``value``) are checked against a full forward pass over the committed
+prefixes: the cache went through the per-prompt split, the tree's storage and
+gather, and the re-feed of each step from a stored parent row.
+
+Same result on 1 and 4 devices is not tested: mctx's batch axis is the prompts
+(each prompt's tree lives on one row of it), there is no particle population to
+shard. Same key, same answer is.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inferax.models import arithmetic as ar
+from inferax.models import transformer as tr
+from inferax.search import lm_mcts, lm_steps
+from tests.search import step_tree as st
+
+K, D, P = 3, 3, 4
+S = 48
+CFG = lm_steps.StepConfig(eos_id=st.EOS, step_id=st.STEP, max_new_tokens=2 * D, max_steps=D + 1)
+
+
+def digits(leaf):
+    return [(leaf // K ** (D - 1 - d)) % K for d in range(D)]
+
+
+def ladder(rng, best):
+    """Leaf rewards: 0.95 at ``best``, others in bands rising with the depth at which
+    they leave the best path (the best subtree also has the best average, so averaging
+    backups identify it; see the module doc of lm_mcts for deceptive trees)."""
+    edges = np.linspace(0.05, 0.9, D + 1)
+    r = np.zeros((len(best), K**D))
+    for p, b in enumerate(best):
+        for leaf in range(K**D):
+            j = int(np.argmax(np.array(digits(leaf)) != np.array(digits(b))))
+            r[p, leaf] = 0.95 if leaf == b else rng.uniform(edges[j], edges[j + 1])
+    return r
+
+
+def exact_values(reward):
+    """Node value = the best leaf reward below it (leaves: their reward)."""
+    v = np.zeros((reward.shape[0], st.num_nodes(K, D)))
+    for d in range(D + 1):
+        w = K ** (D - d)
+        for c in range(K**d):
+            v[:, st.offset(K, d) + c] = reward[:, c * w : (c + 1) * w].max(1)
+    return v
+
+
+@pytest.fixture(scope="module")
+def tree():
+    lm, _ = st.make(seed=0, k=K, depth=D, problems=P, scale=2.0)
+    greedy = np.array([st.path_probs(lm, p).argmax() for p in range(P)])
+    rng = np.random.default_rng(0)
+    top = greedy // K ** (D - 1)  # the greedy path's first choice
+    best1 = (top + 1) % K * K ** (D - 1) + rng.integers(0, K ** (D - 1), P)
+    best2 = (top + 2) % K * K ** (D - 1) + rng.integers(0, K ** (D - 1), P)
+    problems = np.arange(P)
+
+    def run(key, values):
+        prm = st.prm_fn(lm, values, problems)
+        return lm_mcts.mcts(key, lm, prm, st.prompts(problems), num_candidates=K,
+                            num_simulations=S, config=CFG, unvisited_value=1.0)  # fmt: skip
+
+    f = jax.jit(run)
+    r1, r2 = ladder(rng, best1), ladder(rng, best2)
+    out1 = f(jax.random.key(0), jnp.asarray(exact_values(r1)))
+    out2 = f(jax.random.key(0), jnp.asarray(exact_values(r2)))
+    return dict(lm=lm, f=f, greedy=greedy, best=(best1, best2), reward=(r1, r2), out=(out1, out2))
+
+
+def leaves(lm, res):
+    code, depth = st.decode_rows(lm, res.tokens[:, 0], res.num_tokens[:, 0])
+    return np.asarray(code), np.asarray(depth)
+
+
+def test_finds_the_exact_best_path_against_the_prior(tree):
+    lm = tree["lm"]
+    for (res, info), best, reward in zip(tree["out"], tree["best"], tree["reward"], strict=True):
+        code, depth = leaves(lm, res)
+        assert (depth == D).all() and np.asarray(res.finished).all()
+        np.testing.assert_array_equal(code, best)
+        assert (code != tree["greedy"]).all()  # the LM's greedy path is not the answer
+        np.testing.assert_allclose(np.asarray(res.scores[:, 0]), reward[np.arange(P), best], 1e-6)
+        # Every committed node lies on the best path, so its exact value is 0.95, and
+        # the final commit's Q is the leaf's own reward (absorbing edges keep it).
+        np.testing.assert_allclose(np.asarray(info.trace["value"][:D]), 0.95, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(info.trace["q"][D - 1]), 0.95, atol=1e-6)
+        assert int(info.num_rounds) == D
+    # Negative: the two ladders have different best leaves; the search follows the values.
+    assert (leaves(lm, tree["out"][0][0])[0] != leaves(lm, tree["out"][1][0])[0]).all()
+
+
+def test_budget_is_respected_and_reported(tree):
+    res, info = tree["out"][0]
+    t = {n: np.asarray(x) for n, x in info.trace.items()}
+    rounds = int(info.num_rounds)
+    np.testing.assert_array_equal(t["simulations"][:rounds], S)
+    assert int(info.prm_calls) == t["prm_calls"].sum() <= P * (1 + rounds * S)
+    assert int(info.generated_tokens) == t["sampled_tokens"].sum() + t["refed_tokens"].sum()
+    # Every step of the tree is 2 tokens: each scored expansion re-feeds exactly one
+    # step (the root is scored without one), each unfinished node samples k steps.
+    assert t["refed_tokens"].sum() == 2 * (int(info.prm_calls) - P)
+    assert t["sampled_tokens"].sum() % (2 * K) == 0
+    assert t["sampled_tokens"].sum() <= 2 * K * int(info.prm_calls)
+    assert int(info.generated_tokens) <= P * (1 + rounds * S) * (K + 1) * CFG.max_new_tokens
+    assert int(info.prompt_tokens) == P * 2 and info.sequences == P * K
+    assert t["nan_scores"].sum() == 0 and t["stuck"].sum() == 0
+    assert 0 < int(info.decode_steps) <= 2 * CFG.max_new_tokens * (1 + rounds * S)
+
+
+def test_same_key_same_answer(tree):
+    res, info = tree["f"](jax.random.key(0), jnp.asarray(exact_values(tree["reward"][0])))
+    ref, ref_info = tree["out"][0]
+    for a, b in zip(jax.tree.leaves((res, info)), jax.tree.leaves((ref, ref_info)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_few_simulations_gumbel_still_finishes(tree):
+    lm, reward = tree["lm"], tree["reward"][0]
+    problems = np.arange(P)
+    prm = st.prm_fn(lm, jnp.asarray(exact_values(reward)), problems)
+    res, info = jax.jit(
+        lambda key: lm_mcts.mcts(key, lm, prm, st.prompts(problems), num_candidates=K,
+                                 num_simulations=1, config=CFG, policy="gumbel")
+    )(jax.random.key(1))  # fmt: skip
+    code, depth = leaves(lm, res)
+    toks = np.asarray(res.tokens[:, 0])
+    assert (depth == D).all() and np.asarray(res.finished).all() and int(info.num_rounds) == D
+    np.testing.assert_array_equal(toks[:, 1:-1:2], st.STEP)  # c STEP c STEP c EOS
+    np.testing.assert_array_equal(toks[:, -1], st.EOS)
+    np.testing.assert_allclose(np.asarray(res.scores[:, 0]), reward[problems, code], 1e-6)
+    np.testing.assert_array_equal(np.asarray(info.trace["simulations"][:D]), 1)
+    assert int(info.prm_calls) <= P * (1 + D)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_candidates=0), "num_candidates"),
+        (dict(num_simulations=0), "num_simulations"),
+        (dict(num_candidates=99), "num_candidates"),
+        (dict(policy="alphago"), "policy"),
+        (dict(c_puct=0.0), "c_puct"),
+        (dict(unvisited_value=2.0), "unvisited_value"),
+    ],
+)
+def test_bad_input(tree, kwargs, match):
+    args = dict(num_candidates=K, num_simulations=2, config=CFG) | kwargs
+    prm = st.prm_fn(tree["lm"], np.zeros((P, st.num_nodes(K, D))), np.arange(P))
+    with pytest.raises(ValueError, match=match):
+        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, st.prompts(np.arange(P)), **args)
+    with pytest.raises(TypeError, match="config"):
+        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, st.prompts(np.arange(P)),
+                     num_candidates=K, num_simulations=2, config={})  # fmt: skip
+
+
+def test_transformer_values_match_a_full_forward_pass():
+    """A random tiny transformer: the PRM reads each node's next-token logits, which
+    must equal a full forward pass over prompt + the committed prefix."""
+    model = tr.Transformer(ar.VOCAB_SIZE, num_layers=1, d_model=16, num_heads=2, max_len=32)
+    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(3))
+    lm = tr.lm_functions(model, params)
+    pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
+    b, p = pr.shape
+    ends = jnp.array([ar.STEP_ID, ar.EOS])
+
+    def hook(logits, state):  # shorter steps: favour the step delimiter and EOS
+        return logits.at[:, ends].add(3.0)
+
+    def prm(state, prompt_index):
+        lg = state.logits
+        return jax.nn.sigmoid(lg[:, ar.EOS] - lg[:, ar.STEP_ID])
+
+    cfg = lm_steps.StepConfig(eos_id=ar.EOS, step_id=ar.STEP_ID, max_new_tokens=8, max_steps=3,
+                              logits_hook=hook)  # fmt: skip
+    res, info = jax.jit(
+        lambda key: lm_mcts.mcts(key, lm, prm, pr, pr != ar.PAD, num_candidates=2,
+                                 num_simulations=3, config=cfg)
+    )(jax.random.key(5))  # fmt: skip
+    assert res.tokens.shape == (b, 1, 8) and res.scores.shape == (b, 1)
+    rounds = int(info.num_rounds)
+    assert 1 <= rounds <= 3
+    toks, n = np.asarray(res.tokens[:, 0]), np.asarray(res.num_tokens[:, 0])
+    apply = jax.jit(model.apply)
+    checked = 0
+    for i in range(b):
+        stops = [j + 1 for j in range(n[i]) if toks[i, j] in (ar.STEP_ID, ar.EOS)]
+        cuts = (stops + [n[i]])[:rounds]  # each commit adds one step (or fills the row)
+        for r, m in enumerate(cuts):
+            full = np.concatenate([np.asarray(pr[i]), toks[i, :m]])[None]
+            mask = np.concatenate([np.asarray(pr[i]) != ar.PAD, np.ones(m, bool)])[None]
+            lg = np.asarray(apply(params, full, mask)[0, -1])
+            want = 1 / (1 + np.exp(-(lg[ar.EOS] - lg[ar.STEP_ID])))
+            np.testing.assert_allclose(float(info.trace["value"][r, i]), want, atol=1e-5)
+            checked += 1
+            if m == n[i]:
+                break
+    assert checked >= b
+    assert int(info.generated_tokens) > 0 and int(info.prm_calls) >= b
