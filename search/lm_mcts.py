@@ -27,9 +27,18 @@ tokens through ``decode_step`` from the parent's row (counted as
 ``sampled_tokens``). The tree therefore holds ``(num_simulations + 1) x B``
 cache rows instead of ``(num_simulations + 1) x B x k``, at the price of one
 step of re-fed tokens per expansion (``1 / (k + 1)`` of the tokens decoded).
-Every prompt's rows decode under ``jax.vmap`` with their own cache write
-index, so a node's cache index is exactly prompt length + its tokens and the
-cache needs no more slots than ``decoding.start`` gives it.
+Every prompt's rows decode under ``jax.vmap`` (shared cache leaves, such as
+a write index, become per prompt), so nodes at different depths of different
+prompts never share a cache leaf, and a node's cache holds exactly its prompt
+and its own tokens (no slots spent by other rows).
+
+Averaging backups find the best path when the best subtree also has a good
+average; on deceptive trees (a best leaf among poor siblings) they need many
+simulations (measured on the random step tree of depth 3, k = 3, exact values:
+3 of 8 problems solved at 1000 simulations with ``unvisited_value=1``; depth
+2: 8 of 8). With mctx's default Q transform an unvisited candidate counts as
+the worst sibling, so a candidate with a small LM prior may never be tried;
+``unvisited_value=1`` tries every candidate once.
 
 Candidates are distinct: the first token of the ``k`` candidate steps is
 drawn without replacement (Gumbel-top-k, Kool et al. 2019) and the rest of
