@@ -11,6 +11,7 @@ from inferax.search import (
     decoding,
     dynamics,
     lm_beam,
+    lm_gibbs,
     lm_mcts,
     lm_particle,
     lm_sampling,
@@ -25,8 +26,9 @@ from inferax.search.base import SearchInfo, ensemble, rank_normalize
 from inferax.search.decoding import DecodeInfo, DecodeState, budget_forcing
 from inferax.search.dynamics import DYNAMICS, Dynamics, make_dynamics
 from inferax.search.lm_beam import beam_search, dvts
+from inferax.search.lm_gibbs import particle_gibbs
 from inferax.search.lm_mcts import mcts
-from inferax.search.lm_particle import particle_filter, particle_gibbs
+from inferax.search.lm_particle import particle_filter
 from inferax.search.lm_sampling import fit_coverage, majority_vote, pass_at_k, weighted_vote
 from inferax.search.lm_steer import arithmetic_format_hook, no_repeated_result, smc_steer
 from inferax.search.noise import neighbors, random_search, zero_order_search
@@ -75,6 +77,7 @@ __all__ = [
     "beam_search",
     "dvts",
     "lm_beam",
+    "lm_gibbs",
     "lm_particle",
     "lm_steer",
     "no_repeated_result",
