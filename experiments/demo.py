@@ -24,6 +24,7 @@ EXPERIMENTS = {
         "inferax.experiments.configs.flow_scaling",
     ),
     "lm_scaling": ("inferax.experiments.lm_scaling", "inferax.experiments.configs.lm_scaling"),
+    "ebt": ("inferax.experiments.ebt", "inferax.experiments.configs.ebt"),
 }
 
 
