@@ -14,6 +14,8 @@ from inferax.models import (
     classifier,
     convnet,
     data,
+    ebt,
+    ebt_train,
     flow_matching,
     gmm,
     infill,
@@ -33,6 +35,8 @@ from inferax.models.checkpoint import (
 from inferax.models.classifier import DigitsClassifier, accuracy, train_classifier
 from inferax.models.convnet import ConvVelocity
 from inferax.models.data import TOY_DATASETS, digits_to_unit, gmm_samples, load_digits, toy_samples
+from inferax.models.ebt import DigitsEBT, DigitsFF, TokenEBT, TokenFF
+from inferax.models.ebt_train import EBTTraining
 from inferax.models.flow_matching import (
     TrainState,
     flow_matching_loss,
@@ -45,6 +49,13 @@ from inferax.models.train import make_optimizer, train_or_restore
 from inferax.models.transformer import LMFunctions, Transformer, lm_functions
 
 __all__ = [
+    "DigitsEBT",
+    "DigitsFF",
+    "EBTTraining",
+    "TokenEBT",
+    "TokenFF",
+    "ebt",
+    "ebt_train",
     "TOY_DATASETS",
     "Checkpointer",
     "ConvVelocity",
