@@ -182,16 +182,19 @@ def test_transformer_one_simulation_gumbel_values_match_a_full_forward_pass():
     assert int(info.generated_tokens) == t["sampled_tokens"].sum() + t["refed_tokens"].sum()
     assert int(info.generated_tokens) <= b * (1 + rounds) * 3 * cap
     toks, n = np.asarray(res.tokens[:, 0]), np.asarray(res.num_tokens[:, 0])
-    apply = jax.jit(model.apply)
+    # One causal forward pass over prompt + generated tokens: position p + m - 1 holds
+    # the logits after the first m generated tokens.
+    p = pr.shape[1]
+    full = np.concatenate([np.asarray(pr), toks], 1)
+    mask = np.concatenate([np.asarray(pr) != ar.PAD, np.arange(cap)[None] < n[:, None]], 1)
+    logits = np.asarray(jax.jit(model.apply)(params, full, mask))
     checked = 0
     for i in range(b):
         stops = [j + 1 for j in range(n[i]) if toks[i, j] in (ar.STEP_ID, ar.EOS)]
         cuts = sorted(set(stops + [n[i]]))  # each commit adds one step (or fills the row)
         assert len(cuts) <= rounds
         for r, m in enumerate(cuts):
-            full = np.concatenate([np.asarray(pr[i]), toks[i, :m]])[None]
-            mask = np.concatenate([np.asarray(pr[i]) != ar.PAD, np.ones(m, bool)])[None]
-            lg = np.asarray(apply(params, full, mask)[0, -1])
+            lg = logits[i, p + m - 1]
             want = 1 / (1 + np.exp(-(lg[ar.EOS] - lg[ar.STEP_ID])))
             np.testing.assert_allclose(t["value"][r, i], want, atol=1e-5)
             checked += 1
