@@ -119,9 +119,37 @@ def tokens_task(config) -> dict:
     }
 
 
-def train_models(config, workdir, task_name, task, seed):
+def prepare(config, task_name: str, task: dict) -> dict:
+    """Builds the losses, optimizers and jitted inference once per task, so that every seed
+    reuses the same compiled training step and inference programs."""
     c = config[task_name]
     cfg = ebt_train.EBTTraining.from_config(c)
+    kmax, gmax = max(config.steps), max(config.candidates)
+    kw = {"init_scale": cfg.init_scale, "encode": task["encode"]}
+
+    def trajectory(key, params, ctx):
+        _, _, info = ebt_train.predict(key, task["energy"], params, ctx, task["event"],
+                                       num_steps=kmax, trajectory=True, **kw)  # fmt: skip
+        return info.minimize.trajectory[:, :, 0]  # [kmax + 1, B, *event]
+
+    def verify(key, params, ctx):
+        _, ys, info = ebt_train.predict(key, task["energy"], params, ctx, task["event"],
+                                        num_steps=config.verify_steps, num_candidates=gmax,
+                                        **kw)  # fmt: skip
+        return ys, info.final_energies
+
+    return {**task, "cfg": cfg,
+            "ebt_loss": ebt_train.ebt_loss(task["energy"], task["loss"], cfg, task["encode"]),
+            "ff_loss": ebt_train.ff_loss(task["ff_apply"], task["loss"]),
+            "opt": ebt_train.optimizer(cfg, c.train_steps),
+            "ff_opt": ebt_train.network_optimizer(cfg, c.train_steps),
+            "trajectory": jax.jit(trajectory), "verify": jax.jit(verify),
+            "ff_predict": jax.jit(task["ff_apply"])}  # fmt: skip
+
+
+def train_models(config, workdir, task_name, task, seed):
+    c = config[task_name]
+    cfg = task["cfg"]
     k_init, k_ebt, k_ff = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7), 3)
     spec = {"experiment": "ebt", "task": task_name, **c.to_dict()}
     common_kw = {"data": task["train"], "event_shape": task["event"],
@@ -130,16 +158,13 @@ def train_models(config, workdir, task_name, task, seed):
                  "log_every": max(c.train_steps // 4, 1)}  # fmt: skip
     params, losses = ebt_train.fit_or_restore(
         k_ebt, workdir=common.cache_dir(config, workdir, f"{task_name}_ebt"), spec=spec,
-        loss_fn=ebt_train.ebt_loss(task["energy"], task["loss"], cfg, task["encode"]),
-        params=ebt_train.ebt_params(task["ebm_init"](k_init), cfg),
-        opt=ebt_train.optimizer(cfg, c.train_steps), cfg=cfg, **common_kw,
+        loss_fn=task["ebt_loss"], params=ebt_train.ebt_params(task["ebm_init"](k_init), cfg),
+        opt=task["opt"], cfg=cfg, **common_kw,
     )  # fmt: skip
     ff_params, ff_losses = ebt_train.fit_or_restore(
         k_ff, workdir=common.cache_dir(config, workdir, f"{task_name}_ff"),
-        spec={**spec, "model": "feed-forward"},
-        loss_fn=ebt_train.ff_loss(task["ff_apply"], task["loss"]),
-        params=task["ff_init"](k_init),
-        opt=ebt_train.network_optimizer(cfg, c.train_steps), **common_kw,
+        spec={**spec, "model": "feed-forward"}, loss_fn=task["ff_loss"],
+        params=task["ff_init"](k_init), opt=task["ff_opt"], **common_kw,
     )  # fmt: skip
     return cfg, params, ff_params, float(losses[-10:].mean()), float(ff_losses[-10:].mean())
 
@@ -183,26 +208,21 @@ def evaluate(config, task_name, task, cfg, params, ff_params, seed, raw, images)
     """One seed's held-out metrics: vs steps, vs G, the baseline, energy-error correlation."""
     key = jax.random.fold_in(jax.random.key(seed), 11)
     target = jnp.asarray(task["target"])
-    kw = {"init_scale": cfg.init_scale, "encode": task["encode"]}
     kmax, gmax = max(config.steps), max(config.candidates)
     done = {}
     for split, name, mask in _subsets(task_name, task):
         if split not in done:
             ctx = jax.tree_util.tree_map(jnp.asarray, task["eval"][split])
-            _, _, info = ebt_train.predict(key, task["energy"], params, ctx, task["event"],
-                                           num_steps=kmax, trajectory=True, **kw)  # fmt: skip
-            traj = info.minimize.trajectory[:, :, 0]  # [kmax + 1, B, *event]
-            _, ys, vinfo = ebt_train.predict(jax.random.fold_in(key, 1), task["energy"], params,
-                                             ctx, task["event"], num_steps=config.verify_steps,
-                                             num_candidates=gmax, **kw)  # fmt: skip
-            ff_pred = task["ff_apply"](ff_params, ctx)
-            done[split] = (ctx, traj, ys, vinfo, ff_pred)
-        ctx, traj, ys, vinfo, ff_pred = done[split]
+            traj = task["trajectory"](key, params, ctx)
+            ys, final_e = task["verify"](jax.random.fold_in(key, 1), params, ctx)
+            ff_pred = task["ff_predict"](ff_params, ctx)
+            done[split] = (ctx, traj, ys, final_e, ff_pred)
+        ctx, traj, ys, final_e, ff_pred = done[split]
         path = (task_name, name)
         for k in config.steps:
             per = _per_example(task_name, traj[k], target)
             stats.append_per_seed(raw, path + ("steps", k), _aggregate(task_name, per, mask))
-        fe = np.asarray(vinfo.final_energies)  # [B, G]
+        fe = np.asarray(final_e)  # [B, G]
         for g in config.candidates:
             idx = np.argmin(fe[:, :g], axis=1)
             chosen = jnp.asarray(np.asarray(ys)[np.arange(len(idx)), idx])
@@ -299,7 +319,7 @@ def run(config, workdir: str) -> dict:
         seeds = stats.seeds(config.seed, config.num_seeds)
         raw: dict = {}
         images: list = []
-        tasks = {t: (digits_task if t == "digits" else tokens_task)(config)
+        tasks = {t: prepare(config, t, (digits_task if t == "digits" else tokens_task)(config))
                  for t in TASKS if config[t].enabled}  # fmt: skip
         for seed in tqdm(seeds, desc="ebt seeds", leave=False):
             for name, task in tasks.items():

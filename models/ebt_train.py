@@ -31,7 +31,8 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,49 @@ def _take(tree, idx):
     return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
 
+class _Static(NamedTuple):
+    """The static part of a training step: one compiled step per distinct value, so that
+    ``fit`` called again with the same loss and optimizer objects (another seed, a
+    resumed run) reuses the compiled step."""
+
+    loss_fn: Callable
+    opt: Any
+    batch_size: int
+    m: int
+    n_rep: int
+    size: int
+    init_scale: float
+    event_shape: tuple
+    clamp_alpha: bool
+
+
+@partial(jax.jit, static_argnames=("st",))
+def _update(state, step, data, key, st: _Static):
+    k_idx, k_start, k_rep, k_loss = jax.random.split(jax.random.fold_in(key, step), 4)
+    idx = jax.random.randint(k_idx, (st.batch_size,), 0, st.m)
+    start = st.init_scale * jax.random.normal(k_start, (st.batch_size,) + st.event_shape)
+    if st.n_rep:  # replayed rows: their data row and their earlier final prediction
+        filled = jnp.minimum(step * st.batch_size, st.size)
+        slot = jax.random.randint(k_rep, (st.n_rep,), 0, jnp.maximum(filled, 1))
+        use = filled > 0
+        idx = idx.at[: st.n_rep].set(jnp.where(use, state["buf_row"][slot], idx[: st.n_rep]))
+        start = start.at[: st.n_rep].set(jnp.where(use, state["buf_y"][slot], start[: st.n_rep]))
+    batch = _take(data, idx)
+    (loss, final), grads = jax.value_and_grad(st.loss_fn, has_aux=True)(
+        state["params"], batch, k_loss, start
+    )
+    upd, opt_state = st.opt.update(grads, state["opt"], state["params"])
+    new_params = optax.apply_updates(state["params"], upd)
+    if st.clamp_alpha:
+        new_params = {**new_params, "alpha": jnp.maximum(new_params["alpha"], ebt.ALPHA_MIN)}
+    new = {**state, "params": new_params, "opt": opt_state}
+    if st.n_rep:
+        slots = (step * st.batch_size + jnp.arange(st.batch_size)) % st.size
+        new["buf_y"] = state["buf_y"].at[slots].set(jax.lax.stop_gradient(final))
+        new["buf_row"] = state["buf_row"].at[slots].set(idx)
+    return new, loss
+
+
 def fit(
     key: jax.Array,
     *,
@@ -222,31 +266,11 @@ def fit(
         "buf_row": jnp.zeros((size,), jnp.int32),
     }
 
-    @jax.jit
+    static = _Static(loss_fn, opt, batch_size, m, n_rep, size, float(init_scale),
+                     tuple(event_shape), cfg is not None)  # fmt: skip
+
     def update(state, step, data):
-        k_idx, k_start, k_rep, k_loss = jax.random.split(jax.random.fold_in(key, step), 4)
-        idx = jax.random.randint(k_idx, (batch_size,), 0, m)
-        start = init_scale * jax.random.normal(k_start, (batch_size,) + tuple(event_shape))
-        if n_rep:  # replayed rows: their data row and their earlier final prediction
-            filled = jnp.minimum(step * batch_size, size)
-            slot = jax.random.randint(k_rep, (n_rep,), 0, jnp.maximum(filled, 1))
-            use = filled > 0
-            idx = idx.at[:n_rep].set(jnp.where(use, state["buf_row"][slot], idx[:n_rep]))
-            start = start.at[:n_rep].set(jnp.where(use, state["buf_y"][slot], start[:n_rep]))
-        batch = _take(data, idx)
-        (loss, final), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], batch, k_loss, start
-        )
-        upd, opt_state = opt.update(grads, state["opt"], state["params"])
-        new_params = optax.apply_updates(state["params"], upd)
-        if cfg is not None:
-            new_params = {**new_params, "alpha": jnp.maximum(new_params["alpha"], ebt.ALPHA_MIN)}
-        new = {**state, "params": new_params, "opt": opt_state}
-        if n_rep:
-            slots = (step * batch_size + jnp.arange(batch_size)) % size
-            new["buf_y"] = state["buf_y"].at[slots].set(jax.lax.stop_gradient(final))
-            new["buf_row"] = state["buf_row"].at[slots].set(idx)
-        return new, loss
+        return _update(state, step, data, key, static)
 
     ckpt, history, start_step = None, [], 0
     if workdir is not None:

@@ -271,7 +271,7 @@ def minimize(
         )  # fmt: skip
         gn = jnp.sqrt(jnp.sum(jnp.square(g.reshape(n, -1)), axis=-1))
         steps_taken = running.astype(jnp.int32)
-        return (y_new, state, e, running), (e, gn, steps_taken, y)
+        return (y_new, state, e, running), (e, gn, steps_taken, y if trajectory else None)
 
     init = (y0, opt_state, jnp.full((n,), jnp.inf, dtype), jnp.ones((n,), bool))
     (y, _, _, _), (es, gns, taken, ys) = jax.lax.scan(body, init, jnp.arange(num_steps))

@@ -14,13 +14,14 @@ def test_token_ebt_is_per_example_and_causal():
     toks = jax.random.randint(jax.random.key(2), (3, 12), 0, arithmetic.VOCAB_SIZE)
     pos, logits = jnp.array([2, 5, 9]), jax.random.normal(jax.random.key(3), (3, 20))
     tp = t.init(jax.random.key(0), toks[0], 2, logits[0])
-    e = t.apply(tp, toks, pos, logits)
-    np.testing.assert_allclose(e[1], t.apply(tp, toks[1], 5, logits[1]), rtol=1e-5, atol=1e-6)
+    apply = jax.jit(t.apply)
+    e = apply(tp, toks, pos, logits)
+    np.testing.assert_allclose(e[1], apply(tp, toks[1], 5, logits[1]), rtol=1e-5, atol=1e-6)
     # Causal: tokens after position t do not change the energy; tokens before do.
     later = toks.at[1, 7].set((toks[1, 7] + 1) % 20)
-    np.testing.assert_allclose(t.apply(tp, later, pos, logits)[1], e[1], rtol=1e-6)
+    np.testing.assert_allclose(apply(tp, later, pos, logits)[1], e[1], rtol=1e-6)
     earlier = toks.at[1, 3].set((toks[1, 3] + 1) % 20)
-    assert abs(float(t.apply(tp, earlier, pos, logits)[1] - e[1])) > 1e-6
+    assert abs(float(apply(tp, earlier, pos, logits)[1] - e[1])) > 1e-6
 
 
 def test_token_examples_pair_each_position_with_its_next_token():
@@ -51,6 +52,7 @@ def _fd_direction(truncate: bool, num_steps: int):
             return loss(p, batch, k[3], start)[0]
 
         g = jax.jit(jax.grad(f))(params)
+        f = jax.jit(f)
         flat, unravel = jax.flatten_util.ravel_pytree(params)
         gf = jax.flatten_util.ravel_pytree(g)[0]
         errs = []
