@@ -33,6 +33,8 @@ def tiny_config():
     c.prm.num_problems = 8
     c.prm.samples_per_problem = 2
     c.prm.train_steps = 20
+    c.search.methods = ["beam", "particle_filter"]  # the others: tests/search
+    c.search.budgets = [4]  # one budget: 4 compiled searches (2 methods x 2 PRMs)
     return c
 
 
@@ -77,9 +79,41 @@ def test_files_results_and_consistency(results):
     }
     assert d["tokens"]["4"]["mean"] >= d["tokens"]["1"]["mean"] * 3.9
     s = lm_scaling.summary(res)
-    assert s["claim"] and len(s["rows"]) == 5
-    assert "| method |" in lm_scaling.report(res)
+    assert s["claim"] and len(s["rows"]) >= 5 + 5  # the search part adds its rows
+    text = lm_scaling.report(res)
+    assert "| method |" in text and "Step-level search" in text and "Compute-optimal" in text
+    assert os.path.getsize(os.path.join(workdir, "search_accuracy_vs_n.png")) > 0
     assert len(os.listdir(os.path.join(workdir, "models", "lm"))) == 1
+
+
+def test_search_part_budgets_and_consistency(results):
+    """Every search ran with both PRMs at both budgets on both seeds, within its budget;
+    the best-of-N baseline is the repeated-sampling pool's; verdicts exist."""
+    _, res = results
+    sr = res["search"]["difficulty"][2]
+    c = tiny_config()
+    _, new = lm_scaling.lm_search.shapes(c)
+    rounds = lm_scaling.lm_search.step_config(c).max_steps
+    for kind in ("learned", "oracle"):
+        table = sr["accuracy"][kind]
+        assert {"beam", "particle_filter", "bon"} <= set(table)
+        for m in ("beam", "particle_filter"):
+            for n in (4,):
+                iv = table[m][n]
+                assert len(iv["values"]) == 2 and all(0 <= v <= 1 for v in iv["values"])
+                tokens = sr["tokens"][m][kind][n]["values"]
+                # A particle is one sequence; beam search refills its pool with copies of the
+                # survivors when beams finish, so each of its rounds can spend N steps.
+                cap = n * new if m == "particle_filter" else n * new * rounds
+                assert all(0 < t <= cap for t in tokens), (m, kind, n, tokens)
+        # The baseline is best-of-N from the pool, at the same N.
+        key = {"learned": "bon_prm", "oracle": "bon_oracle"}[kind]
+        base = res["difficulty"][2]["accuracy"][key][4]["values"]
+        assert table["bon"][4]["values"] == base
+    v = sr["verdicts"]
+    assert {"pf_vs_beam_at_4", "pf_vs_bon_at_4", "beam_learned_below_oracle",
+            "oracle_pf_vs_beam"} <= set(v)  # fmt: skip
+    assert set(sr["optimal"]) == {"learned", "oracle"}
 
 
 def test_validate_rejects_bad_fields():
@@ -97,3 +131,14 @@ def test_validate_rejects_bad_fields():
     c.difficulty = [3]
     with pytest.raises(ValueError, match="lm.train_difficulty"):
         lm_scaling.validate(c)
+    for field, value, match in [
+        ("methods", ["greedy"], "search.methods"),
+        ("prms", [], "search.prms"),
+        ("budgets", [1, 8], "search.budgets"),  # not a subset of budgets [1, 2, 4]
+        ("tau", 0.0, "search.tau"),
+        ("mcts_candidates", 1, "search.mcts_candidates"),
+    ]:
+        c = tiny_config()
+        c.search[field] = value
+        with pytest.raises(ValueError, match=match):
+            lm_scaling.validate(c)
