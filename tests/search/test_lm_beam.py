@@ -7,6 +7,7 @@ negative control (an uninformative PRM) does not. Budgets are exact (every row
 makes D steps of 2 tokens). Beam selection gathers tokens, logits and the
 transformer's KV cache, and decoding continues as a full forward pass (tested with the
 particle filter's in tests/search/test_lm_particle.py, one compiled program for both).
+Each search compiles once, cheaply (``FAST``); the sharded test reuses the unsharded run.
 """
 
 import functools
@@ -26,7 +27,10 @@ LM, LEAF = st.make(4, k=K, depth=D, problems=P, scale=0.3)
 CFG = steps.StepConfig(st.EOS, st.STEP, max_new_tokens=2 * D, max_steps=D)
 PROBLEMS = np.arange(P)
 
-jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+# Compile cheaply: the programs run in well under a second, XLA's CPU codegen is the cost
+# (the loop fusion emitters and LLVM optimisation roughly double the compile time).
+FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+jit = functools.partial(jax.jit, compiler_options=FAST)
 
 
 def exact_values():
@@ -47,17 +51,25 @@ V_EXACT = exact_values()
 def run(key, values, method="beam", n=K**D, m=K, mesh=None):
     prm = st.prm_fn(LM, values, PROBLEMS)
     fn = lb.beam_search if method == "beam" else lb.dvts
-    return fn(key, LM, prm, st.prompts(PROBLEMS), num_beams=n, beam_width=m, config=CFG, mesh=mesh)
+    res, info = fn(
+        key, LM, prm, st.prompts(PROBLEMS), num_beams=n, beam_width=m, config=CFG, mesh=mesh
+    )
+    return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)
 
 
-def leaves_of(res):
-    code, depth = st.decode_rows(LM, res.tokens, res.num_tokens)
-    return np.asarray(code), np.asarray(depth)
+@pytest.fixture(scope="module")
+def beam_exact():
+    """Beam search covering the tree with the exact PRM (shared with the sharded test)."""
+    return run(jax.random.key(0), jnp.asarray(V_EXACT))
 
 
-def test_beam_search_covering_the_tree_finds_the_best_path():
-    res, info = run(jax.random.key(0), jnp.asarray(V_EXACT))
-    code, depth = leaves_of(res)
+def leaves_of(rows):
+    return tuple(np.asarray(a) for a in rows)
+
+
+def test_beam_search_covering_the_tree_finds_the_best_path(beam_exact):
+    res, info, rows = beam_exact
+    code, depth = leaves_of(rows)
     best = LEAF.argmax(axis=1)
     chosen = code[np.arange(P), np.asarray(res.choice)]
     np.testing.assert_array_equal(chosen, best)
@@ -71,15 +83,15 @@ def test_beam_search_covering_the_tree_finds_the_best_path():
     np.testing.assert_allclose(np.asarray(res.weights), 1.0 / n)
     # negative control: an uninformative PRM (all inner nodes 0.5) keeps arbitrary beams
     flat = st.leaf_values(LM, LEAF)
-    res0, _ = run(jax.random.key(0), jnp.asarray(flat))
-    code0, _ = leaves_of(res0)
+    _, _, rows0 = run(jax.random.key(0), jnp.asarray(flat))
+    code0, _ = leaves_of(rows0)
     assert np.mean(code0 == best[:, None]) < np.mean(code == best[:, None])
 
 
 def test_dvts_greedy_on_the_exact_prm_ends_at_the_best_leaf_in_every_subtree():
     n, m = 3 * 27, 27  # 3 subtrees of 27 candidates: every child is sampled (prob > 0.9999)
-    res, info = run(jax.random.key(1), jnp.asarray(V_EXACT), method="dvts", n=n, m=m)
-    code, depth = leaves_of(res)
+    res, info, rows = run(jax.random.key(1), jnp.asarray(V_EXACT), method="dvts", n=n, m=m)
+    code, depth = leaves_of(rows)
     assert code.shape == (P, n // m) and np.all(depth == D)
     np.testing.assert_array_equal(code, np.repeat(LEAF.argmax(1)[:, None], n // m, 1))
     assert int(info.generated_tokens) == P * n * 2 * D
@@ -87,10 +99,10 @@ def test_dvts_greedy_on_the_exact_prm_ends_at_the_best_leaf_in_every_subtree():
     assert info.sequences == P * n
 
 
-def test_same_answer_on_1_and_4_devices(devices):
+def test_same_answer_on_1_and_4_devices(devices, beam_exact):
     mesh = distributed.particle_mesh(devices[:4])
-    a, _ = run(jax.random.key(0), jnp.asarray(V_EXACT))
-    b, _ = run(jax.random.key(0), jnp.asarray(V_EXACT), mesh=mesh)
+    a, _, _ = beam_exact
+    b, _, _ = run(jax.random.key(0), jnp.asarray(V_EXACT), mesh=mesh)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 

@@ -1,4 +1,5 @@
-"""Particle filtering and particle Gibbs over reasoning steps (inferax.search.lm_particle).
+"""Particle filtering and particle Gibbs over reasoning steps (inferax.search.lm_particle,
+inferax.search.lm_gibbs).
 
 Truths: the step tree (tests/search/step_tree.py) enumerates every path with its
 exact probability p(path). Many prompt groups of one problem run as independent
@@ -17,6 +18,10 @@ the wrong tau, and the other mode's target are rejected by the same test.
 Particle Gibbs started from an exact reference keeps the exact normalised target
 (conditional SMC is invariant for any N) while a plain filter of the same N is
 visibly biased; the reference survives every resampling.
+
+Cost: nearly all of it is XLA compilation, so each program compiles once (module
+fixtures share the filter runs between tests) and cheaply (``FAST``); the trees are
+decoded inside the compiled programs, not op by op.
 """
 
 import functools
@@ -29,7 +34,7 @@ import pytest
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
 from inferax.sampling import distributed, smc
-from inferax.search import lm_beam
+from inferax.search import lm_beam, lm_gibbs
 from inferax.search import lm_particle as lp
 from inferax.search import lm_steps as steps
 from tests.search import step_tree as st
@@ -42,7 +47,10 @@ PROMPTS = st.prompts(np.zeros(G, np.int32))
 P_LEAF = st.path_probs(LM, 0)
 Z_CRIT = 4.5  # per-bin |z| bound: <= 28 bins x P(|z| > 4.5) ~ 2e-4 false alarms
 
-jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+# Compile cheaply: the programs run in well under a second, XLA's CPU codegen is the cost
+# (the loop fusion emitters and LLVM optimisation roughly double the compile time).
+FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+jit = functools.partial(jax.jit, compiler_options=FAST)
 
 
 def _inner_values(seed=3):
@@ -86,15 +94,28 @@ def target(values, mode, tau=1.0):
 @functools.partial(jit, static_argnames=("weights", "ess", "mesh"))
 def run_pf(key, values, weights="prm", ess=1.0, mesh=None):
     prm = st.prm_fn(LM, values, jnp.zeros(G, jnp.int32))
-    return lp.particle_filter(
+    res, info = lp.particle_filter(
         key, LM, prm, PROMPTS, num_particles=N, config=CFG, weights=weights,
         ess_threshold=ess, mesh=mesh,
     )  # fmt: skip
+    return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)
 
 
-def leaf_estimates(res, info):
+@pytest.fixture(scope="module")
+def pf_half():
+    """The filter with "prm" weights, resampled every step, inner scores 0.5."""
+    return run_pf(jax.random.key(0), jnp.asarray(V_HALF))
+
+
+@pytest.fixture(scope="module")
+def pf_inner():
+    """The same program with random inner scores."""
+    return run_pf(jax.random.key(1), jnp.asarray(V_INNER))
+
+
+def leaf_estimates(res, info, rows):
     """Per group: Z_hat * weighted leaf histogram ``[G, 27]`` and Z_hat ``[G]``."""
-    code, depth = st.decode_rows(LM, res.tokens, res.num_tokens)
+    code, depth = rows
     assert np.all(np.asarray(depth) == D) and np.all(np.asarray(res.finished))
     onehot = np.eye(K**D)[np.asarray(code)]  # [G, N, L]
     z = np.exp(np.asarray(info.trace["log_Z"][-1], np.float64))
@@ -115,9 +136,9 @@ def z_scores(est, gamma, visits=50.0):
     return (mean - gamma) / np.maximum(se, 1e-12)
 
 
-def test_prm_weights_inner_half_target_reward_tilted_leaves():
-    res, info = run_pf(jax.random.key(0), jnp.asarray(V_HALF))
-    est, z = leaf_estimates(res, info)
+def test_prm_weights_inner_half_target_reward_tilted_leaves(pf_half):
+    res, info, rows = pf_half
+    est, z = leaf_estimates(res, info, rows)
     gamma = target(V_HALF, "prm")
     assert np.max(np.abs(z_scores(est, gamma))) < Z_CRIT
     # the normalised weighted distribution (ratio estimator) within a TV tolerance from the
@@ -142,16 +163,15 @@ def test_prm_weights_inner_half_target_reward_tilted_leaves():
     np.testing.assert_allclose(np.asarray(res.weights).sum(1), 1.0, atol=1e-5)
 
 
-def test_prm_weights_with_inner_scores_target_the_product_of_tilts():
-    res, info = run_pf(jax.random.key(1), jnp.asarray(V_INNER))
-    est, _ = leaf_estimates(res, info)
+def test_prm_weights_with_inner_scores_target_the_product_of_tilts(pf_inner):
+    est, _ = leaf_estimates(*pf_inner)
     assert np.max(np.abs(z_scores(est, target(V_INNER, "prm")))) < Z_CRIT
     assert np.max(np.abs(z_scores(est, target(V_INNER, "ratio")))) > 10
 
 
 def test_ratio_weights_with_ess_trigger_target_the_final_tilt():
-    res, info = run_pf(jax.random.key(2), jnp.asarray(V_INNER), weights="ratio", ess=0.8)
-    est, _ = leaf_estimates(res, info)
+    res, info, rows = run_pf(jax.random.key(2), jnp.asarray(V_INNER), weights="ratio", ess=0.8)
+    est, _ = leaf_estimates(res, info, rows)
     assert np.max(np.abs(z_scores(est, target(V_INNER, "ratio")))) < Z_CRIT
     assert np.max(np.abs(z_scores(est, target(V_INNER, "prm")))) > 10
     resampled = np.asarray(info.trace["resampled"])
@@ -161,10 +181,11 @@ def test_ratio_weights_with_ess_trigger_target_the_final_tilt():
 @functools.partial(jit, static_argnames=("iters",))
 def run_pg(key, values, reference, iters=2):
     prm = st.prm_fn(LM, values, jnp.zeros(G, jnp.int32))
-    return lp.particle_gibbs(
+    res, info = lm_gibbs.particle_gibbs(
         key, LM, prm, PROMPTS, num_particles=N, num_iterations=iters, config=CFG,
         reference=reference,
     )  # fmt: skip
+    return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)[0]
 
 
 def _tokens_of(codes):
@@ -177,13 +198,12 @@ def _tokens_of(codes):
     return out
 
 
-def test_particle_gibbs_keeps_the_exact_target_and_the_reference():
+def test_particle_gibbs_keeps_the_exact_target_and_the_reference(pf_half):
     gamma = target(V_HALF, "prm")
     pi = gamma / gamma.sum()
     rng = np.random.default_rng(0)
     ref = _tokens_of(rng.choice(K**D, size=G, p=pi))  # exact draws from the target
-    res, info = run_pg(jax.random.key(4), jnp.asarray(V_HALF), jnp.asarray(ref))
-    code, _ = st.decode_rows(LM, res.tokens, res.num_tokens)
+    res, info, code = run_pg(jax.random.key(4), jnp.asarray(V_HALF), jnp.asarray(ref))
     hist = np.einsum(
         "gn,gnl->gl", np.asarray(res.weights, np.float64), np.eye(K**D)[np.asarray(code)]
     )
@@ -198,18 +218,17 @@ def test_particle_gibbs_keeps_the_exact_target_and_the_reference():
     assert int(info.generated_tokens) == 2 * G * N * 2 * D
     assert int(info.prm_calls) == 2 * G * N * D
     # negative control: a plain filter with the same N is biased (no reference kept)
-    res0, _ = run_pf(jax.random.key(5), jnp.asarray(V_HALF))
-    code0, _ = st.decode_rows(LM, res0.tokens, res0.num_tokens)
+    res0, _, (code0, _) = pf_half
     hist0 = np.einsum(
         "gn,gnl->gl", np.asarray(res0.weights, np.float64), np.eye(K**D)[np.asarray(code0)]
     )
     assert np.max(np.abs(z_scores(hist0, pi))) > Z_CRIT + 1
 
 
-def test_same_answer_on_1_and_4_devices(devices):
+def test_same_answer_on_1_and_4_devices(devices, pf_inner):
     mesh = distributed.particle_mesh(devices[:4])
-    a, ia = run_pf(jax.random.key(7), jnp.asarray(V_INNER))
-    b, ib = run_pf(jax.random.key(7), jnp.asarray(V_INNER), mesh=mesh)
+    a, ia, _ = pf_inner
+    b, ib, _ = run_pf(jax.random.key(1), jnp.asarray(V_INNER), mesh=mesh)
     for x, y in zip(a[:3], b[:3], strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     np.testing.assert_array_equal(np.asarray(a.choice), np.asarray(b.choice))
@@ -223,11 +242,11 @@ def test_resampled_and_selected_caches_continue_as_full_forward_pass():
     """On the project's transformer: two filter rounds resampling after the first, and one
     beam-search selection (lm_beam.beam_step) followed by a decoded step. The gathered rows
     (tokens, logits, layer-major KV cache) continue exactly as a full forward pass over
-    their own tokens (one compiled program for both, to keep the test cheap)."""
+    their own tokens. One compiled program holds the initialisation, both searches and the
+    reference forward pass."""
     model = tr.Transformer(ar.VOCAB_SIZE, num_layers=1, d_model=16, num_heads=2, max_len=40)
-    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(3))
-    lm = tr.lm_functions(model, params)
     pr = jnp.asarray(ar.prompts(ar.split("test", 2, 2)))
+    p_len = pr.shape[1]
 
     def hook(logits, s):  # a step every 3 tokens (no EOS), so rounds stay short
         force = (s.num_tokens % 3 == 2)[:, None]
@@ -244,6 +263,8 @@ def test_resampled_and_selected_caches_continue_as_full_forward_pass():
 
     @jit
     def both(key):
+        params = tr.init_params(model, jax.random.key(3))
+        lm = tr.lm_functions(model, params)
         pop, pidx, _ = lp.init_population(lm, pr, None, 4, cfg)
         alg = lp.filter_smc(lm, prm, pidx, cfg, ess_threshold=1.0)
         s = alg.init(pop, jnp.zeros((2, 4)))
@@ -253,25 +274,25 @@ def test_resampled_and_selected_caches_continue_as_full_forward_pass():
         b0, bidx, _ = lm_beam.beam_init(lm, pr, None, 4, cfg)
         b1, _ = lm_beam.beam_step(jax.random.fold_in(key, 0), lm, prm, b0, bidx, cfg, 4, 2)
         b2, _, _ = steps.extend(jax.random.fold_in(key, 1), lm, b1.pool, bidx, prm, b1.score, cfg)
-        return final.particles.state, trace, b1.pool, b2
+        # the reference: the full forward pass over every gathered row's own tokens
+        pf = final.particles.state
+        tokens = jnp.concatenate([pf.tokens, b2.tokens])
+        num = jnp.concatenate([pf.num_tokens, b2.num_tokens])
+        full = jnp.concatenate([jnp.tile(jnp.repeat(pr, 4, 0), (2, 1)), tokens], axis=1)
+        real = jnp.arange(full.shape[1])[None] < (p_len + num)[:, None]
+        ref = model.apply(params, full, real)[jnp.arange(16), p_len + num - 1]
+        logits = jnp.concatenate([pf.logits, b2.logits])
+        return trace["resampled"], pf.tokens, b1.pool.tokens, num, logits, ref
 
-    pf, trace, selected, beam = both(jax.random.key(11))
-    assert np.asarray(trace["resampled"])[0].all()
+    resampled, pf_tokens, selected, num, logits, want = both(jax.random.key(11))
+    assert np.asarray(resampled)[0].all()
     # copies share their ancestor's first step: the filter resampled, the beam kept 2 x 2
-    first = np.asarray(pf.tokens[:, :3]).reshape(2, 4, 3)
+    first = np.asarray(pf_tokens[:, :3]).reshape(2, 4, 3)
     assert any(len({tuple(r) for r in grp}) < 4 for grp in first)
-    sel = np.asarray(selected.tokens[:, :3]).reshape(2, 4, 3)
+    sel = np.asarray(selected[:, :3]).reshape(2, 4, 3)
     np.testing.assert_array_equal(sel[:, :2], sel[:, 2:])
-    g = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), pf._replace(cache=None),
-                               beam._replace(cache=None))  # fmt: skip
-    n = np.asarray(g.num_tokens)
-    assert np.all(n == 6)
-    rows = np.tile(np.repeat(np.asarray(pr), 4, 0), (2, 1))
-    full = np.concatenate([rows, np.asarray(g.tokens)], axis=1)
-    real = np.arange(full.shape[1])[None] < (pr.shape[1] + n)[:, None]
-    ref = np.asarray(jax.jit(model.apply)(params, full, real))
-    want = ref[np.arange(16), pr.shape[1] + n - 1]
-    np.testing.assert_allclose(np.asarray(g.logits), want, atol=2e-5)
+    assert np.all(np.asarray(num) == 6)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(want), atol=2e-5)
 
 
 def test_grouped_smc_core_equals_independent_groups():
@@ -279,24 +300,28 @@ def test_grouped_smc_core_equals_independent_groups():
     (key fold_in(key, g)), with its own log Z."""
     from inferax.sampling import resampling
 
-    x = jax.random.normal(jax.random.key(0), (3 * 5, 2))
-    inc = -0.5 * jnp.sum(x**2, axis=1) * jnp.array([0.1, 3.0, 1.0]).repeat(5)
-    alg = smc.build(lambda k, p, t: (p, inc), resampling="multinomial", ess_threshold=0.7)
+    scale = jnp.array([0.1, 3.0, 1.0]).repeat(5)
 
-    @jax.jit
+    def build(x):
+        inc = -0.5 * jnp.sum(x**2, axis=1) * scale
+        return inc, smc.build(lambda k, p, t: (p, inc), resampling="multinomial", ess_threshold=0.7)
+
+    @jit
     def both(key):
+        x = jax.random.normal(jax.random.key(0), (3 * 5, 2))
+        inc, alg = build(x)
         new, info = alg.step(key, alg.init(x, jnp.zeros((3, 5))), 0)
         _, k_res, _ = jax.random.split(key, 3)
-        ref = []
-        for grp in range(3):  # each group alone, as the ungrouped core would see it
-            lw = inc[grp * 5 : (grp + 1) * 5]
+
+        def alone(grp, lw):  # each group alone, as the ungrouped core would see it
             ess = resampling.ess(lw)
             a = resampling.multinomial(jax.random.fold_in(k_res, grp), lw, 5)
             a = jnp.where(ess < 0.7 * 5, a, jnp.arange(5))
-            ref.append((ess, jax.nn.logsumexp(lw) - jnp.log(5.0), ess < 0.7 * 5, a))
-        return new, info, [jnp.stack(r) for r in zip(*ref, strict=True)]
+            return ess, jax.nn.logsumexp(lw) - jnp.log(5.0), ess < 0.7 * 5, a
 
-    new, info, (ess, log_z, resampled, anc) = both(jax.random.key(1))
+        return x, new, info, jax.vmap(alone)(jnp.arange(3), inc.reshape(3, 5))
+
+    x, new, info, (ess, log_z, resampled, anc) = both(jax.random.key(1))
     np.testing.assert_allclose(np.asarray(info.ess), np.asarray(ess), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(new.log_Z), np.asarray(log_z), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(info.resampled), np.asarray(resampled))
@@ -305,7 +330,7 @@ def test_grouped_smc_core_equals_independent_groups():
     np.testing.assert_array_equal(np.asarray(new.particles), np.asarray(x)[rows])
     assert 0 < int(np.sum(info.resampled)) < 3
     with pytest.raises(ValueError, match="log_weights"):
-        alg.init(x, jnp.zeros((4, 5)))
+        jax.eval_shape(lambda x: build(x)[1].init(x, jnp.zeros((4, 5))), x)
 
 
 def test_weighted_answer_votes_over_identical_candidates():
@@ -314,8 +339,11 @@ def test_weighted_answer_votes_over_identical_candidates():
     fin = jnp.ones((1, 3), bool)
     scores = jnp.asarray([[0.2, 0.9, 0.3]])
     w = jnp.asarray([[0.3, 0.45, 0.25]])
-    assert int(lp._choose(tok, num, fin, scores, w, "best")[0]) == 1
-    assert int(lp._choose(tok, num, fin, scores, w, "weighted")[0]) in (0, 2)  # 0.55 > 0.45
+    best, weighted = jit(lambda *a: [lp._choose(*a, answer)[0] for answer in ("best", "weighted")])(
+        tok, num, fin, scores, w
+    )
+    assert int(best) == 1
+    assert int(weighted) in (0, 2)  # 0.55 > 0.45
 
 
 @pytest.mark.parametrize(
@@ -339,12 +367,13 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
 
 
 def test_bad_gibbs_and_mesh_arguments(devices):
+    assert lp.particle_gibbs is lm_gibbs.particle_gibbs  # the old import path still works
     prm = st.prm_fn(LM, V_HALF, jnp.zeros(1, jnp.int32))
     with pytest.raises(ValueError, match="num_iterations"):
-        lp.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
+        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
                           num_iterations=0, config=CFG)  # fmt: skip
     with pytest.raises(ValueError, match="reference"):
-        lp.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
+        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
                           num_iterations=1, config=CFG,
                           reference=jnp.ones((1, 3), int))  # fmt: skip
     mesh = distributed.particle_mesh(devices[:4])

@@ -34,7 +34,10 @@ PROMPTS = st.prompts(np.zeros(G, np.int32))
 VALUES = np.random.default_rng(1).uniform(0.2, 0.9, size=(1, st.num_nodes(K, D)))
 Z_CRIT = 4.5
 
-jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+# Compile cheaply: the programs run in well under a second, XLA's CPU codegen is the cost
+# (the loop fusion emitters and LLVM optimisation roughly double the compile time).
+FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+jit = functools.partial(jax.jit, compiler_options=FAST)
 
 
 def hook(logits, s):  # the first choice may not be choice 0
@@ -79,19 +82,20 @@ def exact_z(corrected=True):
 
 @functools.partial(jit, static_argnames=("expand", "mesh"))
 def run(key, expand=1, mesh=None):
-    return ls.smc_steer(
+    res, info = ls.smc_steer(
         key, LM, potential, PROMPTS, num_particles=N, config=CFG, expand=expand, mesh=mesh
     )
+    return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)
 
 
-def check_run(res, info, expand):
+def check_run(res, info, rows, expand):
     zhat = np.exp(np.asarray(info.trace["log_Z"][-1], np.float64))
     z = exact_z()
     se = zhat.std(ddof=1) / np.sqrt(G)
     assert abs(zhat.mean() - z) / se < Z_CRIT, (zhat.mean(), z, se)
     assert abs(zhat.mean() - exact_z(corrected=False)) / se > 10  # negative control
     # constraints: the hook is never violated; weighted candidates satisfy the condition
-    code, depth = st.decode_rows(LM, res.tokens, res.num_tokens)
+    code, depth = rows
     code, w = np.asarray(code), np.asarray(res.weights)
     dig = np.stack([(code // K ** (D - 1 - d)) % K for d in range(D)], -1)
     assert np.all(np.asarray(depth) == D) and np.all(dig[..., 0] != 0)
@@ -108,15 +112,15 @@ def check_run(res, info, expand):
 
 
 def test_standard_smc_evidence_is_unbiased_and_constraints_hold():
-    res, info = run(jax.random.key(0))
-    check_run(res, info, 1)
+    res, info, rows = run(jax.random.key(0))
+    check_run(res, info, rows, 1)
     resampled = np.asarray(info.trace["resampled"])
     assert 0 < resampled.mean() < 1  # ESS-triggered
 
 
 def test_expand_then_resample_evidence_is_unbiased_and_constraints_hold():
-    res, info = run(jax.random.key(1), expand=3)
-    check_run(res, info, 3)
+    res, info, rows = run(jax.random.key(1), expand=3)
+    check_run(res, info, rows, 3)
     assert np.asarray(info.trace["resampled"]).all()
 
 
@@ -179,7 +183,7 @@ def test_example_constraints_on_handmade_prefixes():
 
     s = state_of(["3+4=7;7*2=4;", "3+4=7;7*2=7;", "3+4=7;#", "3+4=7;7*"])
 
-    @jax.jit
+    @jit
     def both(s):
         pot = ls.no_repeated_result()(s, jnp.zeros(4, jnp.int32))
         return pot, ls.arithmetic_format_hook()(jnp.zeros((4, ar.VOCAB_SIZE)), s)
