@@ -30,3 +30,6 @@ def test_readme_python_examples_run():
     assert float(jnp.max(jnp.abs(x1_exact.mean(0) - mu))) < 0.06
     assert float(jnp.max(jnp.abs(x1_exact.std(0) - sigma))) < 0.04
     assert namespace["x"].shape == (4096, 2) and bool(jnp.all(jnp.isfinite(namespace["x"])))
+    # The step-level search example: 8 particles per prompt, within their token budget.
+    result, info = namespace["result"], namespace["info"]
+    assert result.tokens.shape == (2, 8, 24) and int(info.generated_tokens) <= 2 * 8 * 24
