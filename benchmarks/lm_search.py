@@ -18,17 +18,25 @@ speed does not depend on them) with a learned-PRM-shaped reward transformer:
   particles (checked before timing).
 
 The random LM seldom emits the step delimiter, so a logits hook adds a fixed
-bias to it (about 6 tokens per step), in every side alike.
+bias to it (about 6 tokens per step), in every side alike. The SMC step is
+compiled once and shared by the first two cases.
+
+``--quick`` (the tests' smoke run) uses tiny sizes and compiles without LLVM
+optimisation or the CPU loop fusion emitters (``QUICK_COMPILE``): its checks
+hold, its times mean nothing.
 
     python -m benchmarks.lm_search [--quick]
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app
 
 from benchmarks import common
@@ -41,6 +49,7 @@ from inferax.search import lm_steps as steps
 
 TARGET_GATHER, TARGET_ROUND = 0.10, 1.15
 STEP_BIAS = 2.5
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 class Config(NamedTuple):
@@ -60,13 +69,13 @@ def step_hook(logits, state):
     return logits.at[:, ar.STEP_ID].add(STEP_BIAS)
 
 
-def setup(cfg: Config):
+def setup(cfg: Config, jit: Callable = jax.jit):
     length = cfg.prompt + cfg.new_tokens
     model = tr.Transformer(ar.VOCAB_SIZE, num_layers=cfg.layers, d_model=cfg.d_model,
                            num_heads=cfg.heads, max_len=length)  # fmt: skip
-    params = jax.jit(lambda k: tr.init_params(model, k))(jax.random.key(0))
+    params = jit(lambda k: tr.init_params(model, k))(jax.random.key(0))
     rm = prm.reward_model(cfg.layers, cfg.d_model, cfg.heads, length)
-    rparams = jax.jit(lambda k: tr.init_params(rm, k))(jax.random.key(1))
+    rparams = jit(lambda k: tr.init_params(rm, k))(jax.random.key(1))
     prompts = jax.random.randint(jax.random.key(2), (1, cfg.prompt), 3, ar.VOCAB_SIZE)
     prompts = prompts.astype(jnp.int32)
     lm = tr.lm_functions(model, params)
@@ -76,24 +85,63 @@ def setup(cfg: Config):
     return lm, prm_fn, prompts, config
 
 
-def _population(lm, prm_fn, prompts, config, n):
-    pop, prompt_index, _ = lm_particle.init_population(lm, prompts, None, n, config)
+def same_rows(gathered: Any, population: Any, indices, axes) -> bool:
+    """Whether every leaf of ``gathered`` is ``population``'s leaf at ``indices`` along
+    its particle axis (``axes``, as ``particles.leaf_axes``; None: shared), in NumPy."""
+    idx = np.asarray(indices)
+    leaves = zip(jax.tree.leaves(gathered), jax.tree.leaves(population), axes, strict=True)
+    for got, leaf, ax in leaves:
+        want = np.asarray(leaf) if ax is None else np.take(np.asarray(leaf), idx, axis=ax)
+        got = np.asarray(got)
+        if got.shape != want.shape or not np.array_equal(
+            got, want, equal_nan=np.issubdtype(got.dtype, np.inexact)
+        ):
+            return False
+    return True
+
+
+class Shared(NamedTuple):
+    """What the cases share: the LM side, the jit, and one compiled SMC step."""
+
+    lm: Any
+    prm_fn: Any
+    prompts: jax.Array
+    config: steps.StepConfig
+    cfg: Config
+    jit: Callable
+    alg: Any
+    state0: Any
+    prompt_index: jax.Array
+    step: Callable
+
+
+def shared(cfg: Config, jit: Callable = jax.jit) -> Shared:
+    """The LM side, the filter's SMC state after the prefill (compiled), its step."""
+    lm, prm_fn, prompts, config = setup(cfg, jit)
+
+    def start(p):
+        pop, prompt_index, _ = lm_particle.init_population(lm, p, None, cfg.n, config)
+        alg = lm_particle.filter_smc(lm, prm_fn, prompt_index, config)
+        return alg.init(pop, jnp.zeros((1, cfg.n), jnp.float32)), prompt_index
+
+    st0, prompt_index = jit(start)(prompts)
     alg = lm_particle.filter_smc(lm, prm_fn, prompt_index, config)
-    return alg, alg.init(pop, jnp.zeros((1, n), jnp.float32)), prompt_index
+    return Shared(lm, prm_fn, prompts, config, cfg, jit, alg, st0, prompt_index, jit(alg.step))
 
 
-def gather_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
-    alg, st, _ = _population(lm, prm_fn, prompts, config, cfg.n)
+def gather_case(sh: Shared, repeats, budget_s) -> dict:
+    lm, cfg = sh.lm, sh.cfg
     # One round first, so the cache holds a prompt and a step (as when resampling).
-    st, _ = jax.jit(alg.step)(jax.random.key(3), st, 0)
+    st, _ = sh.step(jax.random.key(3), sh.state0, 0)
     pop = st.particles
     axes = particles.leaf_axes(lm_particle.population_axes(lm), pop, "population")
-    idx = jax.random.randint(jax.random.key(4), (cfg.n,), 0, cfg.n)
-    gather = jax.jit(lambda p, i: particles.take(p, i, axes))
+    idx = jnp.asarray(np.random.default_rng(4).integers(0, cfg.n, cfg.n), jnp.int32)
+    gather = sh.jit(lambda p, i: particles.take(p, i, axes))
     valid = jnp.ones((cfg.n,), bool)
     tok = jnp.full((cfg.n,), ar.STEP_ID, jnp.int32)
-    decode = jax.jit(lambda c, t: lm.decode_step(c, t, valid))
-    same = bool(jnp.all(gather(pop, idx).state.tokens == pop.state.tokens[idx]))
+    decode = sh.jit(lambda c, t: lm.decode_step(c, t, valid))
+    # every leaf (tokens, logits, scores, the layer-major KV cache) at the drawn rows
+    same = same_rows(gather(pop, idx), pop, idx, axes)
     t = common.time_interleaved(
         {"gather": lambda: gather(pop, idx), "decode": lambda: decode(pop.state.cache, tok)},
         repeats=repeats, budget_s=budget_s,
@@ -101,11 +149,10 @@ def gather_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
     return {"gather": t["gather"].median, "decode": t["decode"].median, "same": same}
 
 
-def round_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
-    alg, st, prompt_index = _population(lm, prm_fn, prompts, config, cfg.n)
-    step = jax.jit(alg.step)
+def round_case(sh: Shared, repeats, budget_s) -> dict:
+    lm, prm_fn, cfg, st = sh.lm, sh.prm_fn, sh.cfg, sh.state0
     key = jax.random.key(5)
-    _, info = step(key, st, 0)
+    _, info = sh.step(key, st, 0)
     gen_tokens, decode_steps, prm_calls, _ = (int(x) for x in info.aux)
     valid = jnp.ones((cfg.n,), bool)
 
@@ -117,47 +164,57 @@ def round_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
             return lm.decode_step(cache, jnp.argmax(logits, -1).astype(jnp.int32), valid)
 
         _, cache = jax.lax.fori_loop(0, decode_steps, body, (s.logits, s.cache))
-        return cache, prm_fn(s, prompt_index)
+        return cache, prm_fn(s, sh.prompt_index)
 
-    bare = jax.jit(bare)
+    bare = sh.jit(bare)
     t = common.time_interleaved(
-        {"round": lambda: step(key, st, 0), "bare": lambda: bare(st)},
+        {"round": lambda: sh.step(key, st, 0), "bare": lambda: bare(st)},
         repeats=repeats, budget_s=budget_s,
     )  # fmt: skip
     return {"round": t["round"].median, "bare": t["bare"].median,
             "decode_steps": decode_steps, "tokens": gen_tokens, "prm_calls": prm_calls}  # fmt: skip
 
 
-def whole_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
+def whole_case(sh: Shared, repeats, budget_s) -> dict:
+    lm, prm_fn, prompts, config, cfg, alg = sh.lm, sh.prm_fn, sh.prompts, sh.config, sh.cfg, sh.alg
     key = jax.random.key(6)
-    ours = jax.jit(lambda k, p: lm_particle.particle_filter(
+    ours = sh.jit(lambda k, p: lm_particle.particle_filter(
         k, lm, prm_fn, p, num_particles=cfg.n, config=config))  # fmt: skip
-    alg, st0, _ = _population(lm, prm_fn, prompts, config, cfg.n)
 
     def one_round(k, st, i, last):
         def may(new_pop):  # a group resamples unless it is done or this is the last round
-            return ~jnp.all(new_pop.state.finished.reshape(1, -1), axis=1) & (not last)
+            return ~jnp.all(new_pop.state.finished.reshape(1, -1), axis=1) & ~last
 
         new, info = alg.step(k, st, i, may)
         pop = new.particles  # Puri et al.'s absolute weights: the base resets on resampling
         base = jnp.where(jnp.repeat(info.resampled, cfg.n), 0.0, pop.logg)
         return new._replace(particles=pop._replace(base=base))
 
-    step = jax.jit(one_round, static_argnums=3)
+    step = sh.jit(one_round)  # `last` is traced: one program for every round
 
     def python_loop():
         # particle_filter's rounds (key fold_in(key, i), no resampling in the last
         # round, stop when every particle is finished) as a user's Python loop.
-        st = st0
+        st = sh.state0
         for i in range(cfg.max_steps):
-            st = step(jax.random.fold_in(key, i), st, i, i == cfg.max_steps - 1)
+            st = step(jax.random.fold_in(key, i), st, i, jnp.bool_(i == cfg.max_steps - 1))
             if bool(jnp.all(st.particles.state.finished)):
                 break
-        return st.particles.state.tokens
+        return st
 
     res, _ = ours(key, prompts)
-    loop_tokens = python_loop()
-    same = bool(jnp.all(res.tokens[0] == loop_tokens))
+    st = python_loop()
+    pop = st.particles
+    same = bool(
+        np.array_equal(np.asarray(res.tokens[0]), np.asarray(pop.state.tokens))
+        and np.array_equal(np.asarray(res.num_tokens[0]), np.asarray(pop.state.num_tokens))
+        and np.allclose(np.asarray(res.scores[0]), np.asarray(pop.score), atol=1e-6)
+        and np.allclose(
+            np.asarray(res.weights[0]),
+            np.asarray(jax.nn.softmax(st.log_weights[0])),
+            atol=1e-5,
+        )
+    )  # the same particles, scores and final weights
     t = common.time_interleaved(
         {"ours": lambda: ours(key, prompts), "loop": python_loop},
         repeats=repeats, budget_s=budget_s,
@@ -167,11 +224,11 @@ def whole_case(lm, prm_fn, prompts, config, cfg, repeats, budget_s) -> dict:
 
 def run(quick: bool = False, repeats: int = 5, budget_s: float = 10.0, out=None) -> tuple:
     cfg = QUICK if quick else Config()
-    lm, prm_fn, prompts, config = setup(cfg)
-    args = (lm, prm_fn, prompts, config, cfg, repeats, budget_s)
-    g = gather_case(*args)
-    r = round_case(*args)
-    w = whole_case(*args)
+    jit = functools.partial(jax.jit, compiler_options=QUICK_COMPILE) if quick else jax.jit
+    sh = shared(cfg, jit)
+    g = gather_case(sh, repeats, budget_s)
+    r = round_case(sh, repeats, budget_s)
+    w = whole_case(sh, repeats, budget_s)
     gather_ratio = g["gather"] / g["decode"]
     round_ratio = r["round"] / r["bare"]
     loop_ratio = w["loop"] / w["ours"]
