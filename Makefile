@@ -37,6 +37,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.lm
 	$(BIN)/python -m benchmarks.distributed
 	$(BIN)/python -m benchmarks.flow_search
+	$(BIN)/python -m benchmarks.lm_search
 	$(BIN)/python -m benchmarks.energy
 
 lint: $(VENV)/.test
