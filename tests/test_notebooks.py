@@ -1,5 +1,6 @@
 """The notebooks run top to bottom on quick settings and stay paired with their .py."""
 
+import os
 import pathlib
 import re
 
@@ -29,7 +30,9 @@ def test_ipynb_matches_its_py_pair(path):
 def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("INFERAX_QUICK", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend: PNG outputs
-    monkeypatch.setenv("XLA_FLAGS", "")  # one device is enough here
+    # One device is enough here; keep conftest's cheap-compilation flags.
+    fast = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(fast))
     nb = nbformat.read(path, as_version=4)
     shows = sum("plt.show()" in c.source for c in nb.cells if c.cell_type == "code")
     # A probe cell appended at the end: did the kernel see the quick setting?

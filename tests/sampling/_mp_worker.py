@@ -136,7 +136,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--heartbeat-timeout", type=int, default=10)
     args = parser.parse_args(argv)
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.local_devices}"
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={args.local_devices} "
+        "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"  # as conftest
+    )
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
     import jax.numpy as jnp
