@@ -162,7 +162,8 @@ def evaluate(config, models: dict, problems, key) -> dict:
             for n in s.budgets:
                 k = jax.random.fold_in(key, hash((name, kind, n)) % (2**31))
                 res, info = compiled(name, kind, n, config, models)(k, *args)
-                if int(info.sequences) > n * len(problems) and name != "mcts":
+                sweeps = s.gibbs_iterations if name == "particle_gibbs" else 1
+                if name != "mcts" and int(info.sequences) > n * len(problems) * sweeps:
                     raise RuntimeError(f"{name} used {info.sequences} sequences at N = {n}")
                 flat = res.tokens.reshape(-1, res.tokens.shape[-1])
                 answers = np.asarray(ar.extract_answer_jax(flat)).reshape(res.tokens.shape[:2])
