@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ["XLA_FLAGS"] = (
         f"--xla_force_host_platform_device_count={args.local_devices} "
-        "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"  # as conftest
+        "--xla_cpu_use_fusion_emitters=false"  # as conftest
     )
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
