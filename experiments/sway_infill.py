@@ -148,19 +148,21 @@ def run_seed(config, workdir, seed, net, clf_params, raw, tuned, tuning, image_r
         return float(jnp.sum(jnp.square(a - b) * free) / n_free)
 
     floor = {"accuracy": classifier.accuracy(clf_params, test_x, test_y)}
+    # Every grid (the reference and the floor's included) is padded to one length, so one
+    # compiled sampler per (solver, CFG) serves all of them (the padding is never integrated).
+    length = max(c.reference_steps, max(config.nfes))
     for w in c.cfg_scales:
         g = f"w={w:g}"
         per_call = 2 if w else 1
-        ref_ts = schedules.uniform(c.reference_steps)
+        ref_ts = _pad(schedules.uniform(c.reference_steps), length)
         ref, _ = _complete(net, params, x0, observed, mask, ref_ts, c.reference_steps,
                            "midpoint", w)  # fmt: skip
         half = c.reference_steps // REF_STEPS_FLOOR
-        coarse, _ = _complete(net, params, x0, observed, mask, schedules.uniform(half), half,
-                              "midpoint", w)  # fmt: skip
+        coarse, _ = _complete(net, params, x0, observed, mask, _pad(schedules.uniform(half),
+                              length), half, "midpoint", w)  # fmt: skip
         floor[f"ref_mse_{g}"] = mse(coarse, ref)
         floor[f"mse_{g}"] = mse(ref, observed)
         for solver in config.solvers:
-            length = max(config.nfes) // (flow.SOLVER_EVALS[solver] * per_call)
             for nfe in config.nfes:
                 steps = nfe // (flow.SOLVER_EVALS[solver] * per_call)
                 if steps < 2:
