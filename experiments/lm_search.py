@@ -100,7 +100,10 @@ def _budget_args(name: str, n: int, s) -> dict:
         return {"num_particles": n, "tau": float(s.tau)}
     if name == "particle_gibbs":
         return {"num_particles": n, "num_iterations": s.gibbs_iterations, "tau": float(s.tau)}
-    return {"num_candidates": s.mcts_candidates, "num_simulations": n}
+    # An arithmetic step starts by copying the previous result: candidates must be
+    # distinct as whole steps, not at their first token; every candidate is tried once.
+    return {"num_candidates": s.mcts_candidates, "num_simulations": n,
+            "candidates": "sampled", "unvisited_value": 1.0}  # fmt: skip
 
 
 def _search_fn(name: str):

@@ -60,6 +60,7 @@ from inferax.search import decoding as dec
 from inferax.search import lm_steps as steps
 
 POLICIES = ("muzero", "gumbel")
+CANDIDATES = ("first_token", "sampled")
 _INVALID = -1e9  # prior logit of an invalid candidate
 
 
@@ -144,8 +145,13 @@ def _uniforms(key, b: int, k: int, cap: int, vocab: int) -> jax.Array:
     return jax.random.uniform(key, (b, vocab + cap * k), minval=tiny, maxval=1.0)
 
 
-def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int):
-    """``k`` distinct candidate steps from a one-row state (first token without replacement).
+def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: str):
+    """``k`` distinct candidate steps from a one-row state.
+
+    ``how="first_token"``: the first tokens are drawn without replacement (every
+    candidate differs at its first token). ``"sampled"``: ``k`` steps drawn
+    independently; a step identical to an earlier one is invalid (for tasks
+    whose steps branch later than their first token).
 
     Args:
         u: ``[V + T * k]`` uniforms (``_uniforms``): Gumbel noise of the first
@@ -166,9 +172,15 @@ def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int):
     first = jax.lax.top_k(g, k)[1].astype(jnp.int32)
     rows = particles.take(s1, jnp.zeros((k,), jnp.int32), _axes(lm, s1))
     at = jnp.broadcast_to(jnp.arange(cap) == s1.num_tokens[0], (k, cap))
+    if how == "sampled":
+        at = jnp.zeros_like(at)
     force = jnp.broadcast_to(first[:, None], (k, cap))
     out, logp, spent, it = _step_loop(lm, rows, cfg, force, at, u[v:].reshape(cap, k))
     valid = logp > -jnp.inf  # NaN and -inf are invalid
+    if how == "sampled":  # a repeat of an earlier candidate is no new action
+        same = jnp.all(out.tokens[:, None] == out.tokens[None], axis=-1)
+        same = same & (out.num_tokens[:, None] == out.num_tokens[None])
+        valid = valid & ~jnp.any(jnp.tril(same, -1), axis=1)
     done = s1.finished[0]
     valid = valid | done  # a finished prefix: k absorbing copies, uniform prior
     prior = jnp.where(valid, jnp.where(done, 0.0, logp), _INVALID)
@@ -194,7 +206,8 @@ def _per_prompt(lm, state: dec.DecodeState) -> dec.DecodeState:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value):
+def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value,
+           candidates="first_token"):  # fmt: skip
     k = _checks.positive_int(num_candidates, "num_candidates")
     s = _checks.positive_int(num_simulations, "num_simulations")
     if not isinstance(config, steps.StepConfig):
@@ -207,6 +220,8 @@ def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisite
         )
     if policy not in POLICIES:
         raise ValueError(f"policy: expected one of {POLICIES}, got {policy!r}")
+    if candidates not in CANDIDATES:
+        raise ValueError(f"candidates: expected one of {CANDIDATES}, got {candidates!r}")
     if isinstance(c_puct, bool) or not isinstance(c_puct, int | float) or not c_puct > 0:
         raise ValueError(f"c_puct: expected a float > 0, got {c_puct!r}")
     if unvisited_value is not None:
@@ -229,6 +244,7 @@ def mcts(
     dirichlet_fraction: float = 0.0,
     gumbel_scale: float = 1.0,
     unvisited_value: float | None = None,
+    candidates: str = "first_token",
 ) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
     """MCTS over reasoning steps, one committed step per search (see the module doc).
 
@@ -254,6 +270,12 @@ def mcts(
             prior may never be tried). A value in [0, 1]: the same normalised Q with
             unvisited children valued at it (1: first-play urgency, every candidate
             is tried once before the best is revisited). ``policy="muzero"`` only.
+        candidates: how a node's ``k`` candidate steps are made distinct:
+            ``"first_token"`` (first tokens without replacement: every branch
+            differs at once; right when steps branch at their first token) or
+            ``"sampled"`` (``k`` independent steps, repeats invalid; right when
+            the first token is nearly determined, as in the arithmetic task whose
+            steps start by copying the previous result).
 
     Returns:
         ``(result, info)``: one trace per prompt (``K = 1``; its score is the
@@ -271,7 +293,7 @@ def mcts(
         ValueError / TypeError: bad budgets, settings or shapes, naming the argument.
     """
     k, num_sims = _check(
-        num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value
+        num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value, candidates
     )
     cfg = config
     prm_fn = steps.check_prm(prm_fn)
@@ -282,7 +304,7 @@ def mcts(
     k_root, k_search = jax.random.split(key)
 
     def make_node(u, s1, value, refed, scored, nan, loop1):
-        cand, prior, spent, loop2 = _candidates(u, lm, s1, cfg, k)
+        cand, prior, spent, loop2 = _candidates(u, lm, s1, cfg, k, candidates)
         stuck = ~s1.finished[0] & ~jnp.any(_valid(prior))
         costs = jnp.stack([spent, refed, scored, nan, stuck, loop1, loop2]).astype(jnp.int32)
         return _Node(s1, value, cand, prior, costs)

@@ -200,3 +200,38 @@ def test_transformer_one_simulation_gumbel_values_match_a_full_forward_pass():
             checked += 1
         np.testing.assert_allclose(float(res.scores[i, 0]), t["value"][len(cuts) - 1, i])
     assert checked > b
+
+
+def test_sampled_candidates_are_distinct_whole_steps():
+    """``candidates="sampled"``: independent steps, a repeat is invalid (prior -inf-like),
+    so the valid candidates of a node are pairwise different; "first_token" differs at
+    the first token. On a 1-choice-token step tree both give k distinct valid children
+    at the root when k = the branching factor and the LM is near-uniform (the sampled
+    variant may repeat, then fewer are valid)."""
+    lm, _ = st.make(0, k=3, depth=2, problems=1, scale=0.1)
+    cfg = lm_steps.StepConfig(eos_id=st.EOS, step_id=st.STEP, max_new_tokens=4, max_steps=2)
+    state, _, _ = lm_steps.start(lm, st.prompts([0]), None, 1, cfg)
+    one = lm_mcts._per_prompt(lm, state)
+    one = jax.tree_util.tree_map(lambda x: x[0], one)
+    for how in ("sampled", "first_token"):
+        for seed in range(4):
+            u = lm_mcts._uniforms(jax.random.key(seed), 1, 3, 4, lm.vocab_size)[0]
+            cand, prior, _, _ = jax.jit(
+                lambda u, s, how=how: lm_mcts._candidates(u, lm, s, cfg, 3, how)
+            )(u, one)
+            valid = np.asarray(lm_mcts._valid(prior))
+            firsts = np.asarray(cand)[valid, 0]
+            assert len(set(firsts.tolist())) == valid.sum(), (how, seed, cand, prior)
+            if how == "first_token":
+                assert valid.all()
+    with pytest.raises(ValueError, match="candidates"):
+        lm_mcts.mcts(
+            jax.random.key(0),
+            lm,
+            lambda s, i: jnp.zeros(i.shape),
+            st.prompts([0]),
+            num_candidates=2,
+            num_simulations=2,
+            config=cfg,
+            candidates="greedy",
+        )
