@@ -24,18 +24,18 @@ def tiny_config():
     c.toy.num_train = 4000
     c.toy.num_eval = 600
     c.toy.hidden = 64
-    c.toy.train_steps = 250
-    c.toy.warmup_steps = 25
+    c.toy.train_steps = 120
+    c.toy.warmup_steps = 12
     c.digits.hidden = 128
-    c.digits.train_steps = 200
-    c.digits.warmup_steps = 20
-    c.digits.classifier_steps = 300
+    c.digits.train_steps = 100
+    c.digits.warmup_steps = 10
+    c.digits.classifier_steps = 100  # test accuracy 0.98 (asserted > 0.9)
     c.digits.samples_per_class = 10
     c.infill.hidden = 32
     c.infill.depth = 1
-    c.infill.train_steps = 60
+    c.infill.train_steps = 40
     c.infill.batch_size = 32
-    c.infill.warmup_steps = 6
+    c.infill.warmup_steps = 4
     c.infill.cfg_scales = [2.0]
     c.infill.num_eval = 60
     c.infill.reference_steps = 16
@@ -218,7 +218,7 @@ def test_infill_sampler_keeps_observed_pixels_exactly():
     net = infill.InfillVelocity(hidden=16, depth=1)
     obs = jax.random.uniform(jax.random.key(0), (5, 8, 8, 1), minval=-1.0, maxval=1.0)
     mask = infill.make_masks("bottom", 5)
-    params = net.init(jax.random.key(1), obs, jnp.zeros(5), obs, mask)
+    params = jax.jit(net.init)(jax.random.key(1), obs, jnp.zeros(5), obs, mask)
     x0 = infill.initial_state(jax.random.normal(jax.random.key(2), obs.shape), obs, mask)
     ts = sway_infill._pad(schedules.sway(3, -1.0), 6)
     x1, nfe = sway_infill._complete(net, params, x0, obs, mask, ts, 3, "midpoint", 2.0)
