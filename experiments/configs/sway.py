@@ -41,9 +41,11 @@ midpoint FD 25.5 vs 25.9; real-data FD floor 11.0). No setting holds. The demo's
 seeds 0-2 agree (there sway(-1) also fails at 8 NFE for the 2-D model with
 Euler; here that is a tie within the ED noise floor).
 
-Infilling (quick, seeds 0-2, 2026-12-02; 13.7 min for the whole quick run on a 2-core
-machine at load ~10, shared with other jobs; mean [95% t-interval] of ref-MSE, the
-completed pixels' squared distance to a 64-step midpoint reference): the claim does NOT
+Infilling (quick, seeds 0-2, 2026-12-02; the whole quick run, on a 2-core machine shared
+with other jobs: 4.1 min wall / 242 CPU s at load ~6-7, ~40 CPU s of them the infilling
+part; before its samplers shared compiled programs 8.1 min / 267 CPU s at load ~8, same
+numbers; mean [95% t-interval] of ref-MSE, the completed pixels' squared distance to a
+64-step midpoint reference): the claim does NOT
 hold on the infilling model either: sway(-1) at N vs uniform at 2N fails in all 11
 checks (w = 0 Euler 8 NFE: 0.0023 [0.0018, 0.0027] vs uniform 16 NFE 0.0005 [0.0003,
 0.0006]; w = 2 Euler 4 NFE: 0.129 [0.097, 0.161] vs 0.0088 [0.0076, 0.0101]; w = 2
