@@ -38,11 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
-from inferax.models import checkpoint, ebt
+from inferax.models import ebt, lm_train
 from inferax.models.cache import cache_record
-from inferax.models.checkpoint import Checkpointer, DirectoryLock, NonFiniteError
+from inferax.models.checkpoint import DirectoryLock
 from inferax.sampling import _checks, energy
 
 
@@ -272,43 +271,11 @@ def fit(
     def update(state, step, data):
         return _update(state, step, data, key, static)
 
-    ckpt, history, start_step = None, [], 0
-    if workdir is not None:
-        ckpt = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), max_to_keep=2)
-    try:
-        if ckpt is not None and ckpt.latest_step() is not None:
-            abstract = checkpoint.abstract_tree(state)
-
-            def target(step):
-                return {"state": abstract, "losses": jax.ShapeDtypeStruct((step,), jnp.float32)}
-
-            start_step, restored = ckpt.restore_latest(target, delete_bad=True)
-            state = restored["state"]
-            history.append(np.asarray(restored["losses"]))
-            logging.info("ebt fit: resumed at step %d from %s", start_step, ckpt.directory)
-        pending = []
-        for step in range(start_step, num_steps):
-            state, loss = update(state, step, data)
-            pending.append(loss)
-            done = step + 1
-            if done % log_every and done % checkpoint_every and done != num_steps:
-                continue
-            chunk = np.asarray(jnp.stack(pending), np.float32)
-            pending = []
-            if not np.all(np.isfinite(chunk)):
-                bad = done - len(chunk) + int(np.argmin(np.isfinite(chunk))) + 1
-                msg = f"ebt fit: loss {chunk[~np.isfinite(chunk)][0]} at step {bad} is not finite"
-                logging.error("%s", msg)
-                raise NonFiniteError(msg)
-            history.append(chunk)
-            if done % log_every == 0 or done == num_steps:
-                logging.info("ebt fit: step %d/%d loss %.4f", done, num_steps, float(chunk.mean()))
-            if ckpt is not None and (done % checkpoint_every == 0 or done == num_steps):
-                ckpt.save(done, {"state": state, "losses": np.concatenate(history)}, force=True)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    return state["params"], np.concatenate(history)
+    state, losses = lm_train.run_updates(
+        update, state, data, num_steps=num_steps, workdir=workdir,
+        checkpoint_every=checkpoint_every, log_every=log_every, tag="ebt fit",
+    )  # fmt: skip
+    return state["params"], losses
 
 
 def fit_or_restore(key: jax.Array, *, workdir: str | os.PathLike, spec: Any, **kwargs):

@@ -115,9 +115,31 @@ def fit(
         upd, opt = optimizer.update(grads, state["opt"], state["params"])
         return {"params": optax.apply_updates(state["params"], upd), "opt": opt}, loss
 
-    ckpt = None
-    history: list[np.ndarray] = []
-    start = 0
+    state, losses = run_updates(
+        update, state, data, num_steps=num_steps, workdir=workdir,
+        checkpoint_every=checkpoint_every, log_every=log_every, tag="fit",
+    )  # fmt: skip
+    return state["params"], losses
+
+
+def run_updates(
+    update: Callable, state: Any, data: Any, *, num_steps: int,
+    workdir: str | os.PathLike | None, checkpoint_every: int, log_every: int, tag: str,
+) -> tuple[Any, np.ndarray]:  # fmt: skip
+    """The resumable training loop shared by the trainers of this package.
+
+    Calls ``state, loss = update(state, step, data)`` for the steps not yet done,
+    checkpoints ``{"state", "losses"}`` under ``workdir/checkpoints`` every
+    ``checkpoint_every`` steps (and at the end), resumes from the latest
+    checkpoint, and stops at the first non-finite loss.
+
+    Returns:
+        ``(state, losses [num_steps])``.
+
+    Raises:
+        NonFiniteError: at the first non-finite loss (the step is named).
+    """
+    ckpt, history, start = None, [], 0
     if workdir is not None:
         ckpt = Checkpointer(os.path.join(os.fspath(workdir), "checkpoints"), max_to_keep=2)
     try:
@@ -130,7 +152,7 @@ def fit(
             start, restored = ckpt.restore_latest(target, delete_bad=True)
             state = restored["state"]
             history.append(np.asarray(restored["losses"]))
-            logging.info("fit: resumed at step %d from %s", start, ckpt.directory)
+            logging.info("%s: resumed at step %d from %s", tag, start, ckpt.directory)
         pending = []
         for step in range(start, num_steps):
             state, loss = update(state, step, data)
@@ -142,18 +164,18 @@ def fit(
             pending = []
             if not np.all(np.isfinite(chunk)):
                 bad = done - len(chunk) + int(np.argmin(np.isfinite(chunk))) + 1
-                msg = f"fit: loss {chunk[~np.isfinite(chunk)][0]} at step {bad} is not finite"
+                msg = f"{tag}: loss {chunk[~np.isfinite(chunk)][0]} at step {bad} is not finite"
                 logging.error("%s", msg)
                 raise NonFiniteError(msg)
             history.append(chunk)
             if done % log_every == 0 or done == num_steps:
-                logging.info("fit: step %d/%d loss %.4f", done, num_steps, float(chunk.mean()))
+                logging.info("%s: step %d/%d loss %.4f", tag, done, num_steps, float(chunk.mean()))
             if ckpt is not None and (done % checkpoint_every == 0 or done == num_steps):
                 ckpt.save(done, {"state": state, "losses": np.concatenate(history)}, force=True)
     finally:
         if ckpt is not None:
             ckpt.close()
-    return state["params"], np.concatenate(history)
+    return state, np.concatenate(history)
 
 
 def fit_or_restore(key: jax.Array, *, workdir: str | os.PathLike, spec: Any, **kwargs):
