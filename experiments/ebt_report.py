@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from inferax.experiments import stats
 
 CLAIM = (
@@ -92,6 +94,8 @@ def summary(results: dict) -> dict:
                     f"{ks} steps {stats.format_interval(node['steps'][ks][m])}, G={gs} "
                     f"{stats.format_interval(node['candidates'][gs][m])}, feed-forward "
                     f"{stats.format_interval(node['ff'][m])}")  # fmt: skip
-        verdict = "; ".join(f"{c.split(' (')[0]}: {v['verdict']}" for c, v in checks.items())
+        verdict = "; ".join(
+            f"{re.sub(r' [(][^)]*[)]', '', c)}: {v['verdict']}" for c, v in checks.items()
+        )
         rows.append((setting, measured, verdict))
     return {"claim": CLAIM, "rows": rows}

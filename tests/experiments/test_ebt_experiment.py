@@ -87,6 +87,9 @@ def test_report_and_summary(results):
         "digits/clean contexts", "digits/noisy contexts (OOD)",
         "tokens/all positions", "tokens/result digits (harder)",
     }  # fmt: skip
+    # Each verdict names its comparison (the two "EBT best" checks stay apart).
+    assert all("EBT best vs 1 step:" in r[2] and "EBT best vs feed-forward:" in r[2]
+               for r in s["rows"])  # fmt: skip
 
 
 def test_bad_config_fails_before_anything_runs(tmp_path):
