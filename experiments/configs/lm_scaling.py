@@ -29,6 +29,17 @@ with N (0.35 / 0.19 at N = 32): the small reward model is informative on average
 highest scores go to wrong traces, so picking the argmax of more samples finds more of
 them (reward over-optimisation). ``results.json`` holds every number per seed.
 
+Step-level search (quick, 3 seeds, fresh-clone demo of 2026-12-02 on a quiet 2-core
+machine, lm_scaling 287 s in all with training; N = 1, 4, 16): with the oracle PRM
+particle filtering / Gibbs, beam search and DVTS reach 0.96-1.00 at N = 16 (best-of-N
+0.90 / 0.96) and particle filter minus beam is a tie (-0.02 [-0.11, 0.07] at 2 ops,
+0.04 [-0.05, 0.13] at 4 ops): the gap closes. With the learned PRM nothing scales:
+particle filter minus beam at N = 16 is -0.08 [-0.17, 0.01] / 0.04 [-0.28, 0.36], minus
+best-of-N 0.00 / 0.04 [-0.20, 0.28] (ties), and the filter falls below single-sample
+accuracy at 4 ops (0.27 vs 0.39). Beam search over-exploits the learned PRM: oracle
+minus learned at N = 16 is 0.52 [0.34, 0.70] / 0.73 [0.28, 1.18] (holds). Puri et al.'s
+4-16x better scaling of the filter does not show with this reward model.
+
 Fields:
     seed: first seed; seeds seed .. seed + num_seeds - 1 each draw the held-out
         problems and the sampling noise. The models are trained once, from
