@@ -371,3 +371,21 @@ def train_digits_flow(cfg, key, cache_dir: str, spec: dict, model, data, labels)
         checkpoint_every=max(cfg.train_steps // 4, 1),
         log_every=max(cfg.train_steps // 5, 1),
     )
+
+
+_JITTED: dict = {}
+
+
+def jit_once(tag: str, owner: Any, static: tuple, make: Callable[[], Callable]) -> Callable:
+    """One ``jax.jit(make())`` per (tag, model object, static settings) in this process.
+
+    An experiment evaluates the same model for many seeds and difficulties; the
+    compiled function is kept while ``owner`` (the model's functions or parameters)
+    is the same object, so it compiles once per run.
+    """
+    key = (tag, id(owner), *static)
+    hit = _JITTED.get(key)
+    if hit is None or hit[0] is not owner:
+        hit = (owner, jax.jit(make()))
+        _JITTED[key] = hit
+    return hit[1]

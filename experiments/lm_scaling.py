@@ -144,23 +144,11 @@ def sample_traces(key, lm, problems, n: int, temperature: float) -> dec.DecodeSt
     return _sample(key, lm, jnp.asarray(pr), n, new, float(temperature))
 
 
-_COMPILED: dict = {}
-
-
-def _compiled(tag, owner, *static):
-    """One jitted function per (model object, static settings): compiled once per run."""
-    hit = _COMPILED.get((tag, id(owner), *static))
-    return hit[1] if hit is not None and hit[0] is owner else None
-
-
 def _sample(key, lm, pr, n, new, temperature):
-    fn = _compiled("sample", lm, n, new, temperature)
-    if fn is None:
-        fn = jax.jit(
-            lambda k, p: dec.sample(k, lm, p, p != ar.PAD, num_samples=n, max_new_tokens=new,
-                                    eos_id=ar.EOS, step_id=ar.STEP_ID, temperature=temperature)[0]
-        )  # fmt: skip
-        _COMPILED[("sample", id(lm), n, new, temperature)] = (lm, fn)
+    fn = common.jit_once("sample", lm, (n, new, temperature), lambda: (
+        lambda k, p: dec.sample(k, lm, p, p != ar.PAD, num_samples=n, max_new_tokens=new,
+                                eos_id=ar.EOS, step_id=ar.STEP_ID, temperature=temperature)[0]
+    ))  # fmt: skip
     return fn(key, pr)
 
 
@@ -182,10 +170,8 @@ def evaluate(config, models: dict, seed: int, difficulty: int) -> dict:
     sol, ans = _truth(problems, s.tokens.shape[1], n)
     pr = np.repeat(ar.prompts(problems), n, 0)
     rm, rp = models["rm"]
-    score = _compiled("score", models["rm"])
-    if score is None:
-        score = jax.jit(lambda *a: jnp.stack([prm.learned_scores(rm, rp, *a, c) for c in (0, 1)]))
-        _COMPILED[("score", id(models["rm"]))] = (models["rm"], score)
+    score = common.jit_once("score", models["rm"], (), lambda: (
+        lambda *a: jnp.stack([prm.learned_scores(rm, rp, *a, c) for c in (0, 1)])))  # fmt: skip
     learned, outcome = score(jnp.asarray(pr), jnp.asarray(pr != ar.PAD), s.tokens, s.num_tokens)
     oracle = prm.oracle_scores(s.tokens, s.num_tokens, jnp.asarray(sol))
     scored = prm.scored_positions(s.tokens, s.num_tokens)

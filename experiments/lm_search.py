@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from inferax.experiments import common
 from inferax.models import arithmetic as ar
 from inferax.models import prm
 from inferax.search import lm_beam, lm_mcts, lm_particle
@@ -123,15 +124,8 @@ def make_prm(kind: str, models: dict, prompts, mask, solutions):
     return prm.learned_prm_fn(rm, rp, prompts, mask)
 
 
-_COMPILED: dict = {}
-
-
 def compiled(name: str, kind: str, n: int, config, models: dict):
     """One jitted search per (method, PRM, N, models), reused across seeds and difficulties."""
-    key = (name, kind, n, id(models["lm_fns"]), id(models["rm"]), shapes(config))
-    hit = _COMPILED.get(key)
-    if hit is not None and hit[0] is models["lm_fns"]:
-        return hit[1]
     lm, cfg, kw = models["lm_fns"], step_config(config), _budget_args(name, n, config.search)
     fn = _search_fn(name)
 
@@ -139,9 +133,8 @@ def compiled(name: str, kind: str, n: int, config, models: dict):
         prm_fn = make_prm(kind, models, prompts, mask, solutions)
         return fn(k, lm, prm_fn, prompts, mask, config=cfg, **kw)
 
-    jitted = jax.jit(run)
-    _COMPILED[key] = (models["lm_fns"], jitted)
-    return jitted
+    static = (name, kind, n, id(models["rm"]), cfg, tuple(sorted(kw.items())))
+    return common.jit_once("search", lm, static, lambda: run)
 
 
 def evaluate(config, models: dict, problems, key) -> dict:
