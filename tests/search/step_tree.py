@@ -16,6 +16,7 @@ node it has reached (root = node 0).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import NamedTuple
 
@@ -24,6 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 PAD, STEP, EOS, FIRST = 0, 1, 2, 3
+
+# The search tests compile cheaply (LLVM level 0 on top of conftest's flags): their
+# programs are small and compiling is most of their time.
+FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+jit = functools.partial(jax.jit, compiler_options=FAST)
 NEG = -1e9
 
 

@@ -36,8 +36,7 @@ Z_CRIT = 4.5
 
 # Compile cheaply: the programs run in well under a second, XLA's CPU codegen is the cost
 # (the loop fusion emitters and LLVM optimisation roughly double the compile time).
-FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-jit = functools.partial(jax.jit, compiler_options=FAST)
+jit = st.jit
 
 
 def hook(logits, s):  # the first choice may not be choice 0
