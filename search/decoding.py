@@ -214,6 +214,32 @@ def last_token(state: DecodeState, pad_id: int = 0) -> jax.Array:
     return jnp.where(state.num_tokens > 0, tok, pad_id)
 
 
+def advance(
+    lm: Any, s: DecodeState, tok: jax.Array, active: jax.Array, *, eos_id: int,
+    step_id: int | None, pad_id: int = 0,
+) -> tuple[DecodeState, jax.Array]:  # fmt: skip
+    """One decoding iteration's bookkeeping, shared by every decoding loop.
+
+    Active rows write ``tok`` at their own position, count a step delimiter,
+    finish on EOS or a full row, and feed the token to ``lm.decode_step``
+    (held rows pass ``valid=False``, write ``pad_id`` nowhere and keep their logits).
+
+    Returns:
+        ``(state, is_step [R])``.
+    """
+    n, cap = s.tokens.shape
+    rows = jnp.arange(n)
+    tok = jnp.where(active, tok, pad_id)
+    col = jnp.minimum(s.num_tokens, cap - 1)
+    tokens = s.tokens.at[rows, col].set(jnp.where(active, tok, s.tokens[rows, col]))
+    num_tokens = s.num_tokens + active
+    is_step = active & (tok == step_id) if step_id is not None else jnp.zeros_like(active)
+    finished = s.finished | (active & (tok == eos_id)) | (num_tokens >= cap)
+    new_logits, cache = lm.decode_step(s.cache, tok, active)
+    logits = jnp.where(active[:, None], new_logits.astype(s.logits.dtype), s.logits)
+    return DecodeState(tokens, num_tokens, s.num_steps + is_step, finished, logits, cache), is_step
+
+
 def generate(
     key: jax.Array,
     lm: Any,
@@ -261,7 +287,6 @@ def generate(
         raise ValueError("step_id: expected the step delimiter's id when until='step', got None")
     first_index = _checks.non_negative_int(first_index, "first_index")
     n, cap = state.tokens.shape
-    rows = jnp.arange(n)
 
     def active_of(s: DecodeState, stopped):
         return ~s.finished & ~stopped & (s.num_tokens < cap)
@@ -275,18 +300,10 @@ def generate(
         active = active_of(s, stopped)
         logits = s.logits if logits_hook is None else logits_hook(s.logits, s)
         keys = row_keys(key, first_index, n, s.num_tokens)
-        tok = jnp.where(active, sample_tokens(keys, logits, temperature, top_k, top_p), pad_id)
-        col = jnp.minimum(s.num_tokens, cap - 1)
-        cur = s.tokens[rows, col]
-        tokens = s.tokens.at[rows, col].set(jnp.where(active, tok, cur))
-        num_tokens = s.num_tokens + active
-        is_step = active & (tok == step_id) if step_id is not None else jnp.zeros_like(active)
-        finished = s.finished | (active & (tok == eos_id)) | (num_tokens >= cap)
-        new_logits, cache = lm.decode_step(s.cache, tok, active)
-        logits = jnp.where(active[:, None], new_logits.astype(s.logits.dtype), s.logits)
+        tok = sample_tokens(keys, logits, temperature, top_k, top_p)
+        out, is_step = advance(lm, s, tok, active, eos_id=eos_id, step_id=step_id, pad_id=pad_id)
         if until == "step":
             stopped = stopped | is_step
-        out = DecodeState(tokens, num_tokens, s.num_steps + is_step, finished, logits, cache)
         return out, stopped, spent + jnp.sum(active, dtype=jnp.int32), calls + 1
 
     zero = jnp.zeros((), jnp.int32)

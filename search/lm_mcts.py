@@ -124,13 +124,8 @@ def _step_loop(lm, s: dec.DecodeState, cfg: steps.StepConfig, force_tok, force_a
         tok = jnp.where(active, tok, cfg.pad_id)
         lp = jax.nn.log_softmax(x, axis=-1)[rows, tok]
         logp = logp + jnp.where(active, lp, 0.0)
-        tokens = st.tokens.at[rows, col].set(jnp.where(active, tok, st.tokens[rows, col]))
-        num_tokens = st.num_tokens + active
-        is_step = active & (tok == cfg.step_id)
-        finished = st.finished | (active & (tok == cfg.eos_id)) | (num_tokens >= cap)
-        new_logits, cache = lm.decode_step(st.cache, tok, active)
-        logits = jnp.where(active[:, None], new_logits.astype(st.logits.dtype), st.logits)
-        st = dec.DecodeState(tokens, num_tokens, st.num_steps + is_step, finished, logits, cache)
+        st, is_step = dec.advance(lm, st, tok, active, eos_id=cfg.eos_id, step_id=cfg.step_id,
+                                  pad_id=cfg.pad_id)  # fmt: skip
         return st, stopped | is_step, logp, spent + jnp.sum(active, dtype=jnp.int32), it + 1
 
     zero = jnp.zeros((), jnp.int32)

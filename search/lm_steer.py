@@ -97,15 +97,8 @@ def generate_weighted(
         lp_q = jax.nn.log_softmax(dec.process_logits(hooked, temperature, top_k, top_p))
         corr = lp_p[rows, tok] - lp_q[rows, tok]
         log_ratio = log_ratio + jnp.where(active, corr, 0.0)
-        tok = jnp.where(active, tok, config.pad_id)
-        col = jnp.minimum(s.num_tokens, cap - 1)
-        tokens = s.tokens.at[rows, col].set(jnp.where(active, tok, s.tokens[rows, col]))
-        num_tokens = s.num_tokens + active
-        is_step = active & (tok == config.step_id)
-        finished = s.finished | (active & (tok == config.eos_id)) | (num_tokens >= cap)
-        new_logits, cache = lm.decode_step(s.cache, tok, active)
-        logits = jnp.where(active[:, None], new_logits.astype(s.logits.dtype), s.logits)
-        out = dec.DecodeState(tokens, num_tokens, s.num_steps + is_step, finished, logits, cache)
+        out, is_step = dec.advance(lm, s, tok, active, eos_id=config.eos_id,
+                                   step_id=config.step_id, pad_id=config.pad_id)  # fmt: skip
         spent = spent + jnp.sum(active, dtype=jnp.int32)
         return out, stopped | is_step, spent, calls + 1, log_ratio
 
