@@ -61,8 +61,7 @@ def validate(config) -> None:
 
 
 def max_len(config) -> int:
-    hi = config.lm.train_difficulty[1]
-    return ar.prompt_length(hi) + ar.solution_length(hi) + 2
+    return ar.sequence_length(config.lm.train_difficulty[1])
 
 
 def train_models(config, workdir: str) -> dict:

@@ -74,7 +74,7 @@ def validate(config) -> None:
 def shapes(config) -> tuple[int, int]:
     """``(prompt length, max new tokens)`` shared by every difficulty of the run."""
     hi, top = max(config.difficulty), config.lm.train_difficulty[1]
-    room = ar.prompt_length(top) + ar.solution_length(top) + 2  # the LM's max_len
+    room = ar.sequence_length(top)  # the LM's max_len (lm_scaling.max_len)
     p = ar.prompt_length(hi)
     return p, min(ar.solution_length(hi) + 4, room - p)
 

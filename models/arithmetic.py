@@ -157,6 +157,11 @@ def solution_length(num_ops: int) -> int:
     return STEP_LEN * num_ops + ANSWER_LEN
 
 
+def sequence_length(num_ops: int) -> int:
+    """Room for a whole example: the prompt, the solution, and two slack tokens."""
+    return prompt_length(num_ops) + solution_length(num_ops) + 2
+
+
 def prompts(problems: list[Problem]) -> np.ndarray:
     """Left-padded prompt tokens ``[B, P]`` (PAD = 0 on the left)."""
     enc = [encode(p.prompt_text(), bos=True) for p in problems]
