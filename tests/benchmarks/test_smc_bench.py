@@ -51,7 +51,9 @@ def test_quick_report_has_every_row_and_column(quick):
         assert r.repeats == 2
     assert [r.target for r in rows[:6]] == [1.0] * 5 + [1.15]
     assert rows[6].target == rows[8].target == smc_bench.TARGETS["kv"]
-    assert rows[7].target >= smc_bench.TARGETS["kv"]  # plus the gathers that must run
+    # The ESS-triggered target is derived from measured times (bare vs gathering
+    # step), so only its form is checked here; its value lives in RESULTS.md.
+    assert np.isfinite(rows[7].target) and rows[7].target > 0
     # The KV-cache table: 2 settings x 3 weightings; no step resamples at zero weights.
     assert kv[0] == list(smc_cache.KV_HEADERS) and len(kv) == 7
     assert [line[:2] for line in kv[1:4]] == [
