@@ -1,0 +1,181 @@
+"""The shared vocabulary of every search: what a search returns and how it counts.
+
+A search takes a key, the model as plain callables, a ``reward_fn`` (higher is
+better; a verifier or a process reward) and a compute budget, and returns what
+it chose together with a ``SearchInfo``. Compute is counted the way the papers
+count it (DESIGN.md, Budgets): for flow models one network evaluation of one
+sample is 1 NFE (a guided pair 2, a midpoint step 2); for language models the
+same fields count generated tokens or sequences. A search plans its spending
+statically, before tracing, raises ``ValueError`` when the budget is below one
+full solve or below its population, and never spends more than the budget.
+
+Rewards are batched, ``reward_fn(x [N, *event]) -> [N]``. A NaN reward is a
+numerical failure: it never wins a selection (it counts as ``-inf``) and it is
+counted in ``SearchInfo.num_nan``. The cost of one reward call per sample is
+static too (``inferax.sampling.cost``: a ``Costed`` reward, e.g. an
+``ensemble`` of k verifiers, costs k evaluations per sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from inferax.sampling import _checks
+from inferax.sampling import cost as cost_lib
+
+RewardFn = Callable[[jax.Array], jax.Array]
+
+__all__ = [
+    "SearchInfo",
+    "check_budget",
+    "check_reward",
+    "ensemble",
+    "event_shape_of",
+    "rank_normalize",
+    "reward_cost",
+    "safe_rewards",
+]
+
+
+class SearchInfo(NamedTuple):
+    """What a search spent and found.
+
+    Attributes:
+        nfe: int32, model evaluations actually spent (NFE for flow models,
+            tokens for language models), never more than ``budget``.
+        reward_evals: int32, reward (verifier) evaluations spent, one per
+            sample scored (times the reward's ``nfe_per_call``).
+        reward: the reward of what was returned (scalar for one sample).
+        budget: int, the budget the search was given.
+        trace: a dict of per-round arrays (leading axis = round), documented
+            by each search (e.g. the best reward after each round).
+        num_nan: int32, rewards that were NaN (counted as ``-inf``).
+        population: the final candidates ``(samples [P, *event], rewards
+            [P])`` when the search has a population worth returning (e.g. the
+            SMC particles, to measure the target they sample), else None.
+    """
+
+    nfe: jax.Array
+    reward_evals: jax.Array
+    reward: jax.Array
+    budget: int
+    trace: dict
+    num_nan: jax.Array
+    population: Any = None
+
+
+def check_budget(budget, needed: int, what: str, name: str = "budget") -> int:
+    """``budget`` as an int, or ValueError when it is below ``needed`` NFE.
+
+    Args:
+        budget: a positive int (NFE).
+        needed: the least NFE the search can run on (one full solve, or the
+            population times one solve).
+        what: what ``needed`` pays for, for the message.
+        name: the argument name for the message.
+    """
+    budget = _checks.positive_int(budget, name)
+    if budget < needed:
+        raise ValueError(f"{name}: expected at least {needed} NFE ({what}), got {budget}")
+    return budget
+
+
+def check_reward(reward_fn, name: str = "reward_fn") -> int:
+    """Checks that ``reward_fn`` is callable; returns its cost per sample scored."""
+    if not callable(reward_fn):
+        raise TypeError(f"{name}: expected a callable x [N, *event] -> [N], got {reward_fn!r}")
+    return reward_cost(reward_fn, name)
+
+
+def reward_cost(reward_fn, name: str = "reward_fn") -> int:
+    """Reward evaluations one call costs per sample (a ``Costed`` says so; else 1)."""
+    return cost_lib.nfe_per_call(reward_fn, name=name)
+
+
+def safe_rewards(reward_fn: RewardFn, x: jax.Array, name: str = "reward_fn"):
+    """``(rewards with NaN -> -inf, number of NaN)``; checks the output shape ``[N]``."""
+    r = reward_fn(x)
+    n = x.shape[0]
+    if not hasattr(r, "shape") or tuple(r.shape) != (n,):
+        got = getattr(r, "shape", type(r).__name__)
+        raise ValueError(f"{name}: expected rewards of shape ({n},) for {n} samples, got {got}")
+    r = jnp.asarray(r)
+    if not jnp.issubdtype(r.dtype, jnp.floating):
+        r = r.astype(jnp.float32)
+    nan = jnp.isnan(r)
+    return jnp.where(nan, -jnp.inf, r), jnp.sum(nan).astype(jnp.int32)
+
+
+def rank_normalize(r: jax.Array) -> jax.Array:
+    """Ranks of ``r [N]`` scaled to [0, 1] (ties share their mean rank; NaN ranks lowest).
+
+    rank_i = (#{j: r_j < r_i} + (#{j: r_j = r_i} - 1) / 2) / (N - 1), and 0.5
+    for N = 1. A constant reward has every rank 0.5: ties stay ties.
+    """
+    r = jnp.where(jnp.isnan(r), -jnp.inf, r)
+    n = r.shape[0]
+    if n == 1:
+        return jnp.full((1,), 0.5, jnp.float32)
+    less = jnp.sum(r[None, :] < r[:, None], axis=1)
+    equal = jnp.sum(r[None, :] == r[:, None], axis=1)
+    return ((less + (equal - 1) / 2) / (n - 1)).astype(jnp.float32)
+
+
+def ensemble(reward_fns: Sequence[RewardFn], weights: Sequence[float] | None = None):
+    """A verifier ensemble: the (weighted) average of each verifier's rank in the batch.
+
+    Ma et al. 2025 (REFERENCES section 4) combine verifiers by rank so that
+    scores on different scales count equally. The ranks are taken within the
+    batch the reward is called on, so a search must compare candidates scored
+    together (every search here does: a round scores its candidates in one
+    call). The result is a ``Costed`` with cost ``len(reward_fns)`` per sample.
+
+    Args:
+        reward_fns: one or more ``reward_fn(x [N, *event]) -> [N]``.
+        weights: optional non-negative weights, one per verifier (default equal).
+
+    Raises:
+        ValueError / TypeError: empty list, a non-callable, bad weights.
+    """
+    fns = list(reward_fns) if isinstance(reward_fns, list | tuple) else None
+    if not fns:
+        raise ValueError(f"reward_fns: expected a non-empty list of callables, got {reward_fns!r}")
+    for i, f in enumerate(fns):
+        if not callable(f):
+            raise TypeError(f"reward_fns[{i}]: expected a callable, got {type(f).__name__}")
+    if weights is None:
+        w = [1.0] * len(fns)
+    else:
+        w = [float(v) for v in weights]
+        if len(w) != len(fns) or min(w) < 0 or sum(w) <= 0:
+            raise ValueError(
+                f"weights: expected {len(fns)} non-negative weights with a positive sum, "
+                f"got {weights!r}"
+            )
+    total = sum(w)
+    cost = sum(reward_cost(f, f"reward_fns[{i}]") for i, f in enumerate(fns))
+
+    def reward(x):
+        out = 0.0
+        for f, wi in zip(fns, w, strict=True):
+            out = out + (wi / total) * rank_normalize(f(x))
+        return out
+
+    return cost_lib.with_cost(reward, cost)
+
+
+def event_shape_of(event_shape, name: str = "event_shape") -> tuple[int, ...]:
+    """``event_shape`` (an int or a sequence of positive ints) as a tuple, or ValueError."""
+    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+    for d in shape:
+        _checks.positive_int(d, name)
+    return shape
+
+
+def best_index(r: jax.Array) -> jax.Array:
+    """Index of the largest reward (the first one on ties; NaN never wins)."""
+    return jnp.argmax(jnp.where(jnp.isnan(r), -jnp.inf, r))

@@ -1,0 +1,225 @@
+"""Search over the initial noise of a flow ODE (Ma et al. 2025, REFERENCES section 4).
+
+The ODE maps noise to a sample deterministically, so a verifier can steer
+generation by choosing the noise. Total compute = candidates x NFE of one
+solve (``flow.cost``); the reward is scored on the solved samples.
+
+- ``random_search``: best-of-N over i.i.d. noises.
+- ``zero_order_search``: a pivot noise n and neighbours on the shell around it,
+  y = ||n|| (c u + sqrt(1 - c^2) w) with u = n / ||n|| and w a random unit
+  vector orthogonal to u (the norm of n is kept and the angle to it is
+  arccos c); the best neighbour replaces the pivot when it improves on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inferax.sampling import _checks, flow
+from inferax.sampling import cost as cost_lib
+from inferax.search.flow import base
+
+__all__ = ["neighbors", "ode_solver", "random_search", "zero_order_search"]
+
+PIVOT_POLICIES = ("keep", "fresh")
+
+
+def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
+    """``(solve(x0) -> x1, NFE per sample of one solve)`` on a uniform grid.
+
+    Args:
+        velocity_fn: batched velocity ``(x [N, *event], t) -> [N, *event]``.
+        num_steps: number of grid intervals, or a concrete increasing grid.
+        solver: a name in ``flow.SOLVERS`` or a ``flow.Solver``.
+        nfe_per_call: cost of one velocity call (default ``cost.nfe_per_call``).
+    """
+    if not callable(velocity_fn):
+        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
+    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    if hasattr(num_steps, "shape") or isinstance(num_steps, list | tuple):
+        grid = np.asarray(flow.check_grid(num_steps, "num_steps"), np.float64)
+    else:
+        n = _checks.positive_int(num_steps, "num_steps")
+        grid = np.linspace(0.0, 1.0, n + 1)
+    per_solve = flow.cost(grid.shape[0] - 1, solver, per_call)
+
+    def solve(x0):
+        ts = jnp.asarray(grid, x0.dtype)
+        return flow.sample(velocity_fn, x0, ts, solver=solver, nfe_per_call=per_call)[0]
+
+    return solve, per_solve
+
+
+def random_search(
+    key,
+    velocity_fn,
+    reward_fn,
+    budget: int,
+    *,
+    event_shape,
+    num_steps=10,
+    solver="euler",
+    nfe_per_call=None,
+    dtype=None,
+):
+    """Best-of-N over initial noises: N = budget // (NFE of one solve).
+
+    Args:
+        key: typed PRNG key; noise ``i`` comes from ``fold_in(key, i)``.
+        velocity_fn: batched velocity of the flow model.
+        reward_fn: ``x [N, *event] -> [N]``, higher is better.
+        budget: total NFE; at least one full solve.
+        event_shape: shape of one sample.
+        num_steps: ODE intervals (or a concrete grid).
+        solver: ODE solver name or ``flow.Solver``.
+        nfe_per_call: cost of one velocity call.
+        dtype: floating dtype of the noise (default ``jnp.result_type(float)``).
+
+    Returns:
+        ``(x [*event], SearchInfo)``; ``trace["reward"]`` holds the ``[N]``
+        rewards of all candidates (one round).
+    """
+    solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
+    budget = base.check_budget(budget, per_solve, "one full ODE solve")
+    r_cost = base.check_reward(reward_fn)
+    n = budget // per_solve
+    x0 = flow.noise(key, n, base.event_shape_of(event_shape), dtype=dtype)
+    x1 = solve(x0)
+    r, num_nan = base.safe_rewards(reward_fn, x1)
+    i = base.best_index(r)
+    info = base.SearchInfo(
+        nfe=jnp.int32(n * per_solve),
+        reward_evals=jnp.int32(n * r_cost),
+        reward=r[i],
+        budget=budget,
+        trace={"reward": r},
+        num_nan=num_nan,
+        population=(x1, r),
+    )
+    return x1[i], info
+
+
+def neighbors(key, pivot, num: int, c: float = 0.95):
+    """``num`` points on the shell around ``pivot`` at angle arccos(c), with its norm.
+
+    y = ||n|| (c u + sqrt(1 - c^2) w), u = n / ||n||, w a uniformly random unit
+    vector orthogonal to u (a Gaussian draw with its u-component removed).
+    Neighbour ``j`` uses ``fold_in(key, j)``.
+
+    Args:
+        key: typed PRNG key.
+        pivot: ``[*event]`` array, not zero.
+        num: number of neighbours.
+        c: cosine of the angle to the pivot, in [-1, 1].
+
+    Returns:
+        ``[num, *event]`` neighbours in ``pivot.dtype``.
+    """
+    num = _checks.positive_int(num, "num")
+    if isinstance(c, bool) or not isinstance(c, int | float) or not -1.0 <= c <= 1.0:
+        raise ValueError(f"c: expected a cosine in [-1, 1], got {c!r}")
+    pivot = _checks.floating_array(pivot, "pivot")
+    flat = pivot.reshape(-1)
+    norm = jnp.linalg.norm(flat)
+    u = flat / norm
+    z = flow.noise(key, num, flat.shape, dtype=flat.dtype)
+    w = z - (z @ u)[:, None] * u[None, :]
+    w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+    s = math.sqrt(max(0.0, 1.0 - c * c))
+    y = norm * (c * u[None, :] + s * w)
+    return y.reshape((num, *pivot.shape)).astype(pivot.dtype)
+
+
+def zero_order_search(
+    key,
+    velocity_fn,
+    reward_fn,
+    budget: int,
+    *,
+    event_shape,
+    num_neighbors: int = 4,
+    c: float = 0.95,
+    pivot_policy: str = "fresh",
+    num_steps=10,
+    solver="euler",
+    nfe_per_call=None,
+    dtype=None,
+):
+    """Zero-order search over the initial noise (Ma et al. 2025).
+
+    Round 0 solves one random pivot. Each later round solves ``num_neighbors``
+    neighbours of the pivot (``neighbors``, angle arccos ``c``); if the best
+    of them beats the pivot's reward it becomes the pivot. If none improves,
+    ``pivot_policy`` decides: ``"keep"`` keeps the pivot (new neighbours are
+    drawn next round); ``"fresh"`` (the public reimplementation) moves to a
+    fresh random noise, which is not solved itself: its reward counts as
+    ``-inf``, so its best neighbour becomes the pivot next round. The best
+    sample seen in any round is returned. Rounds = (budget // solve - 1) //
+    num_neighbors.
+
+    Args:
+        key, velocity_fn, reward_fn, event_shape, num_steps, solver,
+            nfe_per_call, dtype: as in ``random_search``.
+        budget: total NFE; at least ``1 + num_neighbors`` solves.
+        num_neighbors: neighbours per round.
+        c: cosine between a neighbour and its pivot (0.95 by default).
+        pivot_policy: ``"fresh"`` or ``"keep"``.
+
+    Returns:
+        ``(x [*event], SearchInfo)``; the trace has per-round ``best_reward``
+        (best so far) and ``improved`` (bool).
+    """
+    if pivot_policy not in PIVOT_POLICIES:
+        raise ValueError(f"pivot_policy: expected one of {PIVOT_POLICIES}, got {pivot_policy!r}")
+    num_neighbors = _checks.positive_int(num_neighbors, "num_neighbors")
+    solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
+    budget = base.check_budget(
+        budget, (1 + num_neighbors) * per_solve, f"a pivot and {num_neighbors} neighbours solved"
+    )
+    r_cost = base.check_reward(reward_fn)
+    rounds = (budget // per_solve - 1) // num_neighbors
+    shape = base.event_shape_of(event_shape)
+    k_pivot, k_rounds = jax.random.split(key)
+    pivot = flow.noise(k_pivot, 1, shape, dtype=dtype)
+    x_pivot = solve(pivot)
+    r_pivot, nan0 = base.safe_rewards(reward_fn, x_pivot)
+
+    def round_fn(carry, i):
+        pivot, r_piv, best_x, best_r, nan = carry
+        k = jax.random.fold_in(k_rounds, i)
+        k_nb, k_fresh = jax.random.split(k)
+        cand = neighbors(k_nb, pivot, num_neighbors, c)
+        x1 = solve(cand)
+        r, n_nan = base.safe_rewards(reward_fn, x1)
+        j = base.best_index(r)
+        improved = r[j] > r_piv
+        if pivot_policy == "keep":
+            other, other_r = pivot, r_piv
+        else:
+            other = flow.noise(k_fresh, 1, shape, dtype=pivot.dtype)[0]
+            other_r = jnp.asarray(-jnp.inf, r_piv.dtype)
+        new_pivot = jnp.where(improved, cand[j], other)
+        new_r = jnp.where(improved, r[j], other_r)
+        better = r[j] > best_r
+        best_x = jnp.where(better, x1[j], best_x)
+        best_r = jnp.where(better, r[j], best_r)
+        return (new_pivot, new_r, best_x, best_r, nan + n_nan), (best_r, improved)
+
+    carry = (pivot[0], r_pivot[0], x_pivot[0], r_pivot[0], nan0)
+    (_, _, best_x, best_r, nan), (trace_r, trace_imp) = jax.lax.scan(
+        round_fn, carry, jnp.arange(rounds)
+    )
+    solves = 1 + rounds * num_neighbors
+    info = base.SearchInfo(
+        nfe=jnp.int32(solves * per_solve),
+        reward_evals=jnp.int32(solves * r_cost),
+        reward=best_r,
+        budget=budget,
+        trace={"best_reward": trace_r, "improved": trace_imp},
+        num_nan=nan,
+    )
+    return best_x, info

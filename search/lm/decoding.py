@@ -1,0 +1,370 @@
+"""Batched, compiled sampling from any JAX language model through a small decoding protocol.
+
+The protocol (any object with these attributes; ``inferax.models.transformer.
+lm_functions`` adapts the project's transformer, and a test plugs in a pure-JAX
+recurrent model):
+
+- ``init_cache(batch_size, max_len) -> cache``: an empty cache pytree;
+- ``prefill(cache, tokens [N, P], mask [N, P]) -> (logits [N, V], cache)``:
+  left-padded prompts (``mask`` False on pads), logits after the last position;
+- ``decode_step(cache, token [N], valid [N]) -> (logits [N, V], cache)``: one
+  token per row; a row with ``valid`` False is being held (its logits are
+  ignored and its state must not change in a way that affects later logits);
+- ``cache_axes``: the particle axis of every cache leaf (a pytree prefix, as in
+  ``inferax.sampling.particles``: 1 for layer-major ``[layers, N, ...]``, None
+  for shared leaves such as a scalar write index);
+- ``vocab_size`` and ``max_len`` (the longest sequence, or None).
+
+A population is a ``DecodeState`` whose leaves all carry the particle axis
+(``state_axes``), so the SMC core and beam selection gather it with one
+``particles.take`` and never re-run a prefix. ``generate`` extends every row
+by one ``lax.while_loop`` with a done mask, until EOS, the end of the current
+reasoning step (the unit of step-level search), or the token limit.
+
+Randomness: the token a row draws at its ``j``-th generated position uses
+``fold_in(fold_in(key, first_index + row), j)``, so samples do not depend on
+the batch split or the number of devices (DESIGN.md, Randomness).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inferax.sampling import _checks, particles
+
+_NEG_INF = -jnp.inf
+UNTIL = ("eos", "step")
+
+
+class DecodeState(NamedTuple):
+    """A population of partial generations.
+
+    Attributes:
+        tokens: ``[N, T]`` int32 generated tokens, left-aligned per row, PAD after.
+        num_tokens: ``[N]`` int32 tokens generated so far per row.
+        num_steps: ``[N]`` int32 step delimiters generated so far.
+        finished: ``[N]`` bool: EOS generated or the row is full.
+        logits: ``[N, V]`` next-token logits of every row.
+        cache: the model's cache pytree.
+    """
+
+    tokens: jax.Array
+    num_tokens: jax.Array
+    num_steps: jax.Array
+    finished: jax.Array
+    logits: jax.Array
+    cache: Any
+
+
+class DecodeInfo(NamedTuple):
+    """What a call spent.
+
+    Attributes:
+        sequences: rows decoded (B x num_samples).
+        generated_tokens: tokens generated over all rows (int32).
+        decode_steps: batched ``decode_step`` calls (loop iterations).
+        prompt_tokens: prompt tokens prefilled (``start`` only; 0 in ``generate``).
+    """
+
+    sequences: int
+    generated_tokens: jax.Array
+    decode_steps: jax.Array
+    prompt_tokens: jax.Array
+
+
+def state_axes(lm: Any) -> DecodeState:
+    """The particle axes of a ``DecodeState`` of ``lm`` (for ``particles.take`` / SMC)."""
+    return DecodeState(0, 0, 0, 0, 0, lm.cache_axes)
+
+
+def _check_lm(lm: Any) -> None:
+    for name in ("init_cache", "prefill", "decode_step", "cache_axes", "vocab_size"):
+        if not hasattr(lm, name):
+            raise TypeError(f"lm: expected the decoding protocol (missing {name!r}), got {lm!r}")
+
+
+def start(
+    lm: Any,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None = None,
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int,
+) -> tuple[DecodeState, DecodeInfo]:
+    """Prefills each prompt once and copies its cache row ``num_samples`` times.
+
+    Rows ``b * num_samples + j`` continue prompt ``b``.
+
+    Args:
+        lm: the decoding protocol.
+        prompts: ``[B, P]`` int token ids, left-padded.
+        prompt_mask: ``[B, P]`` bool, False on pads (default: all True).
+        num_samples: continuations per prompt.
+        max_new_tokens: capacity for generated tokens per row.
+
+    Raises:
+        ValueError: if the prompt plus ``max_new_tokens`` exceeds ``lm.max_len``,
+            or shapes disagree.
+    """
+    _check_lm(lm)
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    max_new_tokens = _checks.positive_int(max_new_tokens, "max_new_tokens")
+    prompts = jnp.asarray(prompts)
+    if prompts.ndim != 2 or not jnp.issubdtype(prompts.dtype, jnp.integer):
+        raise ValueError(
+            f"prompts: expected int tokens [B, P], got {prompts.dtype} {prompts.shape}"
+        )
+    b, p = prompts.shape
+    max_len = getattr(lm, "max_len", None)
+    if max_len is not None and p + max_new_tokens > max_len:
+        raise ValueError(
+            f"prompts: expected prompt length + max_new_tokens <= the model's max_len {max_len}, "
+            f"got {p} + {max_new_tokens}"
+        )
+    if prompt_mask is None:
+        prompt_mask = jnp.ones((b, p), bool)
+    prompt_mask = jnp.asarray(prompt_mask, bool)
+    if prompt_mask.shape != (b, p):
+        raise ValueError(f"prompt_mask: expected shape {(b, p)}, got {prompt_mask.shape}")
+    cache = lm.init_cache(b, p + max_new_tokens)
+    logits, cache = lm.prefill(cache, prompts.astype(jnp.int32), prompt_mask)
+    rows = jnp.repeat(jnp.arange(b), num_samples)
+    cache = particles.take(cache, rows, particles.leaf_axes(lm.cache_axes, cache, "cache_axes"))
+    n = b * num_samples
+    state = DecodeState(
+        tokens=jnp.zeros((n, max_new_tokens), jnp.int32),
+        num_tokens=jnp.zeros((n,), jnp.int32),
+        num_steps=jnp.zeros((n,), jnp.int32),
+        finished=jnp.zeros((n,), bool),
+        logits=logits[rows],
+        cache=cache,
+    )
+    zero = jnp.zeros((), jnp.int32)
+    return state, DecodeInfo(n, zero, zero, jnp.asarray(b * p, jnp.int32))
+
+
+def check_sampling(temperature, top_k, top_p, vocab_size: int) -> tuple[float, int | None, float]:
+    """Validated ``(temperature, top_k, top_p)``."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float | np.floating):
+        raise TypeError(f"temperature: expected a float >= 0, got {temperature!r}")
+    if not float(temperature) >= 0:
+        raise ValueError(f"temperature: expected a float >= 0, got {temperature!r}")
+    if top_k is not None:
+        top_k = _checks.positive_int(top_k, "top_k")
+        if top_k > vocab_size:
+            raise ValueError(f"top_k: expected <= vocab_size {vocab_size}, got {top_k}")
+    if top_p is None:
+        top_p = 1.0
+    if isinstance(top_p, bool) or not isinstance(top_p, int | float | np.floating):
+        raise TypeError(f"top_p: expected a float in (0, 1], got {top_p!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p: expected a float in (0, 1], got {top_p!r}")
+    return float(temperature), top_k, float(top_p)
+
+
+def process_logits(
+    logits: jax.Array, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0
+) -> jax.Array:
+    """Log-probabilities (unnormalised) of the sampling distribution: ``logits / T``
+    restricted to the ``top_k`` largest and to the smallest set of most likely
+    tokens whose mass reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020);
+    other entries are ``-inf``. ``temperature = 0`` keeps the raw logits (the
+    caller takes the argmax)."""
+    x = logits.astype(jnp.float32)
+    if temperature > 0:
+        x = x / temperature
+    if top_k is not None and top_k < x.shape[-1]:
+        kth = jax.lax.top_k(x, top_k)[0][..., -1:]
+        x = jnp.where(x >= kth, x, _NEG_INF)
+    if top_p < 1.0:
+        srt = jnp.sort(x, axis=-1)[..., ::-1]
+        prob = jax.nn.softmax(srt, axis=-1)
+        before = jnp.cumsum(prob, axis=-1) - prob
+        keep = before < top_p
+        cut = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
+        x = jnp.where(x >= cut, x, _NEG_INF)
+    return x
+
+
+def row_keys(key: jax.Array, first_index: int, num_rows: int, position: jax.Array) -> jax.Array:
+    """``fold_in(fold_in(key, first_index + row), position[row])`` for every row."""
+    rows = first_index + jnp.arange(num_rows)
+    return jax.vmap(lambda r, j: jax.random.fold_in(jax.random.fold_in(key, r), j))(rows, position)
+
+
+def sample_tokens(
+    keys: jax.Array, logits: jax.Array, temperature: float, top_k, top_p
+) -> jax.Array:
+    """One token per row from ``process_logits`` (argmax at temperature 0)."""
+    x = process_logits(logits, temperature, top_k, top_p)
+    if temperature == 0:
+        return jnp.argmax(x, axis=-1).astype(jnp.int32)
+    return jax.vmap(jax.random.categorical)(keys, x).astype(jnp.int32)
+
+
+def last_token(state: DecodeState, pad_id: int = 0) -> jax.Array:
+    """The last generated token of every row (``pad_id`` for an empty row)."""
+    j = jnp.maximum(state.num_tokens - 1, 0)
+    tok = jnp.take_along_axis(state.tokens, j[:, None], axis=1)[:, 0]
+    return jnp.where(state.num_tokens > 0, tok, pad_id)
+
+
+def advance(
+    lm: Any, s: DecodeState, tok: jax.Array, active: jax.Array, *, eos_id: int,
+    step_id: int | None, pad_id: int = 0,
+) -> tuple[DecodeState, jax.Array]:  # fmt: skip
+    """One decoding iteration's bookkeeping, shared by every decoding loop.
+
+    Active rows write ``tok`` at their own position, count a step delimiter,
+    finish on EOS or a full row, and feed the token to ``lm.decode_step``
+    (held rows pass ``valid=False``, write ``pad_id`` nowhere and keep their logits).
+
+    Returns:
+        ``(state, is_step [R])``.
+    """
+    n, cap = s.tokens.shape
+    rows = jnp.arange(n)
+    tok = jnp.where(active, tok, pad_id)
+    col = jnp.minimum(s.num_tokens, cap - 1)
+    tokens = s.tokens.at[rows, col].set(jnp.where(active, tok, s.tokens[rows, col]))
+    num_tokens = s.num_tokens + active
+    is_step = active & (tok == step_id) if step_id is not None else jnp.zeros_like(active)
+    finished = s.finished | (active & (tok == eos_id)) | (num_tokens >= cap)
+    new_logits, cache = lm.decode_step(s.cache, tok, active)
+    logits = jnp.where(active[:, None], new_logits.astype(s.logits.dtype), s.logits)
+    return DecodeState(tokens, num_tokens, s.num_steps + is_step, finished, logits, cache), is_step
+
+
+def generate(
+    key: jax.Array,
+    lm: Any,
+    state: DecodeState,
+    *,
+    eos_id: int,
+    step_id: int | None = None,
+    until: str = "eos",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    logits_hook: Callable[[jax.Array, DecodeState], jax.Array] | None = None,
+    pad_id: int = 0,
+    first_index: int = 0,
+) -> tuple[DecodeState, DecodeInfo]:
+    """Extends every unfinished row until EOS, the end of one step, or its capacity.
+
+    One ``lax.while_loop`` with fixed shapes: each iteration samples a token
+    for every active row, writes it at the row's own position, feeds it to
+    ``lm.decode_step`` (held rows pass ``valid=False``) and keeps the new
+    logits of active rows only.
+
+    Args:
+        key: PRNG key of this call.
+        lm: the decoding protocol.
+        state: the population (from ``start`` or an earlier ``generate``).
+        eos_id: end-of-sequence token (the row finishes).
+        step_id: step delimiter token (counted in ``num_steps``).
+        until: ``"eos"`` (decode to the end) or ``"step"`` (stop each row after
+            its next step delimiter: one reasoning step for every particle).
+        temperature, top_k, top_p: the sampling distribution (``process_logits``).
+        logits_hook: ``hook(logits [N, V], state) -> logits``, applied before
+            sampling (constraints; see ``budget_forcing``).
+        pad_id: written for rows that are held.
+        first_index: global index of row 0 (for splitting a batch over calls).
+
+    Returns:
+        ``(state, info)``.
+    """
+    _check_lm(lm)
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p, lm.vocab_size)
+    if until not in UNTIL:
+        raise ValueError(f"until: expected one of {UNTIL}, got {until!r}")
+    if until == "step" and step_id is None:
+        raise ValueError("step_id: expected the step delimiter's id when until='step', got None")
+    first_index = _checks.non_negative_int(first_index, "first_index")
+    n, cap = state.tokens.shape
+
+    def active_of(s: DecodeState, stopped):
+        return ~s.finished & ~stopped & (s.num_tokens < cap)
+
+    def cond(carry):
+        s, stopped, _, _ = carry
+        return jnp.any(active_of(s, stopped))
+
+    def body(carry):
+        s, stopped, spent, calls = carry
+        active = active_of(s, stopped)
+        logits = s.logits if logits_hook is None else logits_hook(s.logits, s)
+        keys = row_keys(key, first_index, n, s.num_tokens)
+        tok = sample_tokens(keys, logits, temperature, top_k, top_p)
+        out, is_step = advance(lm, s, tok, active, eos_id=eos_id, step_id=step_id, pad_id=pad_id)
+        if until == "step":
+            stopped = stopped | is_step
+        return out, stopped, spent + jnp.sum(active, dtype=jnp.int32), calls + 1
+
+    zero = jnp.zeros((), jnp.int32)
+    init = (state, jnp.zeros((n,), bool), zero, zero)
+    state, _, spent, calls = jax.lax.while_loop(cond, body, init)
+    return state, DecodeInfo(n, spent, calls, zero)
+
+
+def sample(
+    key: jax.Array,
+    lm: Any,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None = None,
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int,
+    eos_id: int,
+    **kwargs,
+) -> tuple[DecodeState, DecodeInfo]:
+    """``start`` then ``generate``: ``num_samples`` completions of every prompt.
+
+    Keyword arguments are those of ``generate``. The info counts the prompt
+    tokens prefilled, the generated tokens and the decode steps.
+    """
+    state, info0 = start(
+        lm, prompts, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens
+    )
+    state, info = generate(key, lm, state, eos_id=eos_id, **kwargs)
+    return state, info._replace(prompt_tokens=info0.prompt_tokens)
+
+
+def budget_forcing(
+    *,
+    answer_id: int,
+    step_id: int,
+    min_steps: int = 0,
+    max_steps: int | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> Callable[[jax.Array, DecodeState], jax.Array]:
+    """A logits hook bounding the reasoning steps (budget forcing, Muennighoff et al. 2025).
+
+    Before ``min_steps`` step delimiters the answer delimiter (and EOS) are
+    suppressed; at the start of a line after ``max_steps`` steps the answer
+    delimiter is forced.
+    """
+    min_steps = _checks.non_negative_int(min_steps, "min_steps")
+    if max_steps is not None:
+        max_steps = _checks.non_negative_int(max_steps, "max_steps")
+        if max_steps < min_steps:
+            raise ValueError(f"max_steps: expected >= min_steps {min_steps}, got {max_steps}")
+
+    def hook(logits: jax.Array, state: DecodeState) -> jax.Array:
+        too_few = (state.num_steps < min_steps)[:, None]
+        cols = jnp.arange(logits.shape[-1])[None, :]
+        banned = (cols == answer_id) | ((cols == eos_id) if eos_id is not None else False)
+        logits = jnp.where(too_few & banned, _NEG_INF, logits)
+        if max_steps is not None:
+            line_start = (state.num_tokens == 0) | (last_token(state, pad_id) == step_id)
+            force = (line_start & (state.num_steps >= max_steps))[:, None]
+            logits = jnp.where(force & (cols != answer_id), _NEG_INF, logits)
+        return logits
+
+    return hook

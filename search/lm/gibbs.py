@@ -1,0 +1,160 @@
+"""Particle Gibbs over reasoning steps (Puri et al. 2025; conditional SMC).
+
+Particle Gibbs repeats the particle filter of ``inferax.search.lm.particle`` as
+conditional SMC (Andrieu, Doucet & Holenstein 2010): one reference
+trajectory, drawn from the previous iteration's final weights, sits at row 0 of
+its prompt group, is replayed token by token through the LM (the logits hook
+forces its tokens), and always keeps itself as one ancestor when the group
+resamples (conditional resampling); it competes with ``N - 1`` fresh particles
+at the same step index. Conditional SMC leaves the filter's final target
+invariant for any ``N``; its weighting (``"prm"`` / ``"ratio"``) is the filter's.
+
+The iterations are one ``lax.scan``; each runs the filter's round loop
+(``lm_particle.run_rounds``) on the same grouped SMC core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from inferax.sampling import _checks
+from inferax.sampling import resampling as resampling_lib
+from inferax.search.lm import particle as lp
+from inferax.search.lm import steps
+
+__all__ = ["conditional", "particle_gibbs"]
+
+
+def conditional(resampler: Callable, has_reference: jax.Array) -> Callable:
+    """Conditional resampling: row 0 (the reference) always keeps itself as ancestor.
+
+    ``resampler(key, log_weights, n)`` draws all ``n`` ancestors and row 0's is
+    replaced by 0: for multinomial resampling this is conditional multinomial
+    resampling (the other ``n - 1`` are i.i.d. from the weights).
+    """
+
+    def draw(key, log_weights, num):
+        a = resampler(key, log_weights, num)
+        return jnp.where(has_reference & (jnp.arange(num) == 0), 0, a)
+
+    return draw
+
+
+def _replay_hook(user_hook, ref_tokens, n, has_reference):
+    """Forces row 0 of every group to emit its reference's next token."""
+
+    def hook(logits, state):
+        if user_hook is not None:
+            logits = user_hook(logits, state)
+        r, v = logits.shape
+        ref = jnp.repeat(ref_tokens, n, axis=0)  # [R, T]
+        j = jnp.clip(state.num_tokens, 0, ref.shape[1] - 1)
+        want = jnp.take_along_axis(ref, j[:, None], axis=1)
+        is_ref = has_reference & (jnp.arange(r) % n == 0)
+        forced = jnp.where(jnp.arange(v)[None] == want, 0.0, -jnp.inf).astype(logits.dtype)
+        return jnp.where(is_ref[:, None], forced, logits)
+
+    return hook
+
+
+def particle_gibbs(
+    key: jax.Array,
+    lm: Any,
+    prm_fn: steps.PRMFn,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None = None,
+    *,
+    num_particles: int,
+    num_iterations: int,
+    config: steps.StepConfig,
+    tau: float = 1.0,
+    weights: str = "prm",
+    resampling: str | Callable = "multinomial",
+    ess_threshold: float = 1.0,
+    answer: str = "best",
+    reference: jax.Array | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
+    """Particle Gibbs over reasoning steps (Puri et al. 2025; conditional SMC).
+
+    Iteration ``j`` (key ``fold_in(key, j)``) runs the particle filter with
+    ``N - 1`` fresh particles and the reference at row 0 of every prompt group
+    (replayed through the LM, never resampled away); its new reference is
+    drawn from the final weights (``softmax(logit(r_T) / tau)`` in ``"prm"``
+    mode). Iteration 0 is a plain filter unless ``reference`` is given.
+
+    Args:
+        num_iterations: filter sweeps.
+        reference: optional ``[B, max_new_tokens]`` generated tokens of the
+            initial reference trajectory of every prompt.
+        Other arguments: as ``particle_filter``.
+
+    Returns:
+        The final iteration's ``(LMSearchResult, LMSearchInfo)``; the info counts
+        all iterations (``sequences = B N num_iterations``; the reference's replayed
+        tokens are decoded, so they are in ``generated_tokens``, and reported
+        apart in ``trace["replayed_tokens"]`` ``[num_iterations, B]``);
+        ``trace["iteration_log_Z"]`` ``[num_iterations, B]``,
+        ``trace["reference_tokens"]`` ``[num_iterations, B, max_new_tokens]`` (the
+        reference each iteration kept at row 0; zeros when there was none); the
+        per-round arrays are the final iteration's.
+    """
+    config, n, tau = lp.check_arguments(config, num_particles, tau, weights, answer, resampling)
+    iters = _checks.positive_int(num_iterations, "num_iterations")
+    b = jnp.shape(prompts)[0]
+    mesh = lp.check_mesh(mesh, b * n)
+    cap = config.max_new_tokens
+    if reference is None:
+        ref0, has0 = jnp.zeros((b, cap), jnp.int32), jnp.array(False)
+    else:
+        ref0 = jnp.asarray(reference)
+        if ref0.shape != (b, cap) or not jnp.issubdtype(ref0.dtype, jnp.integer):
+            raise ValueError(
+                f"reference: expected int tokens of shape {(b, cap)}, got {ref0.dtype} {ref0.shape}"
+            )
+        ref0, has0 = ref0.astype(jnp.int32), jnp.array(True)
+    pop0, prompt_index, info0 = lp.init_population(lm, prompts, prompt_mask, n, config)
+    base_resampler = resampling if callable(resampling) else resampling_lib.get(resampling)
+    axes = lp.population_axes(lm)
+
+    def sweep(ref, has_ref, k):
+        cfg = config._replace(logits_hook=_replay_hook(config.logits_hook, ref, n, has_ref))
+        alg = lp.filter_smc(
+            lm, prm_fn, prompt_index, cfg, tau=tau, weights=weights,
+            resampling=conditional(base_resampler, has_ref), ess_threshold=ess_threshold,
+        )  # fmt: skip
+        st = alg.init(pop0, jnp.zeros((b, n), jnp.float32))
+        k_rounds, k_ref = jax.random.split(k)
+        final, counts, trace, rounds = lp.run_rounds(
+            k_rounds, alg, st, n, config, axes, absolute_base=weights == "prm", mesh=mesh
+        )
+        lw = resampling_lib.sanitize(final.log_weights.reshape(-1)).reshape(b, n)
+        rows = jnp.arange(b) * n + jax.random.categorical(k_ref, lw, axis=-1)
+        new_ref = final.particles.state.tokens[rows]
+        replayed = jnp.where(has_ref, final.particles.state.num_tokens[jnp.arange(b) * n], 0)
+        return new_ref, (final, trace, rounds), counts, (replayed, jnp.where(has_ref, ref, 0))
+
+    def body(carry, j):
+        ref, has_ref, counts, _ = carry
+        new_ref, last, c, replayed = sweep(ref, has_ref, jax.random.fold_in(key, j))
+        counts = tuple(a + x for a, x in zip(counts, c, strict=True))
+        return (new_ref, jnp.array(True), counts, last), (*replayed, last[0].log_Z)
+
+    zero = jnp.zeros((), jnp.int32)
+    with lp.mesh_context(mesh):
+        # The final iteration's population rides in the carry (not stacked per iteration).
+        last0 = jax.tree_util.tree_map(
+            lambda a: jnp.zeros(a.shape, a.dtype),
+            jax.eval_shape(lambda: sweep(ref0, has0, key)[1]),
+        )
+        (_, _, counts, last), (replayed, refs, log_zs) = jax.lax.scan(
+            body, (ref0, has0, (zero, zero, zero, zero), last0), jnp.arange(iters)
+        )
+    final, trace, num_rounds = last
+    res = lp.result_of(final.particles, final.log_weights, n, answer)
+    trace = dict(trace, replayed_tokens=replayed, iteration_log_Z=log_zs, reference_tokens=refs)
+    return res, lp.search_info(b * n * iters, counts, info0.prompt_tokens, num_rounds, trace)

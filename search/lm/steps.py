@@ -1,0 +1,236 @@
+"""Step-level plumbing shared by the language-model searches (beam, DVTS, particle
+filtering, particle Gibbs, SMC steering, MCTS).
+
+A *step* is the text up to and including the step delimiter (or EOS). Every
+step-level search repeats: extend each live row of a population by one step
+(``extend``), score each row's whole prefix with a process reward model, and
+select / resample / expand rows. This module holds the parts they share:
+
+- ``StepConfig``: the static decoding settings (hashable, so a search can be a
+  static ``jit`` argument);
+- the PRM protocol: ``prm_fn(state, prompt_index) -> [R]`` scores in ``[0, 1]``
+  of each row's current prefix (the prompt is known to the closure through
+  ``prompt_index``, the prompt each row continues; rows keep their prompt under
+  resampling because selection never crosses prompts);
+- ``start`` (prefill each prompt once, copy its cache to its rows) and
+  ``extend`` (one step for every live row, then one PRM call per row that
+  moved), with the spent tokens / PRM calls counted;
+- ``LMSearchInfo`` and ``LMSearchResult``, the return types of every search;
+- ``group_take``: gather rows within prompt groups (the population of prompt
+  ``b`` lives at rows ``b * n .. b * n + n - 1``) with one ``particles.take``
+  over tokens, logits and the KV cache.
+
+Budgets are counted as the papers count them: sequences (rows), generated
+tokens, PRM calls (one per row scored per step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from inferax.sampling import _checks, particles
+from inferax.search.lm import decoding as dec
+
+PRMFn = Callable[[dec.DecodeState, jax.Array], jax.Array]
+
+
+class StepConfig(NamedTuple):
+    """Static decoding settings of a step-level search.
+
+    Attributes:
+        eos_id: end-of-sequence token (a row that emits it is finished).
+        step_id: the step delimiter.
+        max_new_tokens: capacity of generated tokens per row.
+        max_steps: the most steps (search rounds) a search runs.
+        temperature, top_k, top_p: the LM's sampling distribution.
+        logits_hook: ``hook(logits [R, V], state) -> logits`` (constraints).
+        pad_id: written in unused positions.
+    """
+
+    eos_id: int
+    step_id: int
+    max_new_tokens: int
+    max_steps: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    logits_hook: Callable | None = None
+    pad_id: int = 0
+
+    def checked(self) -> StepConfig:
+        """Validated copy (ValueError / TypeError naming the field)."""
+        _checks.positive_int(self.max_new_tokens, "max_new_tokens")
+        _checks.positive_int(self.max_steps, "max_steps")
+        for name in ("eos_id", "step_id", "pad_id"):
+            _checks.non_negative_int(getattr(self, name), name)
+        if self.eos_id == self.step_id:
+            raise ValueError(f"step_id: expected a token other than eos_id, got {self.step_id}")
+        return self
+
+
+class LMSearchInfo(NamedTuple):
+    """What a language-model search spent, and a per-round trace.
+
+    Attributes:
+        sequences: rows the search ran (its population, over all prompts; int).
+        generated_tokens: int32, tokens generated over all rows.
+        prm_calls: int32, rows scored by the PRM (one per row per step).
+        decode_steps: int32, batched ``decode_step`` calls.
+        prompt_tokens: int32, prompt tokens prefilled.
+        num_rounds: int32, search rounds (reasoning steps) run.
+        trace: dict of per-round arrays ``[max_steps, B]`` (rounds after
+            ``num_rounds`` hold their last value), documented by each search.
+    """
+
+    sequences: int
+    generated_tokens: jax.Array
+    prm_calls: jax.Array
+    decode_steps: jax.Array
+    prompt_tokens: jax.Array
+    num_rounds: jax.Array
+    trace: dict
+
+
+class LMSearchResult(NamedTuple):
+    """The candidates a search ends with, per prompt, and its choice.
+
+    Attributes:
+        tokens: ``[B, K, T]`` generated tokens of the ``K`` final candidates.
+        num_tokens: ``[B, K]``.
+        finished: ``[B, K]`` bool (EOS generated).
+        scores: ``[B, K]`` the candidates' final PRM scores.
+        weights: ``[B, K]`` normalised weights (uniform for deterministic
+            searches), for weighted voting.
+        choice: ``[B]`` int32 index of the chosen candidate.
+    """
+
+    tokens: jax.Array
+    num_tokens: jax.Array
+    finished: jax.Array
+    scores: jax.Array
+    weights: jax.Array
+    choice: jax.Array
+
+    def chosen_tokens(self) -> jax.Array:
+        """``[B, T]`` the chosen candidate of every prompt."""
+        return jnp.take_along_axis(self.tokens, self.choice[:, None, None], axis=1)[:, 0]
+
+
+def check_prm(prm_fn: Any, name: str = "prm_fn") -> PRMFn:
+    if not callable(prm_fn):
+        raise TypeError(f"{name}: expected a callable (state, prompt_index) -> [R], got {prm_fn!r}")
+    return prm_fn
+
+
+def start(
+    lm: Any,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None,
+    rows_per_prompt: int,
+    cfg: StepConfig,
+) -> tuple[dec.DecodeState, jax.Array, dec.DecodeInfo]:
+    """Prefills every prompt once and copies it to ``rows_per_prompt`` rows.
+
+    Returns:
+        ``(state [B * n rows], prompt_index [B * n], info)``; row ``b * n + j``
+        continues prompt ``b``.
+    """
+    state, info = dec.start(
+        lm, prompts, prompt_mask, num_samples=rows_per_prompt, max_new_tokens=cfg.max_new_tokens
+    )
+    b = jnp.shape(prompts)[0]
+    return state, jnp.repeat(jnp.arange(b, dtype=jnp.int32), rows_per_prompt), info
+
+
+def scores_of(prm_fn: PRMFn, state: dec.DecodeState, prompt_index: jax.Array) -> jax.Array:
+    """``prm_fn`` on every row as float32 ``[R]``; checks the shape (NaN is kept: callers
+    count it and treat it as the worst score)."""
+    r = jnp.asarray(prm_fn(state, prompt_index))
+    if r.shape != prompt_index.shape:
+        raise ValueError(f"prm_fn: expected scores of shape {prompt_index.shape}, got {r.shape}")
+    return r.astype(jnp.float32)
+
+
+class StepOut(NamedTuple):
+    """One ``extend``: which rows moved and what it cost."""
+
+    moved: jax.Array  # [R] bool: the row generated at least one token this step
+    generated_tokens: jax.Array
+    decode_steps: jax.Array
+    prm_calls: jax.Array
+
+
+def extend(
+    key: jax.Array,
+    lm: Any,
+    state: dec.DecodeState,
+    prompt_index: jax.Array,
+    prm_fn: PRMFn,
+    old_scores: jax.Array,
+    cfg: StepConfig,
+    *,
+    first_index: int = 0,
+) -> tuple[dec.DecodeState, jax.Array, StepOut]:
+    """Every live row generates one step; rows that moved are re-scored by the PRM.
+
+    Rows that are finished (or full) keep their tokens and their old score;
+    the PRM is called on the whole population (fixed shapes) but only rows
+    that moved are counted as PRM calls.
+
+    Returns:
+        ``(state, scores [R], StepOut)``.
+    """
+    before = state.num_tokens
+    state, info = dec.generate(
+        key, lm, state, eos_id=cfg.eos_id, step_id=cfg.step_id, until="step",
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+        logits_hook=cfg.logits_hook, pad_id=cfg.pad_id, first_index=first_index,
+    )  # fmt: skip
+    moved = state.num_tokens > before
+    new = scores_of(prm_fn, state, prompt_index)
+    scores = jnp.where(moved, new, old_scores)
+    calls = jnp.sum(moved, dtype=jnp.int32)
+    return state, scores, StepOut(moved, info.generated_tokens, info.decode_steps, calls)
+
+
+def group_take(tree: Any, local: jax.Array, axes: Any, group_size: int) -> Any:
+    """Gathers rows within prompt groups.
+
+    Args:
+        tree: a population pytree with ``B * group_size`` rows (``axes`` as in
+            ``particles.take``: e.g. ``decoding.state_axes(lm)``).
+        local: ``[B, K]`` indices in ``[0, group_size)``: row ``k`` of the result's
+            group ``b`` is the group's row ``local[b, k]``.
+        group_size: rows per group in ``tree``.
+
+    Returns:
+        the ``B * K`` gathered rows (group-major), with one ``take`` per leaf.
+    """
+    b = local.shape[0]
+    rows = (jnp.arange(b, dtype=jnp.int32)[:, None] * group_size + local).reshape(-1)
+    return particles.take(tree, rows, particles.leaf_axes(axes, tree, "tree"))
+
+
+def grouped(x: jax.Array, group_size: int) -> jax.Array:
+    """``[B * n, ...] -> [B, n, ...]``."""
+    return x.reshape((-1, group_size) + x.shape[1:])
+
+
+def round_keys(key: jax.Array, i: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two keys for search round ``i`` (generation, selection), by ``fold_in``."""
+    k = jax.random.fold_in(key, i)
+    return jax.random.fold_in(k, 0), jax.random.fold_in(k, 1)
+
+
+def resample_prob_logits(scores: jax.Array, tau: float = 1.0, eps: float = 1e-6) -> jax.Array:
+    """``logit(r) / tau`` with ``r`` clipped to ``[eps, 1 - eps]`` (Puri et al. 2025: resampling
+    probabilities ``softmax(logit(r) / tau)``, i.e. proportional to ``(r / (1 - r))^(1/tau)``).
+
+    NaN scores map to ``-inf`` (never chosen)."""
+    r = jnp.clip(scores, eps, 1.0 - eps)
+    out = (jnp.log(r) - jnp.log1p(-r)) / tau
+    return jnp.where(jnp.isnan(scores), -jnp.inf, out)

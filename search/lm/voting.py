@@ -1,0 +1,198 @@
+"""Sampling-based answer selection for language models: best-of-N with PRM aggregation,
+majority and weighted voting, first-finish, pass@k and the coverage scaling law.
+
+Everything works on arrays with a leading problem axis ``B`` and a sample axis
+``N`` (the completions of ``decoding.sample``), so one batch of samples serves
+every budget ``n <= N`` by taking the first ``n`` (the samples are i.i.d.).
+Answers are canonical integers (``-1``: no answer); scores are in [0, 1].
+
+References: search-and-learn (Beeching et al. 2024) for PRM aggregation and
+weighted best-of-N; Wang et al. 2023 (self-consistency) for majority voting;
+Chen et al. 2021 (eq. 1) for the unbiased pass@k; Brown et al. 2024 (Large
+Language Monkeys, eq. 2) for coverage(k) ~ exp(a k^b).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from inferax.sampling import _checks
+
+AGGREGATIONS = ("last", "min", "prod")
+
+
+def aggregate(scores: jax.Array, scored: jax.Array, how: str = "last") -> jax.Array:
+    """One score per trace from its step scores.
+
+    Args:
+        scores: ``[..., T]`` per-position scores in [0, 1].
+        scored: ``[..., T]`` bool, the positions that end a step.
+        how: ``"last"`` (the last step's score), ``"min"`` or ``"prod"``.
+
+    Returns:
+        ``[...]``; a trace without any scored position scores 0.
+    """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"how: expected one of {AGGREGATIONS}, got {how!r}")
+    scores = jnp.asarray(scores, jnp.float32)
+    any_ = jnp.any(scored, axis=-1)
+    if how == "last":
+        t = scores.shape[-1]
+        idx = t - 1 - jnp.argmax(jnp.flip(scored, -1), axis=-1)
+        out = jnp.take_along_axis(scores, idx[..., None], axis=-1)[..., 0]
+    elif how == "min":
+        out = jnp.min(jnp.where(scored, scores, 1.0), axis=-1)
+    else:
+        out = jnp.prod(jnp.where(scored, scores, 1.0), axis=-1)
+    return jnp.where(any_, out, 0.0)
+
+
+def _check_answers(answers, name="answers"):
+    answers = jnp.asarray(answers)
+    if answers.ndim != 2 or not jnp.issubdtype(answers.dtype, jnp.integer):
+        raise ValueError(
+            f"{name}: expected int answers [B, N], got {answers.dtype} {answers.shape}"
+        )
+    return answers
+
+
+def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
+    """The answer of the highest-scoring sample with an answer, per problem (``[B, N] -> [B]``).
+
+    Samples without an answer (-1: unfinished or malformed) are chosen only
+    when no sample has one (then -1 is returned).
+    """
+    answers = _check_answers(answers)
+    scores = jnp.where(answers >= 0, jnp.asarray(scores, jnp.float32), -jnp.inf)
+    idx = jnp.argmax(scores, axis=-1)
+    return jnp.take_along_axis(answers, idx[:, None], axis=1)[:, 0]
+
+
+def weighted_vote(answers: jax.Array, weights: jax.Array, num_answers: int) -> jax.Array:
+    """Per problem, the answer with the largest summed weight (-1 if none is valid).
+
+    Answers are integers in ``[0, num_answers)``; -1 (no answer) never wins.
+    Ties go to the smaller answer.
+    """
+    answers = _check_answers(answers)
+    num_answers = _checks.positive_int(num_answers, "num_answers")
+    onehot = jax.nn.one_hot(answers, num_answers)  # -1 -> all zeros
+    total = jnp.einsum("bnk,bn->bk", onehot, jnp.asarray(weights, jnp.float32))
+    has = jnp.any(answers >= 0, axis=-1)
+    return jnp.where(has, jnp.argmax(total, axis=-1), -1).astype(jnp.int32)
+
+
+def majority_vote(answers: jax.Array, num_answers: int) -> jax.Array:
+    """Per problem, the most frequent valid answer (self-consistency)."""
+    answers = _check_answers(answers)
+    return weighted_vote(answers, jnp.ones(answers.shape), num_answers)
+
+
+class FirstFinish(NamedTuple):
+    """First-finish search: the answer of the shortest finished sample.
+
+    Attributes:
+        answer: ``[B]``.
+        tokens_spent: ``[B]`` N x (the first finisher's length): all N samples
+            decode in lock-step until one finishes.
+    """
+
+    answer: jax.Array
+    tokens_spent: jax.Array
+
+
+def first_finish(answers: jax.Array, num_tokens: jax.Array, finished: jax.Array) -> FirstFinish:
+    """First-finish search over ``N`` lock-step samples (ties: the lower index)."""
+    answers = _check_answers(answers)
+    n = answers.shape[1]
+    length = jnp.where(finished, num_tokens, jnp.iinfo(jnp.int32).max)
+    idx = jnp.argmin(length, axis=-1)
+    first = jnp.take_along_axis(num_tokens, idx[:, None], axis=1)[:, 0]
+    answer = jnp.take_along_axis(answers, idx[:, None], axis=1)[:, 0]
+    return FirstFinish(answer, n * first)
+
+
+def pass_at_k(n, c, k) -> np.ndarray:
+    """The unbiased pass@k estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al. 2021).
+
+    Computed as ``1 - prod_{i = n - c + 1}^{n} (1 - k / i)`` in float64;
+    broadcasts over arrays of ``n``, ``c``, ``k``.
+
+    Raises:
+        ValueError: unless ``0 <= c <= n`` and ``1 <= k <= n``.
+    """
+    n, c, k = (np.asarray(v) for v in (n, c, k))
+    for name, v in (("n", n), ("c", c), ("k", k)):
+        if not np.issubdtype(v.dtype, np.integer):
+            raise TypeError(f"{name}: expected integers, got dtype {v.dtype}")
+    if np.any(c < 0) or np.any(c > n):
+        raise ValueError(f"c: expected 0 <= c <= n, got c={c.tolist()}, n={n.tolist()}")
+    if np.any(k < 1) or np.any(k > n):
+        raise ValueError(f"k: expected 1 <= k <= n, got k={k.tolist()}, n={n.tolist()}")
+    n, c, k = np.broadcast_arrays(n, c, k)
+    out = np.empty(n.shape, np.float64)
+    for idx in np.ndindex(n.shape):
+        ni, ci, ki = int(n[idx]), int(c[idx]), int(k[idx])
+        if ni - ci < ki:
+            out[idx] = 1.0
+        else:
+            i = np.arange(ni - ci + 1, ni + 1, dtype=np.float64)
+            out[idx] = 1.0 - np.prod(1.0 - ki / i)
+    return out
+
+
+def coverage(num_correct, n: int, ks) -> np.ndarray:
+    """Coverage(k): mean pass@k over problems, for every ``k`` in ``ks``."""
+    num_correct = np.asarray(num_correct)
+    return np.asarray([pass_at_k(n, num_correct, k).mean() for k in ks])
+
+
+def fit_coverage(ks, cov) -> dict:
+    """Fits coverage(k) = exp(a k^b) (Large Language Monkeys, eq. 2) by least squares.
+
+    Nonlinear least squares on the coverage values themselves
+    (``scipy.optimize.curve_fit``), started from the linear fit of
+    ``log(-log coverage) = log(-a) + b log k`` on the points inside (0, 1)
+    (that transform alone over-weights points near coverage 1, where it is
+    noisiest).
+
+    Returns:
+        ``{"a", "b", "a_se", "b_se", "points"}``: estimates with standard errors
+        from the fit's covariance.
+
+    Raises:
+        ValueError: with fewer than 3 finite points, fewer than 2 inside (0, 1),
+            or when the fit does not converge.
+    """
+    from scipy import optimize
+
+    ks, cov = np.asarray(ks, np.float64), np.asarray(cov, np.float64)
+    ok = np.isfinite(cov) & np.isfinite(ks) & (ks > 0)
+    inner = ok & (cov > 0) & (cov < 1)
+    if ok.sum() < 3 or inner.sum() < 2:
+        raise ValueError(
+            "cov: expected at least 3 finite coverage values, 2 of them strictly inside (0, 1), "
+            f"got {cov.tolist()}"
+        )
+    x, y = np.log(ks[inner]), np.log(-np.log(cov[inner]))
+    b0, log_neg_a0 = np.polyfit(x, y, 1)
+    try:
+        (a, b), pcov = optimize.curve_fit(
+            lambda k, a, b: np.exp(a * k**b), ks[ok], cov[ok], p0=(-math.exp(log_neg_a0), b0),
+            maxfev=10_000,
+        )  # fmt: skip
+    except RuntimeError as e:
+        raise ValueError(f"cov: the law exp(a k^b) could not be fitted ({e})") from None
+    se = np.sqrt(np.clip(np.diag(pcov), 0.0, None)) if np.all(np.isfinite(pcov)) else [np.nan] * 2
+    return {"a": float(a), "b": float(b), "a_se": float(se[0]), "b_se": float(se[1]),
+            "points": int(ok.sum())}  # fmt: skip
+
+
+def coverage_law(ks, a: float, b: float) -> np.ndarray:
+    """exp(a k^b)."""
+    return np.exp(a * np.asarray(ks, np.float64) ** b)
