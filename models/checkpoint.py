@@ -52,6 +52,7 @@ from inferax.models.lock import DirectoryLock, DirectoryLockedError  # noqa: F40
 from inferax.sampling import _checks
 
 _RECORDS = "integrity"
+_ITEM = "default"  # the folder orbax writes a single-item step's arrays into
 
 
 class NonFiniteError(FloatingPointError):
@@ -163,13 +164,25 @@ class Checkpointer:
         self.max_to_keep = _checks.positive_int(max_to_keep, "max_to_keep")
         self.save_interval_steps = _checks.positive_int(save_interval_steps, "save_interval_steps")
         self.directory = os.path.abspath(os.fspath(directory))
-        options = ocp.CheckpointManagerOptions(
+        self._options = ocp.CheckpointManagerOptions(
             max_to_keep=self.max_to_keep,
             save_interval_steps=self.save_interval_steps,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
         self._closed = False
+
+    def _reopen(self) -> None:
+        """Replaces the orbax manager by a fresh one over the same directory.
+
+        A failed orbax restore can leave the manager's item bookkeeping in a
+        state where every later restore fails too (a step whose item folder
+        is missing switches it to multi-item mode: "Must provide `args` of
+        type `Composite`"), so after any failed read the manager is rebuilt
+        and an intact older step restores as it would alone.
+        """
+        self._manager.close()
+        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def step_dir(self, step: int) -> str:
         """The folder of checkpoint ``step``."""
@@ -250,9 +263,15 @@ class Checkpointer:
                 f"checkpoint {where} has no readable integrity record ({type(e).__name__})"
             ) from None
         _check_same_leaves(record["leaves"], leaf_signature(target), where)
+        item = os.path.join(where, _ITEM)
+        if not os.path.isdir(item):
+            raise CorruptCheckpointError(
+                f"checkpoint {where} cannot be read: its item folder {item} is missing"
+            )
         try:
             tree = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_tree(target)))
         except Exception as e:  # orbax / tensorstore raise many types on damaged files
+            self._reopen()  # a failed read must not poison the restores of other steps
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise CorruptCheckpointError(
                 f"checkpoint {where} cannot be read: {type(e).__name__}: {first}"

@@ -237,3 +237,29 @@ def test_directory_lock(tmp_path):
     # Released: it can be taken again.
     with DirectoryLock(tmp_path / "run") as again:
         assert open(again.path).read().strip() == str(os.getpid())
+
+
+@pytest.mark.parametrize("damage", ["item folder deleted", "item folder emptied"])
+def test_intact_older_step_restores_whatever_happened_to_a_newer_one(tmp_path, damage):
+    # Regression: deleting the newest step's item folder made orbax's manager refuse
+    # every later restore ("every step failed its integrity check"), though step 1
+    # restored fine on its own.
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        ckpt.save(1, make_tree(1))
+        ckpt.save(2, make_tree(2))
+    item = os.path.join(tmp_path, "2", "default")
+    assert os.path.isdir(item)
+    import shutil
+
+    shutil.rmtree(item)
+    if damage == "item folder emptied":
+        os.makedirs(item)
+    with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
+        with pytest.raises(CorruptCheckpointError, match="/2"):
+            ckpt.restore(2, abstract_tree(make_tree()))
+        # The same manager, after the failed read, still restores the intact step ...
+        assert_tree_equal(ckpt.restore(1, abstract_tree(make_tree())), make_tree(1))
+        # ... and the fallback finds it.
+        step, tree = ckpt.restore_latest(abstract_tree(make_tree()))
+        assert step == 1
+        assert_tree_equal(tree, make_tree(1))
