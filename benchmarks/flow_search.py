@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from absl import app
 
 from benchmarks import common
-from inferax import search
 from inferax.models.mlp import VelocityMLP
+from inferax.search import flow as fsearch
 
 TARGET = 1.10
 DIM = 16
@@ -32,32 +32,32 @@ def problem(hidden: int):
     def velocity(x, t):
         return model.apply(params, x, jnp.full((x.shape[0],), t))
 
-    reward = search.verifiers.quadratic(jnp.ones(DIM) * 0.5)
+    reward = fsearch.verifiers.quadratic(jnp.ones(DIM) * 0.5)
     return velocity, reward
 
 
 def methods(velocity, reward, steps: int, block: int):
-    dyn = {k: search.make_dynamics(velocity, k, steps) for k in ("linear", "vp")}
+    dyn = {k: fsearch.make_dynamics(velocity, k, steps) for k in ("linear", "vp")}
     kw = {"event_shape": (DIM,)}
     return {
-        "random_search": lambda k, b: search.random_search(k, velocity, reward, b,
+        "random_search": lambda k, b: fsearch.random_search(k, velocity, reward, b,
                                                            num_steps=steps, **kw),
-        "zero_order": lambda k, b: search.zero_order_search(k, velocity, reward, b,
+        "zero_order": lambda k, b: fsearch.zero_order_search(k, velocity, reward, b,
                                                             num_steps=steps, **kw),
-        "best_of_n (vp)": lambda k, b: search.best_of_n(k, dyn["vp"], reward, b, **kw),
-        "svdd (vp)": lambda k, b: search.svdd(k, dyn["vp"], reward, b, **kw),
-        "smc (vp)": lambda k, b: search.smc(k, dyn["vp"], reward, b, **kw),
-        f"rbf (vp, block {block})": lambda k, b: search.rbf(k, dyn["vp"], reward, b,
+        "best_of_n (vp)": lambda k, b: fsearch.best_of_n(k, dyn["vp"], reward, b, **kw),
+        "svdd (vp)": lambda k, b: fsearch.svdd(k, dyn["vp"], reward, b, **kw),
+        "smc (vp)": lambda k, b: fsearch.smc(k, dyn["vp"], reward, b, **kw),
+        f"rbf (vp, block {block})": lambda k, b: fsearch.rbf(k, dyn["vp"], reward, b,
                                                             block_size=block, quota=_q(b, steps,
                                                                                       block), **kw),
-        "rbf (vp, one at a time)": lambda k, b: search.rbf(k, dyn["vp"], reward, b, block_size=1,
+        "rbf (vp, one at a time)": lambda k, b: fsearch.rbf(k, dyn["vp"], reward, b, block_size=1,
                                                            quota=_q(b, steps, block), **kw),
     }  # fmt: skip
 
 
 def _q(budget, steps, block):
     """One quota for both RBF variants (the blocked one's, so both fit the budget)."""
-    return search.rbf_quota(budget, 2, 4, steps, block)
+    return fsearch.rbf_quota(budget, 2, 4, steps, block)
 
 
 def bare(velocity, reward, steps: int, nfe: int, evals: int):

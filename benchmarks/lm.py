@@ -30,7 +30,7 @@ from absl import app
 from benchmarks import common
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
-from inferax.search import decoding as dec
+from inferax.search.lm import decoding as dec
 
 TARGET_CACHE, TARGET_OVERHEAD = 5.0, 1.10
 

@@ -44,8 +44,8 @@ from inferax.models import arithmetic as ar
 from inferax.models import prm
 from inferax.models import transformer as tr
 from inferax.sampling import particles
-from inferax.search import lm_particle
-from inferax.search import lm_steps as steps
+from inferax.search.lm import particle as lm_particle
+from inferax.search.lm import steps
 
 TARGET_GATHER, TARGET_ROUND = 0.10, 1.15
 STEP_BIAS = 2.5

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from inferax import search
 from inferax.models import gmm
+from inferax.search import flow as fsearch
 
 QUICK = os.environ.get("INFERAX_QUICK", "0") == "1"
 NUM_SEARCHES = 64 if QUICK else 512  # independent searches per setting
@@ -45,24 +45,24 @@ STEPS = 10
 
 mixture = gmm.eight_gaussians()
 velocity_fn = mixture.velocity
-reward_fn = search.verifiers.quadratic(jnp.array([2.0, 1.0]))
+reward_fn = fsearch.verifiers.quadratic(jnp.array([2.0, 1.0]))
 
 # %% [markdown]
 # Every method, at every budget, `NUM_SEARCHES` times (one `jit`-ed `vmap` per
 # setting). `info.nfe` is what the search spent, never more than the budget.
 
 # %%
-dynamics = {k: search.make_dynamics(velocity_fn, k, STEPS) for k in search.DYNAMICS}
+dynamics = {k: fsearch.make_dynamics(velocity_fn, k, STEPS) for k in fsearch.DYNAMICS}
 METHODS = {
-    "random search (ODE)": lambda k, b: search.random_search(
+    "random search (ODE)": lambda k, b: fsearch.random_search(
         k, velocity_fn, reward_fn, b, event_shape=(2,), num_steps=STEPS
     ),
-    "SVDD (linear SDE)": lambda k, b: search.svdd(k, dynamics["linear"], reward_fn, b,
+    "SVDD (linear SDE)": lambda k, b: fsearch.svdd(k, dynamics["linear"], reward_fn, b,
                                                   event_shape=(2,)),
-    "SMC (VP SDE)": lambda k, b: search.smc(k, dynamics["vp"], reward_fn, b, event_shape=(2,)),
-    "RBF (ODE)": lambda k, b: search.rbf(k, dynamics["ode"], reward_fn, b, event_shape=(2,),
+    "SMC (VP SDE)": lambda k, b: fsearch.smc(k, dynamics["vp"], reward_fn, b, event_shape=(2,)),
+    "RBF (ODE)": lambda k, b: fsearch.rbf(k, dynamics["ode"], reward_fn, b, event_shape=(2,),
                                          num_chains=1, num_initial=2),
-    "RBF (VP SDE)": lambda k, b: search.rbf(k, dynamics["vp"], reward_fn, b, event_shape=(2,),
+    "RBF (VP SDE)": lambda k, b: fsearch.rbf(k, dynamics["vp"], reward_fn, b, event_shape=(2,),
                                             num_chains=1, num_initial=2),
 }  # fmt: skip
 
@@ -92,7 +92,7 @@ plt.show()
 # where verifier hacking shows). The base sampler is one ODE solve per sample.
 
 # %%
-base, _ = jax.jit(jax.vmap(lambda k: search.random_search(
+base, _ = jax.jit(jax.vmap(lambda k: fsearch.random_search(
     k, velocity_fn, reward_fn, STEPS, event_shape=(2,), num_steps=STEPS)))(keys)  # fmt: skip
 top = max(BUDGETS)
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), sharex=True, sharey=True)

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,8 +36,8 @@ from inferax.models import arithmetic as ar
 from inferax.models import lm_train
 from inferax.models import transformer as tr
 from inferax.models.train import make_optimizer
-from inferax.search import decoding as dec
-from inferax.search import lm_sampling as ls
+from inferax.search.lm import decoding as dec
+from inferax.search.lm import voting as ls
 
 QUICK = os.environ.get("INFERAX_QUICK", "0") == "1"
 TRAIN_STEPS = 150 if QUICK else 1500
@@ -138,8 +138,9 @@ if np.sum((cov > 0) & (cov < 1)) >= 3:
 
 # %%
 from inferax.models import prm  # noqa: E402
-from inferax.search import lm_beam, lm_particle  # noqa: E402
-from inferax.search import lm_steps as steps  # noqa: E402
+from inferax.search.lm import beam as lm_beam  # noqa: E402
+from inferax.search.lm import particle as lm_particle  # noqa: E402
+from inferax.search.lm import steps  # noqa: E402
 
 config = steps.StepConfig(
     eos_id=ar.EOS, step_id=ar.STEP_ID, max_new_tokens=ar.solution_length(NUM_OPS) + 2,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from inferax import search
+from inferax.search import flow as fsearch
 from inferax.experiments import common, plots, stats, sway
 from inferax.models import classifier, data, mlp
 
@@ -46,9 +46,9 @@ def validate(config) -> None:
         _fail("budgets", f"NFE budgets >= 2 num_steps = {2 * config.num_steps}", config.budgets)
     for m in config.methods:
         name, _, kind = m.partition(":")
-        if name not in NAMES or kind not in search.DYNAMICS:
+        if name not in NAMES or kind not in fsearch.DYNAMICS:
             _fail("methods", f"'name:dynamics' with name in {NAMES}, dynamics in "
-                  f"{search.DYNAMICS}", m)  # fmt: skip
+                  f"{fsearch.DYNAMICS}", m)  # fmt: skip
     if not config.classes or not all(0 <= c < 10 for c in config.classes):
         _fail("classes", "digit classes in 0..9", config.classes)
 
@@ -129,25 +129,25 @@ def _searcher(config, method: str, budget: int, net, params, clf):
         reward = _log_prob(*clf, label)
         kw = {"event_shape": EVENT}
         if name == "random_search":
-            return search.random_search(key, velocity, reward, budget, num_steps=n, **kw)
+            return fsearch.random_search(key, velocity, reward, budget, num_steps=n, **kw)
         if name == "zero_order":
-            return search.zero_order_search(key, velocity, reward, budget, num_steps=n, **kw)
+            return fsearch.zero_order_search(key, velocity, reward, budget, num_steps=n, **kw)
         if name == "search_over_paths":
             m = max(1, budget // (4 * n))
             plan = dict(num_paths=2, num_steps=n, start_step=n // 2, backward_steps=1,
                         forward_steps=2)  # fmt: skip
-            while m > 1 and search.search_over_paths_cost(num_branches=m, **plan) > budget:
+            while m > 1 and fsearch.search_over_paths_cost(num_branches=m, **plan) > budget:
                 m -= 1
-            return search.search_over_paths(key, velocity, reward, budget, num_branches=m,
+            return fsearch.search_over_paths(key, velocity, reward, budget, num_branches=m,
                                              **plan, **kw)  # fmt: skip
-        dyn = search.make_dynamics(velocity, kind, n, g=config.g)
+        dyn = fsearch.make_dynamics(velocity, kind, n, g=config.g)
         if name == "rbf":
-            return search.rbf(key, dyn, reward, budget, **rbf_settings(config, budget), **kw)
+            return fsearch.rbf(key, dyn, reward, budget, **rbf_settings(config, budget), **kw)
         if name == "smc":
-            return search.smc(key, dyn, reward, budget, alpha=config.smc_alpha, **kw)
+            return fsearch.smc(key, dyn, reward, budget, alpha=config.smc_alpha, **kw)
         if name == "code":
-            return search.code(key, dyn, reward, budget, block_length=2, **kw)
-        return {"best_of_n": search.best_of_n, "svdd": search.svdd}[name](
+            return fsearch.code(key, dyn, reward, budget, block_length=2, **kw)
+        return {"best_of_n": fsearch.best_of_n, "svdd": fsearch.svdd}[name](
             key, dyn, reward, budget, **kw
         )
 
@@ -158,7 +158,7 @@ def rbf_settings(config, budget: int) -> dict:
     """The config's RBF settings, shrunk (block, then initial particles, then chains) until
     a quota of 1 fits the budget."""
     c, k0, blk = config.rbf_chains, config.rbf_initial, config.rbf_block
-    while search.rbf_cost(c, k0, config.num_steps, 1, blk) > budget:
+    while fsearch.rbf_cost(c, k0, config.num_steps, 1, blk) > budget:
         if blk > 1:
             blk -= 1
         elif k0 > 1:
@@ -271,7 +271,7 @@ def table(results: dict) -> list[str]:
     """Kim et al. Table 1 layout at the largest budget: method rows, ODE / linear / VP columns."""
     cfg = results["config"]
     b = max(cfg["budgets"])
-    rows = ["| method | " + " | ".join(search.DYNAMICS) + " |", "|---|---|---|---|"]
+    rows = ["| method | " + " | ".join(fsearch.DYNAMICS) + " |", "|---|---|---|---|"]
     base = results["methods"]["base"][cfg["num_steps"]]["reward"]
     rows.append(f"| base (1 ODE solve) | {stats.format_interval(base)} | | |")
     names = []
@@ -280,7 +280,7 @@ def table(results: dict) -> list[str]:
             names.append(m.partition(":")[0])
     for name in names:
         cells = []
-        for kind in search.DYNAMICS:
+        for kind in fsearch.DYNAMICS:
             r = results["methods"].get(f"{name}:{kind}", {}).get(b)
             cells.append(stats.format_interval(r["reward"]) if r else "")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -24,8 +24,8 @@ from inferax.models import arithmetic as ar
 from inferax.models import lm_train, prm
 from inferax.models import transformer as tr
 from inferax.models.train import make_optimizer
-from inferax.search import decoding as dec
-from inferax.search import lm_sampling as ls
+from inferax.search.lm import decoding as dec
+from inferax.search.lm import voting as ls
 
 METHODS = ("bon_prm", "bon_oracle", "bon_orm", "majority", "weighted_prm", "first_finish")
 CLAIM = (

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from inferax.experiments import common, stats
-from inferax.search import lm_sampling as ls
+from inferax.search.lm import voting as ls
 
 LAW_TOLERANCE = 0.05  # max |coverage - fitted law| for "along the fitted law"
 METHOD_NAMES = {

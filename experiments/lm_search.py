@@ -27,9 +27,12 @@ import numpy as np
 from inferax.experiments import common
 from inferax.models import arithmetic as ar
 from inferax.models import prm
-from inferax.search import lm_beam, lm_mcts, lm_particle
-from inferax.search import lm_sampling as ls
-from inferax.search import lm_steps as steps
+from inferax.search.lm import beam as lm_beam
+from inferax.search.lm import gibbs as lm_gibbs
+from inferax.search.lm import mcts as lm_mcts
+from inferax.search.lm import particle as lm_particle
+from inferax.search.lm import steps
+from inferax.search.lm import voting as ls
 
 SEARCHES = ("beam", "dvts", "particle_filter", "particle_gibbs", "mcts")
 PRMS = ("learned", "oracle")
@@ -112,7 +115,7 @@ def _search_fn(name: str):
         "beam": lm_beam.beam_search,
         "dvts": lm_beam.dvts,
         "particle_filter": lm_particle.particle_filter,
-        "particle_gibbs": lm_particle.particle_gibbs,
+        "particle_gibbs": lm_gibbs.particle_gibbs,
         "mcts": lm_mcts.mcts,
     }[name]
 

@@ -22,6 +22,8 @@ value, so that a model trained on them makes mistakes that search can fix.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -273,3 +275,75 @@ def check(problem: Problem, generated) -> dict:
         "answer_correct": answer == problem.answer,
         "all_correct": text == sol,
     }
+
+
+# ---------------------------------------------------------------- search constraints
+# Example constraints for the step-level LM searches (``inferax.search.lm.steer``):
+# a logits hook and a step potential over a decoding state (duck-typed: ``tokens``
+# [R, T] and ``num_tokens`` [R]).
+
+
+def _format_table(vocab_size: int, eos_id: int) -> np.ndarray:
+    """``allowed[line kind, column, token]``: kind 0 a step line, 1 an answer line."""
+    digits = DIGIT_IDS
+    ops = np.asarray([encode(c)[0] for c in OPS])
+    eq = encode("=")[0]
+    t = np.zeros((2, STEP_LEN + 1, vocab_size), bool)
+    t[:, 0, digits] = True
+    t[:, 0, ANSWER_ID] = True
+    t[0, 1, ops] = True
+    t[0, 2, digits] = True
+    t[0, 3, eq] = True
+    t[0, 4, digits] = True
+    t[0, 5, STEP_ID] = True
+    t[1, 1, digits] = True
+    t[1, 2:, eos_id] = True
+    t[0, 6:, eos_id] = True
+    return t
+
+
+def _line_start(state: Any, step_id: int) -> jax.Array:
+    t = state.tokens.shape[1]
+    pos = jnp.arange(t)[None]
+    delim = (state.tokens == step_id) & (pos < state.num_tokens[:, None])
+    return jnp.max(jnp.where(delim, pos + 1, 0), axis=1)
+
+
+def arithmetic_format_hook(
+    vocab_size: int = VOCAB_SIZE, eos_id: int = EOS
+) -> Callable[[jax.Array, Any], jax.Array]:
+    """A format constraint for the arithmetic task: a logits hook that allows, at
+    each column of the current line, only the tokens of ``d op d = d ;`` (a step)
+    or ``# d <eos>`` (the answer): digits at columns 0, 2, 4, an operator at 1,
+    ``=`` at 3, ``;`` at 5; ``#`` may open a line, then a digit, then EOS."""
+    table = jnp.asarray(_format_table(vocab_size, eos_id))
+
+    def hook(logits: jax.Array, state: Any) -> jax.Array:
+        start = _line_start(state, STEP_ID)
+        col = state.num_tokens - start
+        first = jnp.take_along_axis(
+            state.tokens, jnp.minimum(start, state.tokens.shape[1] - 1)[:, None], axis=1
+        )[:, 0]
+        kind = ((col > 0) & (first == ANSWER_ID)).astype(jnp.int32)
+        allowed = table[kind, jnp.clip(col, 0, table.shape[1] - 1)]
+        return jnp.where(allowed, logits, -jnp.inf)
+
+    return hook
+
+
+def no_repeated_result(step_id: int = STEP_ID) -> Callable[[Any, jax.Array], jax.Array]:
+    """A "no digit repeated" condition for the arithmetic task: the step results
+    (the digit right before each ``;``) must be pairwise distinct. Returns the
+    potential ``0`` while they are, ``-inf`` once one repeats."""
+
+    def potential(state: Any, prompt_index: jax.Array) -> jax.Array:
+        tok = state.tokens
+        t = tok.shape[1]
+        nxt = jnp.concatenate([tok[:, 1:], jnp.full_like(tok[:, :1], -1)], axis=1)
+        pos = jnp.arange(t)[None]
+        digit = (tok >= DIGIT_IDS[0]) & (tok <= DIGIT_IDS[-1])
+        result = digit & (nxt == step_id) & (pos + 1 < state.num_tokens[:, None])
+        counts = jnp.sum(jax.nn.one_hot(tok - DIGIT_IDS[0], 10) * result[..., None], axis=1)
+        return jnp.where(jnp.any(counts > 1, axis=1), -jnp.inf, 0.0)
+
+    return potential

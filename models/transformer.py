@@ -151,7 +151,7 @@ class Transformer(nn.Module):
 
 
 class LMFunctions(NamedTuple):
-    """The decoding protocol of ``inferax.search.decoding`` (duck-typed, Flax-free).
+    """The decoding protocol of ``inferax.search.lm.decoding`` (duck-typed, Flax-free).
 
     Attributes:
         init_cache: ``(batch_size, max_len) -> cache``.

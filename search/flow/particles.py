@@ -220,7 +220,16 @@ def code(
     dyn, r_cost, budget = _setup(dynamics, reward_fn, budget, chains, "one solve per chain")
     k = _children_for(dyn, budget, chains, num_children)
     return _branching(
-        key, dyn, reward_fn, budget, r_cost, chains, k, block, base.event_shape_of(event_shape), dtype
+        key,
+        dyn,
+        reward_fn,
+        budget,
+        r_cost,
+        chains,
+        k,
+        block,
+        base.event_shape_of(event_shape),
+        dtype,
     )
 
 

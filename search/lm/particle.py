@@ -361,4 +361,3 @@ def mesh_context(mesh):
         if mesh is None
         else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
     )
-

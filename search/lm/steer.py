@@ -40,7 +40,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from inferax.sampling import _checks, particles
 from inferax.sampling import smc as smc_lib

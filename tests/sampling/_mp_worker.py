@@ -56,8 +56,8 @@ def compute(mesh) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from inferax import search
     from inferax.sampling import distributed, feynman_kac, multiprocess, smc
+    from inferax.search import flow as fsearch
 
     alg = smc.build(_transition, resampling="systematic", ess_threshold=0.5)
     ys = jnp.asarray(YS, jnp.float32)
@@ -77,7 +77,7 @@ def compute(mesh) -> dict:
     )  # fmt: skip
     best, search_info = jax.jit(
         partial(
-            search.random_search,
+            fsearch.random_search,
             velocity_fn=multiprocess.shard_model(gaussian_velocity, mesh),
             reward_fn=multiprocess.shard_model(reward, mesh),
             **SEARCH,

@@ -2,11 +2,11 @@
 
 One launch of 2 local processes x 2 CPU devices (``_mp_worker.py``, loopback
 coordinator, gloo collectives) runs sharded SMC, island SMC, a Feynman-Kac
-corrector and a flow search (``search.random_search`` on ``shard_model``
+corrector and a flow search (``fsearch.random_search`` on ``shard_model``
 callables) on one 4-device ``"particles"`` mesh; the gathered results must
 equal, bit for bit, the same computation in this process on the 4 devices of
 conftest. That run is itself checked against the single-device algorithms
-(``smc.run``, ``feynman_kac.sample``, ``search.random_search`` unsharded). Then
+(``smc.run``, ``feynman_kac.sample``, ``fsearch.random_search`` unsharded). Then
 process 1 is killed and process 0 must fail with the runtime's error within a
 bounded time instead of hanging.
 """
@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from inferax import search
 from inferax.sampling import distributed, feynman_kac, multiprocess, smc
+from inferax.search import flow as fsearch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _mp_worker as worker  # noqa: E402
@@ -149,7 +149,7 @@ def _check_reference_is_the_single_device_algorithm(reference):
     np.testing.assert_allclose(reference["fk_particles"], x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reference["fk_log_weights"], lw, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reference["fk_log_Z"], info.log_Z, rtol=1e-5, atol=1e-5)
-    best, search_info = search.random_search(
+    best, search_info = fsearch.random_search(
         jax.random.fold_in(key, 4), worker.gaussian_velocity, worker.reward, **worker.SEARCH
     )
     rewards = np.asarray(search_info.trace["reward"])

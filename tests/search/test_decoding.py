@@ -1,4 +1,4 @@
-"""Tests for inferax.search.decoding: the protocol, batched sampling, hooks and errors.
+"""Tests for inferax.search.lm.decoding: the protocol, batched sampling, hooks and errors.
 
 Truths: a bigram LM with an exact logits table (token frequencies against
 softmax(logits / T) by a chi-square test, with a negative control at the wrong
@@ -21,7 +21,7 @@ from scipy import stats
 
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
-from inferax.search import decoding as dec
+from inferax.search.lm import decoding as dec
 
 V = ar.VOCAB_SIZE
 

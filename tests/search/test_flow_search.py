@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inferax import search
 from inferax.models import gmm
 from inferax.sampling import cost, flow
-from inferax.search import base, verifiers
+from inferax.search import flow as fsearch
+from inferax.search.flow import base, verifiers
 
 
 def test_neighbors_keep_norm_and_angle():
     pivot = jax.random.normal(jax.random.key(0), (3, 4, 2))
     for c in (0.95, 0.5, -0.3):
-        nb = search.neighbors(jax.random.key(1), pivot, 64, c)
+        nb = fsearch.neighbors(jax.random.key(1), pivot, 64, c)
         flat = nb.reshape(64, -1)
         p = pivot.reshape(-1)
         np.testing.assert_allclose(np.linalg.norm(flat, axis=1), np.linalg.norm(p), rtol=2e-6)
@@ -30,7 +30,7 @@ def test_neighbors_keep_norm_and_angle():
         # Distinct directions (not one neighbour repeated).
         assert np.min(np.linalg.norm(flat[1:] - flat[0], axis=1)) > 1e-3
     with pytest.raises(ValueError, match="c: expected a cosine"):
-        search.neighbors(jax.random.key(1), pivot, 4, 1.5)
+        fsearch.neighbors(jax.random.key(1), pivot, 4, 1.5)
 
 
 def _gaussian_setup():
@@ -55,7 +55,7 @@ def test_random_search_reward_cdf_is_f_to_the_n():
     def run(keys):
         return jax.vmap(
             lambda k: (
-                search.random_search(
+                fsearch.random_search(
                     k, mix.velocity, reward, n * steps, event_shape=(2,), num_steps=steps
                 )[1].reward
             )
@@ -69,17 +69,17 @@ def test_random_search_reward_cdf_is_f_to_the_n():
 
 def test_random_search_info_and_budget():
     mix, reward, steps, _, _ = _gaussian_setup()
-    x, info = search.random_search(
+    x, info = fsearch.random_search(
         jax.random.key(0), mix.velocity, reward, 23, event_shape=(2,), num_steps=steps
     )
     assert x.shape == (2,) and int(info.nfe) == 20 and int(info.reward_evals) == 5
     assert float(info.reward) == pytest.approx(float(jnp.max(info.trace["reward"])))
     with pytest.raises(ValueError, match="budget: expected at least 4 NFE"):
-        search.random_search(
+        fsearch.random_search(
             jax.random.key(0), mix.velocity, reward, 3, event_shape=(2,), num_steps=steps
         )
     guided = cost.with_cost(mix.velocity, 2)  # a guided pair costs 2 per call
-    _, info = search.random_search(
+    _, info = fsearch.random_search(
         jax.random.key(0), guided, reward, 23, event_shape=(2,), num_steps=steps
     )
     assert int(info.nfe) == 16
@@ -89,7 +89,7 @@ def test_zero_order_search_improves_monotonically_and_counts():
     mix, reward, steps, _, _ = _gaussian_setup()
     for policy in ("keep", "fresh"):
         f = jax.jit(
-            lambda k, p=policy: search.zero_order_search(
+            lambda k, p=policy: fsearch.zero_order_search(
                 k,
                 mix.velocity,
                 reward,
@@ -106,11 +106,11 @@ def test_zero_order_search_improves_monotonically_and_counts():
         assert int(info.nfe) == 4 * 13 and float(info.reward) == pytest.approx(best[-1])
         assert float(reward(x[None])[0]) == pytest.approx(best[-1], rel=1e-5)
     with pytest.raises(ValueError, match="pivot_policy"):
-        search.zero_order_search(
+        fsearch.zero_order_search(
             jax.random.key(0), mix.velocity, reward, 100, event_shape=(2,), pivot_policy="restart"
         )
     with pytest.raises(ValueError, match="a pivot and 3 neighbours"):
-        search.zero_order_search(
+        fsearch.zero_order_search(
             jax.random.key(0),
             mix.velocity,
             reward,
@@ -126,22 +126,22 @@ def test_search_over_paths_cost_and_trace():
     kw = dict(
         num_paths=2, num_branches=3, num_steps=8, start_step=2, backward_steps=1, forward_steps=3
     )
-    need = search.search_over_paths_cost(**kw)
+    need = fsearch.search_over_paths_cost(**kw)
     # 2 x 2 to the start; rounds (1,4), (3,6), (5,8): 3 x 6 copies x (3 steps + lookahead but last)
     assert need == 4 + 6 * 4 + 6 * 4 + 6 * 3
     f = jax.jit(
-        lambda k: search.search_over_paths(k, mix.velocity, reward, need, event_shape=(2,), **kw)
+        lambda k: fsearch.search_over_paths(k, mix.velocity, reward, need, event_shape=(2,), **kw)
     )
     x, info = f(jax.random.key(0))
     assert int(info.nfe) == need and int(info.reward_evals) == 18
     assert info.trace["best_reward"].shape == (3,)
     assert float(info.reward) == pytest.approx(float(reward(x[None])[0]), rel=1e-5)
     with pytest.raises(ValueError, match="budget: expected at least"):
-        search.search_over_paths(
+        fsearch.search_over_paths(
             jax.random.key(0), mix.velocity, reward, need - 1, event_shape=(2,), **kw
         )
     with pytest.raises(ValueError, match="forward_steps"):
-        search.search_over_paths_cost(2, 2, 8, 2, 2, 2)
+        fsearch.search_over_paths_cost(2, 2, 8, 2, 2, 2)
 
 
 def test_rank_ensemble():
@@ -166,7 +166,7 @@ def test_nan_rewards_are_counted_and_never_win():
     def reward(x):
         return jnp.where(x[:, 0] > 1.0, jnp.nan, x[:, 0])
 
-    _, info = search.random_search(
+    _, info = fsearch.random_search(
         jax.random.key(1), mix.velocity, reward, 40 * steps, event_shape=(2,), num_steps=steps
     )
     assert int(info.num_nan) > 0 and np.isfinite(float(info.reward))

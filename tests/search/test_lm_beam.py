@@ -1,4 +1,4 @@
-"""Beam search and DVTS with a PRM (inferax.search.lm_beam) on the step tree.
+"""Beam search and DVTS with a PRM (inferax.search.lm.beam) on the step tree.
 
 Truths: with the exact PRM (each node scored by the best leaf reward below it),
 beam search with N covering the tree (N = k^D, M = k) and DVTS with wide
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from inferax.sampling import distributed
-from inferax.search import lm_beam as lb
-from inferax.search import lm_steps as steps
+from inferax.search.lm import beam as lb
+from inferax.search.lm import steps
 from tests.search import step_tree as st
 
 K, D, P = 3, 3, 4

@@ -24,7 +24,8 @@ import pytest
 
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
-from inferax.search import lm_mcts, lm_steps
+from inferax.search.lm import mcts as lm_mcts
+from inferax.search.lm import steps as lm_steps
 from tests.search import step_tree as st
 
 K, D, P = 3, 3, 4

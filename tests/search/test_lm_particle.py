@@ -1,5 +1,5 @@
-"""Particle filtering and particle Gibbs over reasoning steps (inferax.search.lm_particle,
-inferax.search.lm_gibbs).
+"""Particle filtering and particle Gibbs over reasoning steps (inferax.search.lm.particle,
+inferax.search.lm.gibbs).
 
 Truths: the step tree (tests/search/step_tree.py) enumerates every path with its
 exact probability p(path). Many prompt groups of one problem run as independent
@@ -34,9 +34,10 @@ import pytest
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
 from inferax.sampling import distributed, smc
-from inferax.search import lm_beam, lm_gibbs
-from inferax.search import lm_particle as lp
-from inferax.search import lm_steps as steps
+from inferax.search.lm import beam as lm_beam
+from inferax.search.lm import gibbs as lm_gibbs
+from inferax.search.lm import particle as lp
+from inferax.search.lm import steps
 from tests.search import step_tree as st
 
 K, D = 3, 3
@@ -366,7 +367,6 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
 
 
 def test_bad_gibbs_and_mesh_arguments(devices):
-    assert lp.particle_gibbs is lm_gibbs.particle_gibbs  # the old import path still works
     prm = st.prm_fn(LM, V_HALF, jnp.zeros(1, jnp.int32))
     with pytest.raises(ValueError, match="num_iterations"):
         lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,

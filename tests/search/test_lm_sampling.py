@@ -1,4 +1,4 @@
-"""Tests for inferax.search.lm_sampling.
+"""Tests for inferax.search.lm.voting.
 
 Truths: pass@k against the combinatorial formula (math.comb) and a Monte
 Carlo estimate of drawing k of n without replacement; the coverage law's
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inferax.search import lm_sampling as ls
+from inferax.search.lm import voting as ls
 
 
 def test_pass_at_k_exact_and_monte_carlo():

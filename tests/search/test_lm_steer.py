@@ -1,4 +1,4 @@
-"""SMC steering (inferax.search.lm_steer) against exact enumeration on the step tree.
+"""SMC steering (inferax.search.lm.steer) against exact enumeration on the step tree.
 
 Truths: the target is ``p(path) 1[allowed] prod_t exp(potential_t)`` with a
 token-level constraint (the first choice may not be choice 0: a logits hook) and
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from inferax.models import arithmetic as ar
-from inferax.search import decoding as dec
-from inferax.search import lm_steer as ls
-from inferax.search import lm_steps as steps
+from inferax.search.lm import decoding as dec
+from inferax.search.lm import steer as ls
+from inferax.search.lm import steps
 from tests.search import step_tree as st
 
 K, D = 3, 3
@@ -153,10 +153,10 @@ def test_arithmetic_constraints_hold_in_the_output():
     pr = jnp.asarray(ar.prompts(probs))
     cfg = steps.StepConfig(
         ar.EOS, ar.STEP_ID, max_new_tokens=4 * ar.STEP_LEN + ar.ANSWER_LEN, max_steps=4,
-        logits_hook=ls.arithmetic_format_hook(),
+        logits_hook=ar.arithmetic_format_hook(),
     )  # fmt: skip
     res, info = jit(
-        lambda k: ls.smc_steer(k, lm, ls.no_repeated_result(), pr, num_particles=16, config=cfg)
+        lambda k: ls.smc_steer(k, lm, ar.no_repeated_result(), pr, num_particles=16, config=cfg)
     )(jax.random.key(3))
     tok, w = np.asarray(res.tokens), np.asarray(res.weights)
     assert np.all(np.isfinite(np.asarray(info.trace["log_Z"][-1])))
@@ -184,8 +184,8 @@ def test_example_constraints_on_handmade_prefixes():
 
     @jit
     def both(s):
-        pot = ls.no_repeated_result()(s, jnp.zeros(4, jnp.int32))
-        return pot, ls.arithmetic_format_hook()(jnp.zeros((4, ar.VOCAB_SIZE)), s)
+        pot = ar.no_repeated_result()(s, jnp.zeros(4, jnp.int32))
+        return pot, ar.arithmetic_format_hook()(jnp.zeros((4, ar.VOCAB_SIZE)), s)
 
     pot, logits = both(s)
     pot = np.asarray(pot)

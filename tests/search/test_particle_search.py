@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inferax import search
 from inferax.models import gmm
-from inferax.search import verifiers
+from inferax.search import flow as fsearch
+from inferax.search.flow import verifiers
 
 SIGMA = 0.5
 MIX = gmm.gaussian_mixture(jnp.array([0.5, 0.5]), jnp.array([[-2.0], [2.0]]), scale=SIGMA)
@@ -51,10 +51,10 @@ def check_target(x, weights, means, variances, tol_w=0.03, tol_m=0.1, tol_v=0.3)
 @pytest.fixture(scope="module")
 def smc_populations():
     steps, n = 32, 2000
-    dyn = search.make_dynamics(MIX.velocity, "linear", steps, g="sqrt")
+    dyn = fsearch.make_dynamics(MIX.velocity, "linear", steps, g="sqrt")
     quad = verifiers.quadratic(jnp.array([CENTER]), 1.0)
     f = jax.jit(
-        lambda k, sign, a: search.smc(
+        lambda k, sign, a: fsearch.smc(
             k,
             dyn,
             lambda x: sign * quad(x),
@@ -93,18 +93,18 @@ FLAT_CASES = [("svdd", "linear"), ("code", "ode"), ("smc", "vp"), ("rbf", "vp")]
 
 def _method(name, dyn, reward, budget, **kw):
     fn = {
-        "best_of_n": search.best_of_n,
-        "svdd": search.svdd,
-        "code": search.code,
-        "smc": search.smc,
-        "rbf": search.rbf,
+        "best_of_n": fsearch.best_of_n,
+        "svdd": fsearch.svdd,
+        "code": fsearch.code,
+        "smc": fsearch.smc,
+        "rbf": fsearch.rbf,
     }[name]
     return lambda k: fn(k, dyn, reward, budget, event_shape=(1,), **kw)
 
 
 def _base_samples(kind):
     """Plain samples of the dynamics: best-of-1 with a flat reward is the sampler itself."""
-    dyn = search.make_dynamics(MIX.velocity, kind, 16)
+    dyn = fsearch.make_dynamics(MIX.velocity, kind, 16)
     run = jax.jit(jax.vmap(_method("best_of_n", dyn, verifiers.flat(), 16)))
     return np.asarray(run(jax.random.split(jax.random.key(9), 400))[0]).reshape(-1)
 
@@ -113,7 +113,7 @@ def _base_samples(kind):
 def test_flat_reward_returns_the_model_marginals(name, kind):
     base = _base_samples(kind)
     assert check_target(base, *MODEL, **LOOSE), moments(base)  # the dynamics' own accuracy
-    dyn = search.make_dynamics(MIX.velocity, kind, 16)
+    dyn = fsearch.make_dynamics(MIX.velocity, kind, 16)
     run = jax.jit(jax.vmap(_method(name, dyn, verifiers.flat(), 64)))
     x, info = run(jax.random.split(jax.random.key(1), 400))
     x = np.asarray(x).reshape(-1)
@@ -129,13 +129,13 @@ def test_flat_reward_returns_the_model_marginals(name, kind):
 def test_noise_searches_with_flat_reward_keep_the_marginals():
     flat = verifiers.flat()
     runs = {
-        "random": lambda k: search.random_search(
+        "random": lambda k: fsearch.random_search(
             k, MIX.velocity, flat, 64, event_shape=(1,), num_steps=16
         ),
-        "zero_order": lambda k: search.zero_order_search(
+        "zero_order": lambda k: fsearch.zero_order_search(
             k, MIX.velocity, flat, 64, event_shape=(1,), num_steps=16, num_neighbors=3
         ),
-        "paths": lambda k: search.search_over_paths(
+        "paths": lambda k: fsearch.search_over_paths(
             k,
             MIX.velocity,
             flat,
@@ -167,7 +167,7 @@ def _counting(fn):
 @pytest.mark.parametrize("name", ["best_of_n", "svdd", "code", "smc", "rbf"])
 def test_reported_nfe_equals_network_evaluations(name):
     vel, calls = _counting(MIX.velocity)
-    dyn = search.make_dynamics(vel, "vp", 6)
+    dyn = fsearch.make_dynamics(vel, "vp", 6)
     kw = {"num_chains": 1, "num_initial": 3} if name == "rbf" else {}
     _, info = jax.jit(_method(name, dyn, lambda y: y[:, 0], 100, **kw))(jax.random.key(4))
     jax.effects_barrier()
@@ -175,12 +175,12 @@ def test_reported_nfe_equals_network_evaluations(name):
 
 
 def test_rbf_blocked_makes_the_one_at_a_time_decisions():
-    dyn = search.make_dynamics(MIX.velocity, "linear", 8)
+    dyn = fsearch.make_dynamics(MIX.velocity, "linear", 8)
     reward = verifiers.quadratic(jnp.array([CENTER]))
     out = {}
     for block in (1, 4):
         f = jax.jit(
-            lambda k, b=block: search.rbf(
+            lambda k, b=block: fsearch.rbf(
                 k,
                 dyn,
                 reward,
@@ -202,13 +202,13 @@ def test_rbf_blocked_makes_the_one_at_a_time_decisions():
         np.testing.assert_array_equal(ib.trace["rollover"], i1.trace["rollover"])
         np.testing.assert_allclose(xb, x1, rtol=1e-5)
         assert int(i1.nfe) <= int(ib.nfe) <= 400
-    assert search.rbf_quota(400, 2, 3, 8, 4) == (400 - 6) // 14 - 3
+    assert fsearch.rbf_quota(400, 2, 3, 8, 4) == (400 - 6) // 14 - 3
 
 
 def test_budgets_are_never_exceeded():
     rng = np.random.default_rng(0)
     reward = lambda y: jnp.sin(5 * y[:, 0])  # noqa: E731  (a rugged reward)
-    dyn = search.make_dynamics(MIX.velocity, "linear", 3)
+    dyn = fsearch.make_dynamics(MIX.velocity, "linear", 3)
     cases = [
         ("svdd", lambda: {"num_chains": int(rng.integers(1, 4))}),
         ("smc", dict),
@@ -230,10 +230,10 @@ def test_budgets_are_never_exceeded():
             continue
         assert 0 < int(info.nfe) <= budget, (name, budget, kw, int(info.nfe))
     with pytest.raises(ValueError, match="budget: expected at least 6 NFE"):
-        search.svdd(jax.random.key(0), dyn, reward, 5, event_shape=(1,), num_chains=2)
+        fsearch.svdd(jax.random.key(0), dyn, reward, 5, event_shape=(1,), num_chains=2)
     with pytest.raises(ValueError, match="budget: expected at least"):
-        search.rbf(jax.random.key(0), dyn, reward, 11, event_shape=(1,))
+        fsearch.rbf(jax.random.key(0), dyn, reward, 11, event_shape=(1,))
     with pytest.raises(TypeError, match="dynamics"):
-        search.smc(jax.random.key(0), MIX.velocity, reward, 100, event_shape=(1,))
+        fsearch.smc(jax.random.key(0), MIX.velocity, reward, 100, event_shape=(1,))
     with pytest.raises(ValueError, match="kind"):
-        search.make_dynamics(MIX.velocity, "ve", 5)
+        fsearch.make_dynamics(MIX.velocity, "ve", 5)

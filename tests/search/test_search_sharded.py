@@ -9,17 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inferax import search
 from inferax.models import gmm
 from inferax.sampling import distributed, multiprocess
-from inferax.search import verifiers
+from inferax.search import flow as fsearch
+from inferax.search.flow import verifiers
 
 MIX = gmm.gaussian_mixture(jnp.array([0.5, 0.5]), jnp.array([[-2.0], [2.0]]), scale=0.5)
 REWARD = verifiers.quadratic(jnp.array([1.0]), 1.0)
 
 METHODS = {
-    "smc": lambda k, dyn, r: search.smc(k, dyn, r, 64 * 8, event_shape=(1,), num_particles=64),
-    "rbf": lambda k, dyn, r: search.rbf(k, dyn, r, 64 * 8, event_shape=(1,)),
+    "smc": lambda k, dyn, r: fsearch.smc(k, dyn, r, 64 * 8, event_shape=(1,), num_particles=64),
+    "rbf": lambda k, dyn, r: fsearch.rbf(k, dyn, r, 64 * 8, event_shape=(1,)),
 }
 
 
@@ -30,7 +30,7 @@ def test_particle_search_same_on_1_and_4_devices(devices, name):
         mesh = distributed.particle_mesh(devices[:d])
         velocity = multiprocess.shard_model(MIX.velocity, mesh)
         reward = multiprocess.shard_model(REWARD, mesh)
-        dyn = search.make_dynamics(velocity, "linear", 8, g="sqrt")
+        dyn = fsearch.make_dynamics(velocity, "linear", 8, g="sqrt")
 
         @partial(jax.jit)
         def run(key, dyn=dyn, reward=reward, mesh=mesh):
@@ -48,7 +48,7 @@ def test_particle_search_same_on_1_and_4_devices(devices, name):
     # and the same algorithm as the plain, unsharded run (floats up to fusion order)
     plain = jax.jit(
         lambda k: METHODS[name](
-            k, search.make_dynamics(MIX.velocity, "linear", 8, g="sqrt"), REWARD
+            k, fsearch.make_dynamics(MIX.velocity, "linear", 8, g="sqrt"), REWARD
         )
     )
     x, info = plain(jax.random.key(3))
