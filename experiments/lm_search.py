@@ -18,6 +18,7 @@ and PRM calls each method spent are reported beside its accuracy.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import jax
@@ -120,6 +121,15 @@ def _search_fn(name: str):
     }[name]
 
 
+def name_index(*parts) -> int:
+    """A stable 31-bit index of ``parts`` for ``fold_in`` (``zlib.crc32`` of their text).
+
+    Python's ``hash()`` of a string is salted per process (``PYTHONHASHSEED``), so a
+    key folded with it changes from run to run; crc32 gives the same bits everywhere.
+    """
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
 def make_prm(kind: str, models: dict, prompts, mask, solutions):
     if kind == "oracle":
         return prm.oracle_prm_fn(solutions)
@@ -159,7 +169,7 @@ def evaluate(config, models: dict, problems, key) -> dict:
     for name in s.methods:
         for kind in s.prms:
             for n in s.budgets:
-                k = jax.random.fold_in(key, hash((name, kind, n)) % (2**31))
+                k = jax.random.fold_in(key, name_index(name, kind, n))
                 res, info = compiled(name, kind, n, config, models)(k, *args)
                 sweeps = s.gibbs_iterations if name == "particle_gibbs" else 1
                 if name != "mcts" and int(info.sequences) > n * len(problems) * sweeps:
