@@ -43,6 +43,7 @@ __all__ = [
     "SearchEntry",
     "as_budget",
     "get",
+    "methods_table",
     "register",
     "registry",
 ]
@@ -221,3 +222,23 @@ def get(family: str, name: str) -> SearchEntry:
     if name not in reg:
         raise ValueError(f"name: expected one of {sorted(reg)} ({family} searches), got {name!r}")
     return reg[name]
+
+
+def methods_table() -> str:
+    """The registered searches as a Markdown table (the README's methods table).
+
+    One row per entry, flow searches first: family, name, budget units, target,
+    the options the shared tests vary, the paper and a one-line summary.
+    """
+    head = "| family | method | budget units | target | batching options | paper | what it does |"
+    rows = [head, "|---|---|---|---|---|---|---|"]
+    for family in FAMILIES:
+        for name in sorted(_REGISTRIES[family]):
+            e = _REGISTRIES[family][name]
+            opts = ", ".join(f"`{k}`" for k in e.options) or "—"
+            units = ", ".join(e.units)
+            rows.append(
+                f"| {family} | `{name}` | {units} | {e.target} | {opts} | "
+                f"{e.reference or '—'} | {e.summary or '—'} |"
+            )
+    return "\n".join(rows) + "\n"
