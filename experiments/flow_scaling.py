@@ -220,20 +220,45 @@ def run(config, workdir: str) -> dict:
         common.close_log(handler)
 
 
+# Per metric: the noise floor (the smallest difference the metric resolves here) and the
+# papers' effect size, both overridable by ``config.noise_floors`` / ``config.effect_sizes``.
+# Declared, not measured: reward and held-out reward are mean log p(class | x) over the
+# searched samples (nats), and differences under 0.05 nats are read as no difference;
+# diversity is a mean pixel L2 distance on [-1, 1]^64 (typically a few units), floor 0.05.
+# Effect sizes (our reading of Kim et al. 2025, Table 1, and Ma et al. 2025, Fig. 4: gains
+# between dynamics / methods at equal NFE of tenths of the verifier's scale): 0.1 each.
+NOISE_FLOORS = {"reward": 0.05, "held_out": 0.05, "diversity": 0.05}
+EFFECT_SIZES = {"reward": 0.1, "held_out": 0.1, "diversity": 0.1}
+
+
+def _per_metric(config, field: str, defaults: dict) -> dict:
+    given = dict(config.get(field, None) or {}) if hasattr(config, "get") else {}
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"config.{field}: expected keys from {sorted(defaults)}, "
+                         f"got {sorted(unknown)}")  # fmt: skip
+    return {**defaults, **given}
+
+
 def verdicts(raw: dict, config) -> dict:
-    """Paired verdicts of the claims at the largest budget (higher reward is better)."""
+    """Paired verdicts of the claims at the largest budget, Holm-corrected as one family.
+
+    Each claim reads "A > B" on a metric (higher is better for all three; the hacking
+    claims put the base first where the claim is that the searched method falls); a
+    difference within the metric's noise floor is a tie, and a comparison whose MDE
+    exceeds the metric's effect size is not decidable at this size.
+    """
     b = max(config.budgets)
+    floors = _per_metric(config, "noise_floors", NOISE_FLOORS)
+    effects = _per_metric(config, "effect_sizes", EFFECT_SIZES)
     have = {m for m in raw if m != "base"}
-
-    def vals(method, metric, budget=b):
-        return raw[method][budget][metric]
-
     out = {}
 
-    def cmp(label, a, base_m, metric="reward", lower=False, budget_a=b, budget_b=b):
+    def cmp(label, a, base_m, metric="reward", budget_a=b, budget_b=b):
         if a in raw and base_m in raw:
-            out[label] = stats.compare(vals(a, metric, budget_a), vals(base_m, metric, budget_b),
-                                       lower_is_better=lower)  # fmt: skip
+            out[label] = stats.compare(
+                raw[a][budget_a][metric], raw[base_m][budget_b][metric], lower_is_better=False,
+                noise_floor=floors[metric], effect_size=effects[metric])  # fmt: skip
 
     for name in ("svdd", "smc", "rbf"):
         cmp(f"{name}: linear SDE > ODE", f"{name}:linear", f"{name}:ode")
@@ -244,15 +269,10 @@ def verdicts(raw: dict, config) -> dict:
         n0 = config.num_steps
         cmp("hacking: searched reward rises (rbf:vp vs base)", "rbf:vp", "base", budget_b=n0)
         # Hacking shows when the base is better on the held-out verifier and diversity.
-        cmp(
-            "hacking: held-out verifier falls (base vs rbf:vp)",
-            "base",
-            "rbf:vp",
-            "held_out",
-            budget_a=n0,
-        )
+        cmp("hacking: held-out verifier falls (base vs rbf:vp)", "base", "rbf:vp", "held_out",
+            budget_a=n0)  # fmt: skip
         cmp("hacking: diversity falls (base vs rbf:vp)", "base", "rbf:vp", "diversity", budget_a=n0)
-    return out
+    return stats.correct_family(out)
 
 
 def _plot(workdir, results, config):

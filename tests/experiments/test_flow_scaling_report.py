@@ -1,0 +1,70 @@
+"""Every verdict of flow_scaling.verdicts comes out holds, fails, tie and not decidable on
+synthetic per-seed results built for each outcome (no model is trained)."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from inferax.experiments import flow_scaling, stats
+
+SEEDS = 9  # a family of 7 needs 2^-n < 0.05 / 7: n >= 8
+B, N0 = 32, 4
+METHODS = ("rbf:vp", "rbf:linear", "rbf:ode")
+# label -> (A, B, metric, budget of A, budget of B): the claim is "A > B" on the metric.
+CLAIMS = {
+    "rbf: linear SDE > ODE": ("rbf:linear", "rbf:ode", "reward", B, B),
+    "rbf: VP SDE > linear SDE": ("rbf:vp", "rbf:linear", "reward", B, B),
+    "rbf:vp > rbf:linear": ("rbf:vp", "rbf:linear", "reward", B, B),
+    "rbf:vp > rbf:ode": ("rbf:vp", "rbf:ode", "reward", B, B),
+    "hacking: searched reward rises (rbf:vp vs base)": ("rbf:vp", "base", "reward", B, N0),
+    "hacking: held-out verifier falls (base vs rbf:vp)": ("base", "rbf:vp", "held_out", N0, B),
+    "hacking: diversity falls (base vs rbf:vp)": ("base", "rbf:vp", "diversity", N0, B),
+}
+DIFFS = {
+    stats.HOLDS: [0.5 + 0.01 * i for i in range(SEEDS)],
+    stats.FAILS: [-0.5 - 0.01 * i for i in range(SEEDS)],
+    stats.TIE: [0.01 * (1 if i % 2 else -1) for i in range(SEEDS)],
+    stats.NOT_DECIDABLE: [0.5 * (1 if i % 2 else -1) for i in range(SEEDS)],
+}
+
+
+def config(**extra):
+    return ml_collections.ConfigDict({"budgets": [16, B], "num_steps": N0, **extra})
+
+
+def raw_for(claim: str, outcome: str) -> dict:
+    rng = np.random.default_rng(0)
+    raw = {m: {B: {k: list(rng.normal(-1.0, 0.3, SEEDS)) for k in ("reward", "held_out",
+                                                                      "diversity")}}
+           for m in METHODS}  # fmt: skip
+    raw["base"] = {N0: {k: list(rng.normal(-1.0, 0.3, SEEDS)) for k in ("reward", "held_out",
+                                                                         "diversity")}}  # fmt: skip
+    a, b, metric, ba, bb = CLAIMS[claim]
+    raw[a][ba][metric] = [x + d for x, d in zip(raw[b][bb][metric], DIFFS[outcome], strict=True)]
+    return raw
+
+
+def test_claims_are_the_verdicts():
+    assert set(flow_scaling.verdicts(raw_for("rbf:vp > rbf:ode", stats.HOLDS), config())) == set(
+        CLAIMS
+    )
+
+
+@pytest.mark.parametrize("claim", sorted(CLAIMS))
+@pytest.mark.parametrize("outcome", list(DIFFS))
+def test_verdict_outcomes(claim, outcome):
+    v = flow_scaling.verdicts(raw_for(claim, outcome), config())[claim]
+    assert v["verdict"] == outcome, (claim, outcome, v["reason"])
+    assert v["family_size"] == len(CLAIMS)
+
+
+def test_floor_and_effect_size_come_from_the_config():
+    claim = "rbf:vp > rbf:ode"
+    raw = raw_for(claim, stats.HOLDS)
+    v = flow_scaling.verdicts(raw, config(noise_floors={"reward": 1.0}))[claim]
+    assert v["verdict"] == stats.TIE and "floor" in v["reason"]  # 0.5 is within a floor of 1
+    raw = raw_for(claim, stats.TIE)
+    v = flow_scaling.verdicts(raw, config(effect_sizes={"reward": 0.001}))[claim]
+    assert v["verdict"] == stats.NOT_DECIDABLE and v["effect_size"] == 0.001
+    with pytest.raises(ValueError, match="config.effect_sizes"):
+        flow_scaling.verdicts(raw, config(effect_sizes={"nfe": 1.0}))
