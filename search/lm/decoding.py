@@ -69,12 +69,18 @@ class DecodeInfo(NamedTuple):
         generated_tokens: tokens generated over all rows (int32).
         decode_steps: batched ``decode_step`` calls (loop iterations).
         prompt_tokens: prompt tokens prefilled (``start`` only; 0 in ``generate``).
+        tokens_per_group: ``[G]`` int32 tokens generated per row group
+            (``generate`` with ``tokens_left``; else None).
+        out_of_budget: ``[N]`` bool rows this call finished because their group's
+            token cap was reached (``generate`` with ``tokens_left``; else None).
     """
 
     sequences: int
     generated_tokens: jax.Array
     decode_steps: jax.Array
     prompt_tokens: jax.Array
+    tokens_per_group: jax.Array | None = None
+    out_of_budget: jax.Array | None = None
 
 
 def state_axes(lm: Any) -> DecodeState:
@@ -254,6 +260,8 @@ def generate(
     logits_hook: Callable[[jax.Array, DecodeState], jax.Array] | None = None,
     pad_id: int = 0,
     first_index: int = 0,
+    group_index: jax.Array | None = None,
+    tokens_left: jax.Array | None = None,
 ) -> tuple[DecodeState, DecodeInfo]:
     """Extends every unfinished row until EOS, the end of one step, or its capacity.
 
@@ -275,6 +283,11 @@ def generate(
             sampling (constraints; see ``budget_forcing``).
         pad_id: written for rows that are held.
         first_index: global index of row 0 (for splitting a batch over calls).
+        group_index: ``[N]`` int32 group (prompt) of every row, with ``tokens_left``.
+        tokens_left: ``[G]`` int32 token cap of every group. A group takes a decoding
+            iteration only while its active rows fit in what it has left; when they
+            do not, its active rows are finished (flagged in ``info.out_of_budget``)
+            and the group generates no more: the tokens generated never exceed the cap.
 
     Returns:
         ``(state, info)``.
@@ -287,16 +300,31 @@ def generate(
         raise ValueError("step_id: expected the step delimiter's id when until='step', got None")
     first_index = _checks.non_negative_int(first_index, "first_index")
     n, cap = state.tokens.shape
+    capped = tokens_left is not None
+    if capped != (group_index is not None):
+        raise ValueError("tokens_left: expected together with group_index (both or neither)")
+    left0 = jnp.asarray(tokens_left, jnp.int32) if capped else jnp.zeros((1,), jnp.int32)
+    groups = jnp.asarray(group_index, jnp.int32) if capped else jnp.zeros((n,), jnp.int32)
 
     def active_of(s: DecodeState, stopped):
         return ~s.finished & ~stopped & (s.num_tokens < cap)
 
+    def afford(s, stopped, left, oob):
+        """Finishes the active rows of every group that cannot pay for one more token each."""
+        if not capped:
+            return s, oob
+        want = jax.ops.segment_sum(
+            active_of(s, stopped).astype(jnp.int32), groups, num_segments=left.shape[0]
+        )
+        cut = active_of(s, stopped) & (want > left)[groups]
+        return s._replace(finished=s.finished | cut), oob | cut
+
     def cond(carry):
-        s, stopped, _, _ = carry
+        s, stopped, *_ = carry
         return jnp.any(active_of(s, stopped))
 
     def body(carry):
-        s, stopped, spent, calls = carry
+        s, stopped, spent, calls, left, oob = carry
         active = active_of(s, stopped)
         logits = s.logits if logits_hook is None else logits_hook(s.logits, s)
         keys = row_keys(key, first_index, n, s.num_tokens)
@@ -304,12 +332,20 @@ def generate(
         out, is_step = advance(lm, s, tok, active, eos_id=eos_id, step_id=step_id, pad_id=pad_id)
         if until == "step":
             stopped = stopped | is_step
-        return out, stopped, spent + jnp.sum(active, dtype=jnp.int32), calls + 1
+        left = left - jax.ops.segment_sum(
+            active.astype(jnp.int32), groups, num_segments=left.shape[0]
+        )
+        out, oob = afford(out, stopped, left, oob)
+        return out, stopped, spent + jnp.sum(active, dtype=jnp.int32), calls + 1, left, oob
 
     zero = jnp.zeros((), jnp.int32)
-    init = (state, jnp.zeros((n,), bool), zero, zero)
-    state, _, spent, calls = jax.lax.while_loop(cond, body, init)
-    return state, DecodeInfo(n, spent, calls, zero)
+    stopped0 = jnp.zeros((n,), bool)
+    state, oob0 = afford(state, stopped0, left0, stopped0)
+    init = (state, stopped0, zero, zero, left0, oob0)
+    state, _, spent, calls, left, oob = jax.lax.while_loop(cond, body, init)
+    if not capped:
+        return state, DecodeInfo(n, spent, calls, zero)
+    return state, DecodeInfo(n, spent, calls, zero, left0 - left, oob)
 
 
 def sample(

@@ -26,6 +26,7 @@ tokens, PRM calls (one per row scored per step).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from inferax.sampling import _checks, particles
+from inferax.search import core
 from inferax.search.lm import decoding as dec
 
 PRMFn = Callable[[dec.DecodeState, jax.Array], jax.Array]
@@ -84,6 +86,11 @@ class LMSearchInfo(NamedTuple):
         num_rounds: int32, search rounds (reasoning steps) run.
         trace: dict of per-round arrays ``[max_steps, B]`` (rounds after
             ``num_rounds`` hold their last value), documented by each search.
+        tokens_per_prompt: ``[B]`` int32 generated tokens per prompt (None
+            where a search does not count per prompt).
+        prm_calls_per_prompt: ``[B]`` int32 PRM calls per prompt.
+        budget: the ``core.Budget`` the search ran under (per prompt), or None.
+        simulations_per_prompt: ``[B]`` int32 tree-search simulations (MCTS).
     """
 
     sequences: int
@@ -93,6 +100,29 @@ class LMSearchInfo(NamedTuple):
     prompt_tokens: jax.Array
     num_rounds: jax.Array
     trace: dict
+    tokens_per_prompt: jax.Array | None = None
+    prm_calls_per_prompt: jax.Array | None = None
+    budget: Any = None
+    simulations_per_prompt: jax.Array | None = None
+
+    def spent(self) -> dict[str, jax.Array]:
+        """Per-prompt spending ``[B]`` int32 in every unit counted: ``"sequences"``,
+        ``"tokens"``, ``"prm_calls"`` (and ``"simulations"`` where counted).
+
+        Raises:
+            ValueError: if the search did not count per prompt.
+        """
+        if self.tokens_per_prompt is None or self.prm_calls_per_prompt is None:
+            raise ValueError("info: expected per-prompt counters (tokens_per_prompt), got None")
+        b = self.tokens_per_prompt.shape[0]
+        out = {
+            "sequences": jnp.full((b,), self.sequences // b, jnp.int32),
+            "tokens": self.tokens_per_prompt,
+            "prm_calls": self.prm_calls_per_prompt,
+        }
+        if self.simulations_per_prompt is not None:
+            out["simulations"] = self.simulations_per_prompt
+        return out
 
 
 class LMSearchResult(NamedTuple):
@@ -118,6 +148,74 @@ class LMSearchResult(NamedTuple):
     def chosen_tokens(self) -> jax.Array:
         """``[B, T]`` the chosen candidate of every prompt."""
         return jnp.take_along_axis(self.tokens, self.choice[:, None, None], axis=1)[:, 0]
+
+
+def check_budget(
+    budget: Any, method: str, *, config: Any, sequences_per_row: int = 1
+) -> tuple[core.Budget, int]:
+    """The shared budget check of every LM search (budgets are per prompt).
+
+    Args:
+        budget: a ``core.Budget`` or a positive int (read as ``sequences``).
+        method: the search's name (for messages).
+        config: the search's ``StepConfig`` (checked here).
+        sequences_per_row: sequences one population row costs over the whole
+            run (e.g. particle Gibbs' iterations): the population per prompt is
+            ``budget.sequences // sequences_per_row``.
+
+    Returns:
+        ``(budget, population per prompt)``.
+
+    Raises:
+        TypeError / ValueError naming ``budget`` or ``config``.
+    """
+    if not isinstance(config, StepConfig):
+        raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
+    config.checked()
+    budget = core.as_budget(budget, "sequences")
+    seqs = budget.require("sequences", method)
+    n = seqs // sequences_per_row
+    if n < 1:
+        raise ValueError(
+            f"budget: {method} needs budget.sequences >= {sequences_per_row} (one row per "
+            f"iteration), got {seqs}"
+        )
+    return budget, n
+
+
+UNCAPPED = 2**30
+
+
+class Ledger(NamedTuple):
+    """Run-time counters of an LM search, per prompt (what the budget caps).
+
+    Attributes:
+        tokens: ``[B]`` int32 generated tokens.
+        prm_calls: ``[B]`` int32 PRM calls (rows scored).
+        decode_steps: int32 batched ``decode_step`` calls.
+        num_nan: int32 scores that were NaN.
+        out_of_budget: ``[B]`` int32 rows stopped because a cap was reached.
+    """
+
+    tokens: jax.Array
+    prm_calls: jax.Array
+    decode_steps: jax.Array
+    num_nan: jax.Array
+    out_of_budget: jax.Array
+
+    @staticmethod
+    def zeros(num_prompts: int) -> Ledger:
+        z = jnp.zeros((num_prompts,), jnp.int32)
+        return Ledger(z, z, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), z)
+
+    def left(self, budget: core.Budget | None) -> tuple[jax.Array, jax.Array]:
+        """``[B]`` tokens and PRM calls each prompt may still spend (``UNCAPPED`` if no cap)."""
+        tok = getattr(budget, "tokens", None)
+        prm = getattr(budget, "prm_calls", None)
+        return (
+            jnp.maximum(tok - self.tokens, 0) if tok is not None else self.tokens * 0 + UNCAPPED,
+            jnp.maximum(prm - self.prm_calls, 0) if prm is not None else self.tokens * 0 + UNCAPPED,
+        )
 
 
 def check_prm(prm_fn: Any, name: str = "prm_fn") -> PRMFn:
@@ -162,6 +260,7 @@ class StepOut(NamedTuple):
     generated_tokens: jax.Array
     decode_steps: jax.Array
     prm_calls: jax.Array
+    ledger: Ledger | None = None  # the updated per-prompt ledger (``extend(..., ledger=)``)
 
 
 def extend(
@@ -174,6 +273,8 @@ def extend(
     cfg: StepConfig,
     *,
     first_index: int = 0,
+    ledger: Ledger | None = None,
+    budget: core.Budget | None = None,
 ) -> tuple[dec.DecodeState, jax.Array, StepOut]:
     """Every live row generates one step; rows that moved are re-scored by the PRM.
 
@@ -181,20 +282,46 @@ def extend(
     the PRM is called on the whole population (fixed shapes) but only rows
     that moved are counted as PRM calls.
 
+    With a ``ledger`` (per-prompt counters) the ``budget``'s caps are enforced
+    per prompt: a prompt group runs this step only if every live row of it can
+    be scored within its PRM calls left (else its live rows are finished, out
+    of budget), and decodes only while its token cap allows
+    (``decoding.generate(tokens_left=...)``). The ledger is updated.
+
     Returns:
         ``(state, scores [R], StepOut)``.
     """
     before = state.num_tokens
+    caps: dict = {}
+    if ledger is not None:
+        b = ledger.tokens.shape[0]
+        tok_left, prm_left = ledger.left(budget)
+        live = jax.ops.segment_sum((~state.finished).astype(jnp.int32), prompt_index, b)
+        cut = ~state.finished & (live > prm_left)[prompt_index]
+        state = state._replace(finished=state.finished | cut)
+        caps = {"group_index": prompt_index, "tokens_left": tok_left}
     state, info = dec.generate(
         key, lm, state, eos_id=cfg.eos_id, step_id=cfg.step_id, until="step",
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-        logits_hook=cfg.logits_hook, pad_id=cfg.pad_id, first_index=first_index,
+        logits_hook=cfg.logits_hook, pad_id=cfg.pad_id, first_index=first_index, **caps,
     )  # fmt: skip
     moved = state.num_tokens > before
     new = scores_of(prm_fn, state, prompt_index)
     scores = jnp.where(moved, new, old_scores)
     calls = jnp.sum(moved, dtype=jnp.int32)
-    return state, scores, StepOut(moved, info.generated_tokens, info.decode_steps, calls)
+    if ledger is not None:
+        per_prompt = functools.partial(
+            jax.ops.segment_sum, segment_ids=prompt_index, num_segments=b
+        )
+        stopped = per_prompt((cut | info.out_of_budget).astype(jnp.int32))
+        ledger = Ledger(
+            ledger.tokens + info.tokens_per_group,
+            ledger.prm_calls + per_prompt(moved.astype(jnp.int32)),
+            ledger.decode_steps + info.decode_steps,
+            ledger.num_nan + jnp.sum(moved & jnp.isnan(new), dtype=jnp.int32),
+            ledger.out_of_budget + stopped,
+        )
+    return state, scores, StepOut(moved, info.generated_tokens, info.decode_steps, calls, ledger)
 
 
 def group_take(tree: Any, local: jax.Array, axes: Any, group_size: int) -> Any:
