@@ -1,0 +1,96 @@
+"""The README's results block is generated from results files, and --check catches a stale one."""
+
+import json
+import os
+
+import ml_collections
+import pytest
+
+from inferax.experiments import common, flow_scaling, readme_results, stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+README = "# inferax\n\nIntro.\n\n## Results\n\n{b}\nold text\n{e}\n\n## After\n\nKept.\n"
+
+
+def _write_flow_results(results_dir, shift=0.0):
+    """A flow_scaling results.json with per-seed values (no training), as run() writes it."""
+    raw = {m: {32: {"reward": [-1.0 + 0.5 * (m == "rbf:vp") + shift + 0.01 * i for i in range(9)],
+                    "held_out": [-1.0] * 9, "diversity": [5.0] * 9}}
+           for m in ("rbf:vp", "rbf:ode")}  # fmt: skip
+    raw["base"] = {4: {"reward": [-2.0] * 9, "held_out": [-0.5] * 9, "diversity": [6.0] * 9}}
+    config = ml_collections.ConfigDict({"budgets": [32], "num_steps": 4})
+    results = {
+        "config": config.to_dict(),
+        "raw": raw,
+        "verdicts": flow_scaling.verdicts(raw, config),
+    }
+    os.makedirs(os.path.join(results_dir, "flow_scaling"), exist_ok=True)
+    common.write_results(os.path.join(results_dir, "flow_scaling"), results)
+    return results
+
+
+def _summaries():
+    return {"flow_scaling": flow_scaling.summary, "sway": lambda r: 1 / 0}  # sway: no file
+
+
+def test_rewrites_only_the_block_and_check_detects_staleness(tmp_path, capsys):
+    results_dir, readme = str(tmp_path / "results"), str(tmp_path / "README.md")
+    res = _write_flow_results(results_dir)
+    with open(readme, "w") as f:
+        f.write(README.format(b=readme_results.BEGIN, e=readme_results.END))
+    assert not readme_results.update(readme, results_dir, _summaries(), check=True)
+    assert not readme_results.update(readme, results_dir, _summaries())  # rewrote it
+    text = open(readme).read()
+    assert text.startswith("# inferax\n\nIntro.\n\n## Results\n\n" + readme_results.BEGIN)
+    assert text.endswith(readme_results.END + "\n\n## After\n\nKept.\n")
+    assert "old text" not in text and "results/flow_scaling/results.json" in text
+    # Each verdict row of the run is in the block, with its verdict as the summary states it.
+    for claim, v in res["verdicts"].items():
+        assert f"| {claim} |" in text and stats.describe(v) in text
+    assert readme_results.update(readme, results_dir, _summaries(), check=True)
+    # A changed results file makes the committed block stale: --check fails, the README stays.
+    _write_flow_results(results_dir, shift=-1.0)  # rbf:vp now loses against the base
+    assert not readme_results.update(readme, results_dir, _summaries(), check=True)
+    assert open(readme).read() == text
+
+
+def test_main_check_exit_codes(tmp_path, monkeypatch):
+    results_dir, readme = str(tmp_path / "r"), str(tmp_path / "README.md")
+    _write_flow_results(results_dir)
+    with open(readme, "w") as f:
+        f.write(README.format(b=readme_results.BEGIN, e=readme_results.END))
+    monkeypatch.setattr(readme_results, "default_summaries", _summaries)
+    argv = ["--readme", readme, "--results", results_dir]
+    assert readme_results.main([*argv, "--check"]) == 1
+    assert readme_results.main(argv) == 0
+    assert readme_results.main([*argv, "--check"]) == 0
+
+
+def test_keys_round_trip_and_errors(tmp_path):
+    tree = {2: {"8": [1, {16: "x"}]}, "name": {"-1": 0}}
+    assert readme_results.restore_keys(json.loads(json.dumps(tree))) == {
+        2: {8: [1, {16: "x"}]}, "name": {-1: 0}}  # fmt: skip
+    readme = str(tmp_path / "README.md")
+    with open(readme, "w") as f:
+        f.write("no markers\n")
+    with pytest.raises(ValueError, match="readme: expected one"):
+        readme_results.update(readme, str(tmp_path), _summaries())
+    with open(readme, "w") as f:
+        f.write(README.format(b=readme_results.BEGIN, e=readme_results.END))
+    with pytest.raises(FileNotFoundError, match="results_dir"):
+        readme_results.update(readme, str(tmp_path / "empty"), _summaries())
+
+
+def test_repository_readme_agrees_with_committed_results(monkeypatch):
+    """The committed README block equals what the committed results files generate."""
+    readme = os.path.join(ROOT, "README.md")
+    results_dir = os.path.join(ROOT, readme_results.RESULTS_DIR)
+    with open(readme) as f:
+        has_block = readme_results.BEGIN in f.read()
+    if not has_block and not os.path.isdir(results_dir):
+        pytest.skip("README has no results block and no results are committed yet")
+    monkeypatch.chdir(ROOT)  # the block names the files relative to the repository root
+    assert readme_results.update("README.md", readme_results.RESULTS_DIR, check=True), (
+        "README.md's results block disagrees with results/quick/*/results.json: run "
+        "python -m inferax.experiments.readme_results"
+    )
