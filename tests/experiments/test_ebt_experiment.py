@@ -69,7 +69,9 @@ def test_models_are_cached_per_seed(results, tmp_path):
 def test_verdicts_and_non_finite_metrics_fail(results):
     _, res = results
     v = res["verdicts"]["digits/clean contexts"]
-    assert len(v) == 4 and all(x["verdict"] in (stats.HOLDS, stats.FAILS, stats.TIE)
+    # 2 seeds cannot reach 5% in an exact test: no verdict is decided, however the numbers
+    # fall (each verdict's four outcomes on synthetic data: test_ebt_report.py).
+    assert len(v) == 4 and all(x["verdict"] == stats.NOT_DECIDABLE and "n = 2" in x["reason"]
                                for x in v.values())  # fmt: skip
     broken = copy.deepcopy(res)
     broken["digits"]["clean contexts"]["candidates"][4]["mse"] = stats.t_interval([math.nan, 1.0])

@@ -133,7 +133,8 @@ def test_numbers_are_sane(results):
     assert set(res["verdicts"]["digits/w=2/midpoint"]["sway-1"]) == {8}
     for per_grid in res["verdicts"].values():
         for v in per_grid["sway-1"].values():
-            assert v["verdict"] in (stats.HOLDS, stats.FAILS, stats.TIE)
+            # 2 seeds cannot reach 5% in an exact test: nothing is decided.
+            assert v["verdict"] == stats.NOT_DECIDABLE and "n = 2" in v["reason"], v
 
 
 def test_non_finite_metrics_make_the_verdict_fail(results):
