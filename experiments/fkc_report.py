@@ -74,9 +74,11 @@ def method_text(results: dict) -> list[str]:
         "total-variation error of the nearest-mode shares; lower is better for both.",
         "",
         'Verdict on "FKC is better than the unweighted SDE", from the paired per-seed '
-        "differences: **holds** when the interval of the improvement (unweighted - FKC) "
-        "is above 0 and its mean above the noise floor, **fails** when it is below 0 the same "
-        "way or a metric is not finite, else **tie within noise**. Noise floor: the "
+        "differences by an exact one-sided sign-flip test at 5%: **holds** when it rejects "
+        "in FKC's favour and the mean improvement (unweighted - FKC) is above the noise "
+        "floor, **fails** when it rejects the other way the same way or a metric is not "
+        "finite, **not decidable at this size** with fewer than 5 seeds, else **tie within "
+        "noise**. Noise floor: the "
         "seed-to-seed standard deviation of the metric of *exact* target samples of the same "
         'size (the column "exact"; what a perfect sampler scores). The ED estimator is '
         "unbiased, so for exact samples it scatters around 0 and can be negative.",

@@ -14,6 +14,7 @@ _READING = {
     stats.HOLDS: "sway better",
     stats.TIE: "tie (sway matches)",
     stats.FAILS: "uniform 2N better",
+    stats.NOT_DECIDABLE: "not decidable at this size",
 }
 
 _TITLES = {
@@ -45,10 +46,12 @@ def method_text(results: dict) -> list[str]:
         f"Every number is the mean over {len(seeds)} seeds ({', '.join(map(str, seeds))}; a "
         "seed draws the data, trains the models and draws the sampling noise) with a 95% "
         "Student-t interval in brackets. A verdict compares sway at N NFE with uniform at "
-        "2N NFE on the paired per-seed differences: **holds** (sway better: the interval of "
-        "the improvement is above 0 and its mean above the noise floor), **fails** (uniform "
-        "at 2N better, the same way), otherwise **tie within noise** — which, for a claim "
-        'of "at least as good", means sway matches. A non-finite metric is a failure.',
+        "2N NFE on the paired per-seed differences by an exact one-sided sign-flip test: "
+        "**holds** (sway better: the test rejects at 5% and the mean improvement is above "
+        "the noise floor), **fails** (uniform at 2N better, the same way), **tie within "
+        'noise** — which, for a claim of "at least as good", means sway matches — or **not '
+        "decidable at this size** (too few seeds for the exact test: fewer than 5). A "
+        "non-finite metric is a failure.",
         "",
         "Noise floor: the seed-to-seed standard deviation of the metric evaluated on real "
         "data of the same size (2-D: an independent data set against the same held-out "
