@@ -4,12 +4,15 @@ A user states a probabilistic program over partial generations through two
 callables:
 
 - a token-level constraint, ``config.logits_hook(logits [R, V], state) ->
-  logits``: the proposal ``q`` the tokens are drawn from (e.g. ``-inf`` on
-  tokens a format forbids). Each drawn token ``x`` contributes the importance
-  weight ``log p(x) - log q(x)`` (``p`` the LM's sampling distribution: its
-  logits through temperature / top-k / top-p): for a pure mask this is
-  ``log`` of the mass ``p`` puts on the allowed tokens, and the target keeps
-  exactly the paths the constraint allows;
+  logits``, applied to the log-probabilities of ``p``, the LM's sampling law
+  (its logits through temperature / top-k / top-p), gives the proposal ``q``
+  the tokens are drawn from (e.g. ``-inf`` on tokens a format forbids). Each
+  drawn token ``x`` contributes the importance weight ``log p(x) - log q(x)``:
+  for a pure mask this is ``log`` of the mass ``p`` puts on the allowed tokens,
+  and the target keeps exactly the paths the constraint allows. (The hook sees
+  the processed logits, not the raw ones as in ``decoding.generate``: hooking
+  before the nucleus would renormalise first and never propose allowed tokens
+  that are in ``p``'s nucleus but not in the masked one's.);
 - a step potential, ``potential_fn(state, prompt_index [R]) -> [R]``: the log
   factor of the step each row just took, computed on its whole prefix
   (``-inf``: a condition is violated; LLaMPPL's ``score`` / ``condition``).
@@ -61,10 +64,17 @@ def generate_weighted(
 ) -> tuple[dec.DecodeState, jax.Array, dec.DecodeInfo]:
     """One reasoning step for every live row, drawn from the hooked proposal ``q``.
 
-    The tokens are those of ``decoding.generate(..., until="step")`` with the
-    same key (same row keys, same hooked logits); besides, each row accumulates
-    ``sum_x log p(x) - log q(x)`` over the tokens it drew (``p``: the LM's
-    processed logits without the hook).
+    ``p`` is the LM's sampling law (``decoding.process_logits``: temperature,
+    top-k, top-p) and ``q`` the hook applied to it: ``q = softmax(hook(log p))``.
+    For a mask, ``q`` is ``p`` restricted to the allowed tokens and renormalised,
+    so every token the target ``p 1[allowed]`` can emit is proposed. (Hooking the
+    raw logits before the nucleus, as ``decoding.generate`` does, would
+    renormalise first and let the nucleus drop allowed tokens of ``p``'s support:
+    a biased evidence.) The tokens are therefore those of ``generate`` with the
+    same key when there is no hook, or when the hook is a mask and ``top_k`` /
+    ``top_p`` are off; in general they differ. Each row accumulates
+    ``sum_x log p(x) - log q(x)`` over the tokens it drew; a row whose hooked
+    law has no mass left draws from ``p`` with log-ratio ``-inf``.
 
     Returns:
         ``(state, log_ratio [R], info)``.
@@ -84,12 +94,14 @@ def generate_weighted(
     def body(carry):
         s, stopped, spent, calls, log_ratio = carry
         active = active_of(s, stopped)
-        hooked = s.logits if hook is None else hook(s.logits, s)
+        x_p = dec.process_logits(s.logits, temperature, top_k, top_p)
+        x_q = x_p if hook is None else hook(x_p, s).astype(x_p.dtype)
+        dead = ~jnp.any(x_q > -jnp.inf, axis=-1)  # the hook left no token of p
+        x_q = jnp.where(dead[:, None], x_p, x_q)
         keys = dec.row_keys(key, first_index, n, s.num_tokens)
-        tok = dec.sample_tokens(keys, hooked, temperature, top_k, top_p)
-        lp_p = jax.nn.log_softmax(dec.process_logits(s.logits, temperature, top_k, top_p))
-        lp_q = jax.nn.log_softmax(dec.process_logits(hooked, temperature, top_k, top_p))
-        corr = lp_p[rows, tok] - lp_q[rows, tok]
+        tok = jax.vmap(jax.random.categorical)(keys, x_q).astype(jnp.int32)
+        lp_p, lp_q = jax.nn.log_softmax(x_p), jax.nn.log_softmax(x_q)
+        corr = jnp.where(dead, -jnp.inf, lp_p[rows, tok] - lp_q[rows, tok])
         log_ratio = log_ratio + jnp.where(active, corr, 0.0)
         out, is_step = dec.advance(lm, s, tok, active, eos_id=config.eos_id,
                                    step_id=config.step_id, pad_id=config.pad_id)  # fmt: skip

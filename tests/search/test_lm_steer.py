@@ -212,3 +212,88 @@ def test_bad_arguments_are_clear_errors(kwargs, match):
     pot = args.pop("potential_fn")
     with pytest.raises((ValueError, TypeError), match=match):
         ls.smc_steer(jax.random.key(0), LM, pot, st.prompts([0]), **args)
+
+
+# Nucleus sampling with a mask (issue 17): the target is the LM's own sampling law
+# (temperature, then top-p) restricted to the allowed tokens; the proposal must be that
+# law masked, not the nucleus of the masked logits (which never proposes an allowed
+# token that the renormalised nucleus drops: the evidence lost that mass).
+K4, T_NUC, TOP_P, BANNED = 4, 0.8, 0.7, 2  # 4 choices: nuclei of 2-3 tokens
+LM_NUC, _ = st.make(2, k=K4, depth=D, problems=1, scale=0.5)
+VALUES_NUC = np.random.default_rng(1).uniform(0.2, 0.9, size=(1, st.num_nodes(K4, D)))
+
+
+def ban_hook(logits, s):  # choice BANNED is never allowed
+    return logits.at[:, st.FIRST + BANNED].set(-jnp.inf)
+
+
+CFG_NUC = steps.StepConfig(
+    st.EOS, st.STEP, max_new_tokens=2 * D, max_steps=D, temperature=T_NUC, top_p=TOP_P,
+    logits_hook=ban_hook,
+)  # fmt: skip
+
+
+def nucleus_masses(old=False):
+    """Exact ``p(leaf) 1[allowed] prod_t value(node_t)`` per leaf (float64), ``p`` the
+    LM's law at ``T_NUC`` and ``TOP_P``; ``old=True``: restricted to what the nucleus
+    of the masked logits can propose (what the uncorrected proposal targeted)."""
+
+    def law(x):  # decoding.process_logits in float64, normalised
+        x = x / T_NUC
+        s = np.sort(x)[::-1]
+        pr = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        keep = x >= s[np.cumsum(pr) - pr < TOP_P].min()
+        p = np.where(keep, np.exp(x - x.max()), 0.0)
+        return p / p.sum()
+
+    t = np.asarray(LM_NUC.tables[0], np.float64)
+    out = np.zeros(K4**D)
+    for code in range(K4**D):
+        node, m = 0, 1.0
+        for d in range(D):
+            c = (code // K4 ** (D - 1 - d)) % K4
+            x = t[st.offset(K4, d) + node]
+            p = law(x)
+            allowed = np.arange(K4) != BANNED
+            if old:
+                allowed &= law(np.where(allowed, x, -np.inf)) > 0
+            node = node * K4 + c
+            m *= p[c] * allowed[c] * VALUES_NUC[0, st.offset(K4, d + 1) + node]
+        out[code] = m
+    return out
+
+
+def value_potential(s, prompt_index):
+    code, depth = st.decode_rows(LM_NUC, s.tokens, s.num_tokens)
+    return jnp.log(jnp.asarray(VALUES_NUC, jnp.float32)[0, st.offset(K4, depth) + code])
+
+
+@functools.partial(jit, static_argnames=("expand",))
+def run_nucleus(key, expand=1):
+    res, info = ls.smc_steer(
+        key, LM_NUC, value_potential, PROMPTS, num_particles=N, config=CFG_NUC, expand=expand
+    )
+    return res, info, st.decode_rows(LM_NUC, res.tokens, res.num_tokens)
+
+
+@pytest.mark.parametrize("expand", [1, 3])
+def test_nucleus_with_a_mask_evidence_and_weighted_leaves_match_enumeration(expand):
+    res, info, (code, depth) = run_nucleus(jax.random.key(7), expand=expand)
+    exact, old = nucleus_masses(), nucleus_masses(old=True)
+    assert exact.sum() - old.sum() > 0.02  # the control differs from the truth
+    zhat = np.exp(np.asarray(info.trace["log_Z"][-1], np.float64))
+    se = zhat.std(ddof=1) / np.sqrt(G)
+    assert abs(zhat.mean() - exact.sum()) / se < Z_CRIT, (zhat.mean(), exact.sum(), se)
+    assert abs(zhat.mean() - old.sum()) / se > 10  # negative control
+    # The weighted leaves: zhat_g sum_i w_gi 1[leaf_gi = l] is unbiased for mass(l).
+    code, w = np.asarray(code), np.asarray(res.weights, np.float64)
+    assert np.all(np.asarray(depth) == D)
+    per = np.zeros((G, K4**D))
+    np.add.at(per, (np.repeat(np.arange(G), N), code.reshape(-1)), (zhat[:, None] * w).reshape(-1))
+    mean, se_l = per.mean(0), per.std(0, ddof=1) / np.sqrt(G)
+    z = np.abs(mean - exact) / np.maximum(se_l, 1e-12)
+    assert np.all((z < Z_CRIT) | ((exact == 0) & (mean == 0))), (mean, exact, se_l)
+    assert np.max(np.abs(mean - old) / np.maximum(se_l, 1e-12)) > 10  # negative control
+    # banned leaves never carry weight
+    dig = np.stack([(code // K4 ** (D - 1 - d)) % K4 for d in range(D)], -1)
+    assert not np.any(np.any(dig == BANNED, -1) & (w > 0))
