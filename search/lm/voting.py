@@ -73,22 +73,51 @@ def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
     return jnp.take_along_axis(answers, idx[:, None], axis=1)[:, 0]
 
 
+def _check_range(answers: jax.Array, num_answers: int) -> None:
+    """ValueError naming ``answers`` when a concrete answer is outside ``[-1, num_answers)``."""
+    a = _checks.concrete_value(answers)
+    if a is None:
+        return
+    bad = (a < -1) | (a >= num_answers)
+    if np.any(bad):
+        raise ValueError(
+            f"answers: expected integers in [0, num_answers = {num_answers}) or -1 (no answer), "
+            f"got {sorted(set(a[bad].tolist()))[:5]}"
+        )
+
+
 def weighted_vote(answers: jax.Array, weights: jax.Array, num_answers: int) -> jax.Array:
     """Per problem, the answer with the largest summed weight (-1 if none is valid).
 
     Answers are integers in ``[0, num_answers)``; -1 (no answer) never wins.
-    Ties go to the smaller answer.
+    Only answers some sample gave can win; ties go to the smaller answer. NaN
+    weights count as 0 (as NaN log-weights count as ``-inf`` everywhere in
+    inferax), so a NaN never picks the winner.
+
+    Raises:
+        ValueError: when ``answers`` is concrete (not traced) and holds a value
+            outside ``[-1, num_answers)``. Under ``jit`` such answers cannot be
+            checked and count as no answer.
     """
     answers = _check_answers(answers)
     num_answers = _checks.positive_int(num_answers, "num_answers")
-    onehot = jax.nn.one_hot(answers, num_answers)  # -1 -> all zeros
-    total = jnp.einsum("bnk,bn->bk", onehot, jnp.asarray(weights, jnp.float32))
-    has = jnp.any(answers >= 0, axis=-1)
-    return jnp.where(has, jnp.argmax(total, axis=-1), -1).astype(jnp.int32)
+    _check_range(answers, num_answers)
+    weights = jnp.asarray(weights, jnp.float32)
+    if weights.shape != answers.shape:
+        raise ValueError(
+            f"weights: expected shape {answers.shape} (as answers), got {weights.shape}"
+        )
+    onehot = jax.nn.one_hot(answers, num_answers)  # -1 and out of range -> all zeros
+    total = jnp.einsum("bnk,bn->bk", onehot, jnp.where(jnp.isnan(weights), 0.0, weights))
+    voted = jnp.sum(onehot, axis=1) > 0
+    has = jnp.any(voted, axis=-1)
+    best = jnp.argmax(jnp.where(voted, total, -jnp.inf), axis=-1)
+    return jnp.where(has, best, -1).astype(jnp.int32)
 
 
 def majority_vote(answers: jax.Array, num_answers: int) -> jax.Array:
-    """Per problem, the most frequent valid answer (self-consistency)."""
+    """Per problem, the most frequent valid answer (self-consistency; ``weighted_vote``
+    with unit weights: same range check, -1 when no sample answered)."""
     answers = _check_answers(answers)
     return weighted_vote(answers, jnp.ones(answers.shape), num_answers)
 

@@ -87,3 +87,28 @@ def test_votes_and_best_of_n():
     assert ff.answer.tolist() == [3, -1, 2] and ff.tokens_spent.tolist() == [42] * 3
     with pytest.raises(ValueError, match="answers: expected int answers"):
         ls.majority_vote(jnp.zeros((3,), jnp.int32), 10)
+
+
+def test_votes_reject_out_of_range_answers():
+    """Issue 18: an answer outside [0, num_answers) was dropped silently."""
+    answers = jnp.array([[3, 3, 12], [1, -2, 1]])
+    with pytest.raises(ValueError, match=r"answers: expected integers in \[0, num_answers = 10\)"):
+        ls.majority_vote(answers, 10)
+    with pytest.raises(ValueError, match=r"got \[-2, 12\]"):
+        ls.weighted_vote(answers, jnp.ones(answers.shape), 10)
+    # in range (and -1) passes; the out-of-range problem alone would have voted 3
+    assert ls.majority_vote(jnp.array([[3, 3, 9], [-1, -1, 0]]), 10).tolist() == [3, 0]
+    with pytest.raises(ValueError, match="weights: expected shape"):
+        ls.weighted_vote(jnp.array([[3, 3, 9]]), jnp.ones((2,)), 10)
+
+
+def test_weighted_vote_nan_weights_count_as_zero():
+    """Issue 18: a NaN weight made the winner an answer nobody voted for."""
+    answers = jnp.array([[4, 4, 7], [5, 5, 5], [2, 6, 6]])
+    w = jnp.array([[jnp.nan, 0.2, 0.3], [jnp.nan, jnp.nan, jnp.nan], [0.9, jnp.nan, 0.1]])
+    got = ls.weighted_vote(answers, w, 10).tolist()
+    # row 0: 4 has 0.2 (NaN -> 0), 7 has 0.3; row 1: all weights 0, only 5 was voted;
+    # row 2: 2 has 0.9, 6 has 0.1
+    assert got == [7, 5, 2]
+    # negative control: with the NaN as a real weight the answers change
+    assert ls.weighted_vote(answers, jnp.nan_to_num(w, nan=1.0), 10).tolist() == [4, 5, 6]
