@@ -10,7 +10,7 @@ at the same step index. Conditional SMC leaves the filter's final target
 invariant for any ``N``; its weighting (``"prm"`` / ``"ratio"``) is the filter's.
 
 The iterations are one ``lax.scan``; each runs the filter's round loop
-(``lm_particle.run_rounds``) on the same grouped SMC core.
+(``driver.run``, the filter's policy) on the same grouped SMC core.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import jax.numpy as jnp
 
 from inferax.sampling import _checks
 from inferax.sampling import resampling as resampling_lib
+from inferax.search import core
+from inferax.search.lm import driver, steps
 from inferax.search.lm import particle as lp
-from inferax.search.lm import steps
 
 __all__ = ["conditional", "particle_gibbs"]
 
@@ -65,12 +66,12 @@ def particle_gibbs(
     key: jax.Array,
     lm: Any,
     prm_fn: steps.PRMFn,
+    budget: core.Budget | int,
+    *,
     prompts: jax.Array,
     prompt_mask: jax.Array | None = None,
-    *,
-    num_particles: int,
-    num_iterations: int,
     config: steps.StepConfig,
+    num_iterations: int,
     tau: float = 1.0,
     weights: str = "prm",
     resampling: str | Callable = "multinomial",
@@ -88,6 +89,10 @@ def particle_gibbs(
     mode). Iteration 0 is a plain filter unless ``reference`` is given.
 
     Args:
+        budget: per prompt: ``budget.sequences`` rows over all iterations
+            (``N = budget.sequences // num_iterations`` particles per sweep; a
+            plain int means sequences); optional caps ``tokens`` / ``prm_calls``
+            over all iterations, enforced at run time.
         num_iterations: filter sweeps.
         reference: optional ``[B, max_new_tokens]`` generated tokens of the
             initial reference trajectory of every prompt.
@@ -103,58 +108,64 @@ def particle_gibbs(
         reference each iteration kept at row 0; zeros when there was none); the
         per-round arrays are the final iteration's.
     """
-    config, n, tau = lp.check_arguments(config, num_particles, tau, weights, answer, resampling)
     iters = _checks.positive_int(num_iterations, "num_iterations")
+    budget, n = steps.check_budget(budget, "particle_gibbs", config=config, sequences_per_row=iters)
+    config, n, tau = lp.check_arguments(config, n, tau, weights, answer, resampling)
     b = jnp.shape(prompts)[0]
-    mesh = lp.check_mesh(mesh, b * n)
-    cap = config.max_new_tokens
-    if reference is None:
-        ref0, has0 = jnp.zeros((b, cap), jnp.int32), jnp.array(False)
-    else:
-        ref0 = jnp.asarray(reference)
-        if ref0.shape != (b, cap) or not jnp.issubdtype(ref0.dtype, jnp.integer):
-            raise ValueError(
-                f"reference: expected int tokens of shape {(b, cap)}, got {ref0.dtype} {ref0.shape}"
-            )
-        ref0, has0 = ref0.astype(jnp.int32), jnp.array(True)
-    pop0, prompt_index, info0 = lp.init_population(lm, prompts, prompt_mask, n, config)
+    mesh = driver.check_mesh(mesh, b * n)
+    ref0, has0 = _reference(reference, b, config.max_new_tokens)
+    start = driver.start(lm, prompts, prompt_mask, n, config)
     base_resampler = resampling if callable(resampling) else resampling_lib.get(resampling)
-    axes = lp.population_axes(lm)
+    prm_fn = steps.check_prm(prm_fn)
 
-    def sweep(ref, has_ref, k):
+    def sweep(ref, has_ref, k, ledger):
         cfg = config._replace(logits_hook=_replay_hook(config.logits_hook, ref, n, has_ref))
-        alg = lp.filter_smc(
-            lm, prm_fn, prompt_index, cfg, tau=tau, weights=weights,
-            resampling=conditional(base_resampler, has_ref), ess_threshold=ess_threshold,
+        policy = lp.filter_policy(
+            lm, n, cfg, tau=tau, weights=weights, ess_threshold=ess_threshold, answer=answer,
+            resampling=conditional(base_resampler, has_ref),
         )  # fmt: skip
-        st = alg.init(pop0, jnp.zeros((b, n), jnp.float32))
         k_rounds, k_ref = jax.random.split(k)
-        final, counts, trace, rounds = lp.run_rounds(
-            k_rounds, alg, st, n, config, axes, absolute_base=weights == "prm", mesh=mesh
-        )
+        final, ledger, trace, rounds = driver.run(
+            k_rounds, policy, policy.init(start), lm=lm, prm_fn=prm_fn,
+            prompt_index=start.prompt_index, config=config, ledger=ledger, budget=budget,
+            mesh=mesh,
+        )  # fmt: skip
         lw = resampling_lib.sanitize(final.log_weights.reshape(-1)).reshape(b, n)
         rows = jnp.arange(b) * n + jax.random.categorical(k_ref, lw, axis=-1)
         new_ref = final.particles.state.tokens[rows]
         replayed = jnp.where(has_ref, final.particles.state.num_tokens[jnp.arange(b) * n], 0)
-        return new_ref, (final, trace, rounds), counts, (replayed, jnp.where(has_ref, ref, 0))
+        last = (final, trace, rounds)
+        return new_ref, last, ledger, (replayed, jnp.where(has_ref, ref, 0))
 
     def body(carry, j):
-        ref, has_ref, counts, _ = carry
-        new_ref, last, c, replayed = sweep(ref, has_ref, jax.random.fold_in(key, j))
-        counts = tuple(a + x for a, x in zip(counts, c, strict=True))
-        return (new_ref, jnp.array(True), counts, last), (*replayed, last[0].log_Z)
+        ref, has_ref, ledger, _ = carry
+        new_ref, last, ledger, replayed = sweep(ref, has_ref, jax.random.fold_in(key, j), ledger)
+        return (new_ref, jnp.array(True), ledger, last), (*replayed, last[0].log_Z)
 
-    zero = jnp.zeros((), jnp.int32)
-    with lp.mesh_context(mesh):
+    ledger0 = steps.Ledger.zeros(b)
+    with driver.mesh_context(mesh):
         # The final iteration's population rides in the carry (not stacked per iteration).
         last0 = jax.tree_util.tree_map(
             lambda a: jnp.zeros(a.shape, a.dtype),
-            jax.eval_shape(lambda: sweep(ref0, has0, key)[1]),
+            jax.eval_shape(lambda: sweep(ref0, has0, key, ledger0)[1]),
         )
-        (_, _, counts, last), (replayed, refs, log_zs) = jax.lax.scan(
-            body, (ref0, has0, (zero, zero, zero, zero), last0), jnp.arange(iters)
+        (_, _, ledger, last), (replayed, refs, log_zs) = jax.lax.scan(
+            body, (ref0, has0, ledger0, last0), jnp.arange(iters)
         )
     final, trace, num_rounds = last
     res = lp.result_of(final.particles, final.log_weights, n, answer)
     trace = dict(trace, replayed_tokens=replayed, iteration_log_Z=log_zs, reference_tokens=refs)
-    return res, lp.search_info(b * n * iters, counts, info0.prompt_tokens, num_rounds, trace)
+    return res, driver.info_of(
+        b * n * iters, ledger, start.prompt_tokens, num_rounds, trace, budget
+    )
+
+
+def _reference(reference, b, cap):
+    if reference is None:
+        return jnp.zeros((b, cap), jnp.int32), jnp.array(False)
+    ref = jnp.asarray(reference)
+    if ref.shape != (b, cap) or not jnp.issubdtype(ref.dtype, jnp.integer):
+        raise ValueError(
+            f"reference: expected int tokens of shape {(b, cap)}, got {ref.dtype} {ref.shape}"
+        )
+    return ref.astype(jnp.int32), jnp.array(True)

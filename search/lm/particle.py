@@ -8,26 +8,39 @@ process reward model accepts this prefix". Each particle carries the PRM score
 
 - ``weights="prm"`` (Puri et al.): a particle's weight is ``g(r_t)`` of its
   current score, not a running product. Resampled every step (the default,
-  ``ess_threshold=1``) the final population targets
-  ``p(path) prod_t g(r_t)`` and ``log_Z`` estimates its normaliser. With an
-  ESS trigger the weight stays the absolute ``g(r_t)`` between resamplings
-  (Puri et al.'s heuristic; ``log_Z`` then has no clean target).
+  ``ess_threshold=1``) the final population targets a fixed function of the
+  path alone,
+
+      gamma(path) = p(path) * prod_{t=1}^{T(path)} g(r_t(path)),
+
+  ``T(path)`` the path's own number of steps (its EOS step included) and
+  ``r_t(path)`` the score of its prefix after step ``t``; ``log_Z`` estimates
+  ``log sum_paths gamma(path)``. A particle that finished takes increment 1:
+  its ``g`` is never re-applied in later rounds, whatever its group mates do
+  (before, a finished particle's ``g(r_T)`` was re-applied in every round its
+  group ran on, so the target depended on the other particles). With an ESS
+  trigger the weight stays the absolute ``g(r_t)`` between resamplings (Puri
+  et al.'s heuristic; ``log_Z`` then has no clean target).
 - ``weights="ratio"``: the increment ``g(r_t) / g(r_{t-1})`` (``g(r_0) = 1``),
   a proper SMC whose intermediate targets are ``p(prefix) g(r_t)``: the final
-  target is ``p(path) g(r_T)`` whatever the inner scores and the resampling
-  schedule, and ``exp(log_Z)`` is an unbiased estimate of
-  ``sum_paths p(path) g(r_T)`` (Del Moral 2004).
+  target is ``p(path) g(r_T(path))`` whatever the inner scores and the
+  resampling schedule, and ``exp(log_Z)`` is an unbiased estimate of its
+  normaliser (Del Moral 2004).
 
-Finished particles (EOS, or a full row) stay in the pool with their last score:
-in ``"prm"`` mode they keep competing with weight ``g(r_last)``, and a
-resampled copy of a finished particle is finished too. The search stops when
-every particle is finished or after ``config.max_steps`` rounds; the final
-round does not resample, so the final weights are those of the last
-reweighting (``softmax(logit(r_T) / tau)`` in ``"prm"`` mode).
+Both are one rule: a row that moved takes ``log g(r_t) - base``, a row that did
+not move takes 0; ``base`` is ``log g`` of the row's last score, except that
+``"prm"`` resets it to 0 when its group resamples.
 
-Everything runs on ``inferax.sampling.smc``: the population is a pytree
+Finished particles (EOS, a full row, or out of budget) stay in the pool with
+their last score, and a resampled copy of a finished particle is finished too.
+The search stops when every particle is finished or after
+``config.max_steps`` rounds; the final round does not resample.
+
+The filter is a policy of ``inferax.search.lm.driver`` (which owns the round
+loop, the per-prompt counters, the budget caps and the mesh) over the grouped
+SMC core ``inferax.sampling.smc``: the population is a pytree
 ``Population(state, score, logg, base)`` with ``decoding.state_axes`` for the
-KV cache; the ``B`` prompts are ``B`` groups of the core (``[B, N]`` log-weights:
+KV cache; the ``B`` prompts are ``B`` groups (``[B, N]`` log-weights:
 per-prompt ESS, resampling and ``log_Z``) while every round decodes all
 ``B N`` rows in one batched ``generate``. Resampling gathers the ancestors'
 tokens, logits and cache rows (one ``take``), never re-running a prefix.
@@ -38,24 +51,22 @@ Particle Gibbs (conditional SMC over the same rounds) is in
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from inferax.sampling import _checks, particles
+from inferax.sampling import _checks
 from inferax.sampling import resampling as resampling_lib
 from inferax.sampling import smc as smc_lib
+from inferax.search import core
 from inferax.search.lm import decoding as dec
-from inferax.search.lm import steps
+from inferax.search.lm import driver, steps
 
 __all__ = [
     "Population",
-    "filter_smc",
+    "filter_policy",
     "init_population",
     "particle_filter",
 ]
@@ -117,79 +128,84 @@ def check_arguments(config, num_particles, tau, weights, answer, resampling="mul
     return config, n, float(tau)
 
 
-def filter_smc(
+def filter_policy(
     lm: Any,
-    prm_fn: steps.PRMFn,
-    prompt_index: jax.Array,
+    n: int,
     config: steps.StepConfig,
     *,
     tau: float = 1.0,
     weights: str = "prm",
     resampling: str | Callable = "multinomial",
     ess_threshold: float = 1.0,
-) -> smc_lib.SMC:
-    """The particle filter as an SMC algorithm over ``Population`` particles.
+    answer: str = "best",
+) -> driver.Policy:
+    """The particle filter as a ``driver.Policy`` over ``SMCState(Population)`` states.
 
-    ``step(key, state, i, may_resample)`` extends every live row by one step,
-    re-scores the rows that moved and reweights them (module docstring); the
-    transition's ``aux`` is ``(generated_tokens, decode_steps, prm_calls,
-    num_nan_scores)``. Initialise with ``init(population, zeros([B, N]))``.
+    A round extends every live row by one step (the round's capped ``extend``,
+    with ``config``: particle Gibbs passes its replay hook here), reweights the
+    rows that moved (module docstring) and resamples the groups that may.
+    Initialise with ``init(driver.Start)``.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights: expected one of {WEIGHTS}, got {weights!r}")
-    steps.check_prm(prm_fn)
+    axes = population_axes(lm)
 
-    def transition(key, pop: Population, i):
-        state, scores, out = steps.extend(
-            key, lm, pop.state, prompt_index, prm_fn, pop.score, config
+    def transition(rnd):
+        def move(key, pop: Population, i):
+            state, scores, out = rnd.extend(key, pop.state, pop.score, config=config)
+            logg = steps.resample_prob_logits(scores, tau)
+            inc = jnp.where(out.moved, logg - pop.base, 0.0)
+            return Population(state, scores, logg, pop.base), inc, out.ledger
+
+        return move
+
+    def init(start: driver.Start):
+        r = start.state.num_tokens.shape[0]
+        half = jnp.full((r,), 0.5, jnp.float32)
+        zeros = jnp.zeros((r,), jnp.float32)
+        pop = Population(start.state, half, zeros, zeros)
+        return smc_lib.init(pop, jnp.zeros((start.num_prompts, n), jnp.float32), particle_axes=axes)
+
+    def step(key, st, rnd: driver.Round):
+        alg = smc_lib.build(
+            transition(rnd), resampling=resampling, ess_threshold=ess_threshold,
+            particle_axes=axes,
+        )  # fmt: skip
+        new, info = alg.step(key, st, rnd.index, lambda p: rnd.may_select(p.state))
+        pop = new.particles
+        base = (
+            jnp.where(jnp.repeat(info.resampled, n), 0.0, pop.logg)
+            if weights == "prm"
+            else pop.logg
         )
-        logg = steps.resample_prob_logits(scores, tau)
-        if weights == "ratio":
-            inc = jnp.where(out.moved, logg - pop.logg, 0.0)
-        else:
-            inc = logg - pop.base
-        nan = jnp.sum(out.moved & jnp.isnan(scores), dtype=jnp.int32)
-        aux = (out.generated_tokens, out.decode_steps, out.prm_calls, nan)
-        return Population(state, scores, logg, pop.base), inc, aux
+        score = steps.grouped(pop.score, n)
+        trace = {
+            "ess": info.ess.astype(jnp.float32),
+            "resampled": info.resampled,
+            "mean_score": jnp.mean(score, axis=1),
+            "max_score": jnp.max(score, axis=1),
+            "log_Z": new.log_Z.astype(jnp.float32),
+            "all_invalid": info.all_invalid,
+        }
+        return new._replace(particles=pop._replace(base=base)), info.aux, trace
 
-    return smc_lib.build(
-        transition,
-        resampling=resampling,
-        ess_threshold=ess_threshold,
-        particle_axes=population_axes(lm),
+    def finish(st):
+        return result_of(st.particles, st.log_weights, n, answer)
+
+    return driver.Policy(
+        init, step, finish, lambda st: st.particles.state, smc_lib.SMCState(axes, None, None)
     )
 
 
-def constrain(tree, axes, mesh):
-    """Pins every per-row leaf of ``tree`` to the ``"particles"`` axis of ``mesh`` (no-op
-    without a mesh); shared leaves are replicated."""
-    if mesh is None:
-        return tree
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    out = []
-    for leaf, ax in zip(leaves, particles.leaf_axes(axes, tree), strict=True):
-        spec = P() if ax is None else P(*([None] * ax), smc_lib.PARTICLE_AXIS)
-        out.append(jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, spec)))
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def check_mesh(mesh, rows: int):
-    """``mesh`` (None or a ``"particles"`` mesh whose size divides ``rows``)."""
-    if mesh is None:
-        return None
-    if not isinstance(mesh, jax.sharding.Mesh) or smc_lib.PARTICLE_AXIS not in mesh.axis_names:
-        raise ValueError(f"mesh: expected None or a Mesh with a 'particles' axis, got {mesh!r}")
-    d = mesh.shape[smc_lib.PARTICLE_AXIS]
-    if rows % d:
-        raise ValueError(
-            f"mesh: expected the {rows} rows (prompts x particles) to be divisible by the "
-            f"{d} devices, got a remainder of {rows % d}"
-        )
-    return mesh
+# Re-exported for the searches not yet on the driver (beam, steer): they move there.
+constrain = driver.constrain
+check_mesh = driver.check_mesh
+mesh_context = driver.mesh_context
 
 
 def run_rounds(key, alg, smc_state, n, config, axes, *, absolute_base, mesh, extra_trace=None):
-    """The round loop shared by the LM particle searches (one ``lax.while_loop``).
+    """Legacy round loop, kept only for ``steer`` until it is ported to ``driver.run``
+    (uncapped; no per-prompt counters). New code uses ``driver.run``.
 
     Round ``i`` calls ``alg.step(fold_in(key, i), state, i)``; a prompt group does
     not resample in the last round (all its rows finished, or ``max_steps``).
@@ -299,10 +315,10 @@ def particle_filter(
     key: jax.Array,
     lm: Any,
     prm_fn: steps.PRMFn,
+    budget: core.Budget | int,
+    *,
     prompts: jax.Array,
     prompt_mask: jax.Array | None = None,
-    *,
-    num_particles: int,
     config: steps.StepConfig,
     tau: float = 1.0,
     weights: str = "prm",
@@ -317,8 +333,10 @@ def particle_filter(
         key: PRNG key.
         lm: the decoding protocol (``inferax.search.lm.decoding``).
         prm_fn: ``(state, prompt_index [R]) -> [R]`` scores in [0, 1] of each prefix.
+        budget: per prompt: ``budget.sequences`` particles (a plain int means
+            sequences); optional caps ``budget.tokens`` and ``budget.prm_calls``,
+            enforced at run time (rows that cannot continue finish out of budget).
         prompts: ``[B, P]`` left-padded prompt tokens; ``prompt_mask`` ``[B, P]``.
-        num_particles: ``N`` particles (sequences) per prompt.
         config: ``StepConfig`` (static).
         tau: temperature of the resampling probabilities ``softmax(logit(r) / tau)``.
         weights: ``"prm"`` (absolute current score) or ``"ratio"`` (incremental).
@@ -333,31 +351,24 @@ def particle_filter(
         ``(LMSearchResult, LMSearchInfo)``: ``N`` candidates per prompt with their
         final scores and normalised weights. ``trace`` (``[max_steps, B]``):
         ``ess`` (before resampling), ``resampled``, ``num_finished``,
-        ``mean_score``, ``max_score``, ``log_Z``; and ``num_nan_scores``.
-        Spent: ``B N`` sequences, at most ``B N`` PRM calls per round.
+        ``mean_score``, ``max_score``, ``log_Z``, ``all_invalid``,
+        ``out_of_budget`` (rows stopped by a cap that round); and
+        ``num_nan_scores``. ``info.spent()`` gives the per-prompt spending.
     """
-    config, n, tau = check_arguments(config, num_particles, tau, weights, answer, resampling)
+    budget, n = steps.check_budget(budget, "particle_filter", config=config)
+    config, n, tau = check_arguments(config, n, tau, weights, answer, resampling)
     b = jnp.shape(prompts)[0]
     mesh = check_mesh(mesh, b * n)
-    pop, prompt_index, info0 = init_population(lm, prompts, prompt_mask, n, config)
-    alg = filter_smc(
-        lm, prm_fn, prompt_index, config, tau=tau, weights=weights, resampling=resampling,
-        ess_threshold=ess_threshold,
+    start = driver.start(lm, prompts, prompt_mask, n, config)
+    policy = filter_policy(
+        lm, n, config, tau=tau, weights=weights, resampling=resampling,
+        ess_threshold=ess_threshold, answer=answer,
     )  # fmt: skip
-    axes = population_axes(lm)
     with mesh_context(mesh):
-        st = alg.init(pop, jnp.zeros((b, n), jnp.float32))
-        final, counts, trace, rounds = run_rounds(
-            key, alg, st, n, config, axes, absolute_base=weights == "prm", mesh=mesh
-        )
-    res = result_of(final.particles, final.log_weights, n, answer)
-    return res, search_info(b * n, counts, info0.prompt_tokens, rounds, trace)
-
-
-def mesh_context(mesh):
-    """The ambient abstract mesh of ``mesh`` (the SMC core then replicates weights)."""
-    return (
-        contextlib.nullcontext()
-        if mesh is None
-        else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
-    )
+        st = policy.init(start)
+    final, ledger, trace, rounds = driver.run(
+        key, policy, st, lm=lm, prm_fn=steps.check_prm(prm_fn), prompt_index=start.prompt_index,
+        config=config, ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
+    )  # fmt: skip
+    res = policy.finish(final)
+    return res, driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)

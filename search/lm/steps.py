@@ -39,6 +39,11 @@ from inferax.search.lm import decoding as dec
 
 PRMFn = Callable[[dec.DecodeState, jax.Array], jax.Array]
 
+if not hasattr(core.Budget, "__inferax_static__"):
+    # A Budget rides in LMSearchInfo (returned from jit): a static pytree node, no leaves.
+    jax.tree_util.register_static(core.Budget)
+    core.Budget.__inferax_static__ = True
+
 
 class StepConfig(NamedTuple):
     """Static decoding settings of a step-level search.

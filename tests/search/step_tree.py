@@ -50,6 +50,7 @@ class StepTree(NamedTuple):
     depth: int
     max_len: int | None = None
     cache_axes: object = {"problem": 0, "code": 0, "depth": 0, "phase": 0}
+    stop: jax.Array | None = None  # [problems, nodes] EOS logit among the choices (early stop)
 
     @property
     def vocab_size(self) -> int:
@@ -63,6 +64,9 @@ class StepTree(NamedTuple):
         n = c["code"].shape[0]
         base = jnp.full((n, v), NEG, jnp.float32)
         with_choice = base.at[:, FIRST:].set(choice)
+        if self.stop is not None:  # EOS competes with the choices above the last level
+            eos = jnp.where(c["depth"] < self.depth, self.stop[c["problem"], node], NEG)
+            with_choice = with_choice.at[:, EOS].set(eos)
         delim = jnp.where(c["depth"] >= self.depth, EOS, STEP)
         with_delim = base.at[jnp.arange(n), delim].set(0.0)
         return jnp.where((c["phase"] == 0)[:, None], with_choice, with_delim)
@@ -77,7 +81,7 @@ class StepTree(NamedTuple):
 
     def decode_step(self, cache, token, valid):
         c = cache
-        choose = valid & (c["phase"] == 0)
+        choose = valid & (c["phase"] == 0) & (token >= FIRST)
         delim = valid & (c["phase"] == 1)
         new = {
             "problem": c["problem"],
@@ -127,6 +131,7 @@ def decode_rows(lm: StepTree, tokens, num_tokens):
     t = tokens.shape[-1]
     pos = jnp.arange(t)
     is_choice = (pos % 2 == 0)[None] & (pos[None] < jnp.asarray(num_tokens)[..., None])
+    is_choice = is_choice & (tokens >= FIRST)  # an early EOS is no choice
     digits = jnp.where(is_choice, tokens - FIRST, 0)
 
     def fold(code, xs):
@@ -164,3 +169,118 @@ def leaf_values(lm: StepTree, leaf_reward, inner: float = 0.5) -> np.ndarray:
     v = np.full((p, num_nodes(lm.k, lm.depth)), inner)
     v[:, offset(lm.k, lm.depth) :] = leaf_reward
     return v
+
+
+def make_stopping(seed: int = 0, k: int = 3, depth: int = 3, problems: int = 1, scale=1.0):
+    """A tree LM whose paths stop early: EOS competes with the choices at every inner node.
+
+    A path that stops at node ``v`` of depth ``d < depth`` is ``c1 STEP .. cd STEP EOS``
+    (``d + 1`` steps, the last one the lone EOS); a full path has ``depth`` steps.
+
+    Returns:
+        ``(lm, node_values [problems, nodes] in (0.3, 0.7))``.
+    """
+    rng = np.random.default_rng(seed)
+    lm, _ = make(seed, k, depth, problems, scale)
+    stop = jnp.asarray(rng.normal(size=(problems, num_nodes(k, depth))) * scale, jnp.float32)
+    return lm._replace(stop=stop), rng.uniform(0.3, 0.7, size=(problems, num_nodes(k, depth)))
+
+
+def terminals(lm: StepTree, problem: int):
+    """Every complete path of a (possibly stopping) tree, float64.
+
+    Returns:
+        a list of ``(node, prob, step_nodes)``: the node the path ends at (its id
+        identifies the path), its probability, and the node its prefix has reached
+        after each of its steps (the last node repeated for an early EOS step).
+    """
+    t = np.asarray(lm.tables[problem], np.float64)
+    stop = None if lm.stop is None else np.asarray(lm.stop[problem], np.float64)
+    out = []
+
+    def visit(node, depth, code, prob, path):
+        if depth == lm.depth:
+            out.append((node, prob, path))
+            return
+        logits = t[node] if stop is None else np.append(t[node], stop[node])
+        q = np.exp(logits - logits.max())
+        q /= q.sum()
+        if stop is not None:
+            out.append((node, prob * q[-1], [*path, node]))
+        for c in range(lm.k):
+            child = offset(lm.k, depth + 1) + code * lm.k + c
+            visit(child, depth + 1, code * lm.k + c, prob * q[c], [*path, child])
+
+    visit(0, 0, 0, 1.0, [])
+    return out
+
+
+def end_nodes(lm: StepTree, tokens, num_tokens):
+    """The node id every row's prefix has reached."""
+    code, depth = decode_rows(lm, tokens, num_tokens)
+    return offset(lm.k, depth) + code
+
+
+class Counter:
+    """Run-time counts of a counting LM / PRM pair (``counting``), per prompt."""
+
+    def __init__(self, num_prompts: int):
+        self.tokens = np.zeros(num_prompts, np.int64)
+        self.prm_calls = np.zeros(num_prompts, np.int64)
+        self.pending = None  # tokens per row since the last PRM call
+
+    def on_decode(self, valid):
+        valid = np.asarray(valid, np.int64)
+        self.pending = valid if self.pending is None else self.pending + valid
+
+    def on_prm(self, prompt_index):
+        prompt_index = np.asarray(prompt_index)
+        if self.pending is not None:
+            np.add.at(self.tokens, prompt_index, self.pending)
+            np.add.at(self.prm_calls, prompt_index, self.pending > 0)
+        self.pending = None
+
+
+class CountingLM(NamedTuple):
+    """``lm`` whose ``decode_step`` reports its valid rows to ``counter`` (host callback)."""
+
+    lm: StepTree
+    counter: Counter
+
+    @property
+    def vocab_size(self):
+        return self.lm.vocab_size
+
+    @property
+    def max_len(self):
+        return self.lm.max_len
+
+    @property
+    def cache_axes(self):
+        return self.lm.cache_axes
+
+    def init_cache(self, batch_size, max_len):
+        return self.lm.init_cache(batch_size, max_len)
+
+    def prefill(self, cache, tokens, mask):
+        return self.lm.prefill(cache, tokens, mask)
+
+    def decode_step(self, cache, token, valid):
+        jax.debug.callback(self.counter.on_decode, valid, ordered=True)
+        return self.lm.decode_step(cache, token, valid)
+
+
+def counting(lm: StepTree, prm, num_prompts: int):
+    """A counting LM and PRM: every generated token and every scored row (a row that
+    generated a token since the previous PRM call), per prompt, counted on the host.
+
+    Returns:
+        ``(lm, prm_fn, counter)``.
+    """
+    counter = Counter(num_prompts)
+
+    def score(state, prompt_index):
+        jax.debug.callback(counter.on_prm, prompt_index, ordered=True)
+        return prm(state, prompt_index)
+
+    return CountingLM(lm, counter), score, counter

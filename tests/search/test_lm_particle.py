@@ -35,9 +35,9 @@ from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
 from inferax.sampling import distributed, smc
 from inferax.search.lm import beam as lm_beam
+from inferax.search.lm import driver, steps
 from inferax.search.lm import gibbs as lm_gibbs
 from inferax.search.lm import particle as lp
-from inferax.search.lm import steps
 from tests.search import step_tree as st
 
 K, D = 3, 3
@@ -95,7 +95,7 @@ def target(values, mode, tau=1.0):
 def run_pf(key, values, weights="prm", ess=1.0, mesh=None):
     prm = st.prm_fn(LM, values, jnp.zeros(G, jnp.int32))
     res, info = lp.particle_filter(
-        key, LM, prm, PROMPTS, num_particles=N, config=CFG, weights=weights,
+        key, LM, prm, N, prompts=PROMPTS, config=CFG, weights=weights,
         ess_threshold=ess, mesh=mesh,
     )  # fmt: skip
     return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)
@@ -182,7 +182,7 @@ def test_ratio_weights_with_ess_trigger_target_the_final_tilt():
 def run_pg(key, values, reference, iters=2):
     prm = st.prm_fn(LM, values, jnp.zeros(G, jnp.int32))
     res, info = lm_gibbs.particle_gibbs(
-        key, LM, prm, PROMPTS, num_particles=N, num_iterations=iters, config=CFG,
+        key, LM, prm, N * iters, prompts=PROMPTS, num_iterations=iters, config=CFG,
         reference=reference,
     )  # fmt: skip
     return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)[0]
@@ -265,11 +265,17 @@ def test_resampled_and_selected_caches_continue_as_full_forward_pass():
     def both(key):
         params = tr.init_params(model, jax.random.key(3))
         lm = tr.lm_functions(model, params)
-        pop, pidx, _ = lp.init_population(lm, pr, None, 4, cfg)
-        alg = lp.filter_smc(lm, prm, pidx, cfg, ess_threshold=1.0)
-        s = alg.init(pop, jnp.zeros((2, 4)))
-        final, _, trace, _ = lp.run_rounds(
-            key, alg, s, 4, cfg, lp.population_axes(lm), absolute_base=True, mesh=None
+        start = driver.start(lm, pr, None, 4, cfg)
+        policy = lp.filter_policy(lm, 4, cfg, ess_threshold=1.0)
+        final, _, trace, _ = driver.run(
+            key,
+            policy,
+            policy.init(start),
+            lm=lm,
+            prm_fn=prm,
+            prompt_index=start.prompt_index,
+            config=cfg,
+            ledger=steps.Ledger.zeros(2),
         )
         b0, bidx, _ = lm_beam.beam_init(lm, pr, None, 4, cfg)
         b1, _ = lm_beam.beam_step(jax.random.fold_in(key, 0), lm, prm, b0, bidx, cfg, 4, 2)
@@ -349,8 +355,8 @@ def test_weighted_answer_votes_over_identical_candidates():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(num_particles=0), "num_particles"),
-        (dict(num_particles=2.5), "num_particles"),
+        (dict(budget=0), "budget"),
+        (dict(budget=2.5), "budget"),
         (dict(tau=0.0), "tau"),
         (dict(weights="product"), "weights"),
         (dict(answer="first"), "answer"),
@@ -359,23 +365,23 @@ def test_weighted_answer_votes_over_identical_candidates():
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, match):
-    args = dict(num_particles=2, config=CFG)
+    args = dict(budget=2, config=CFG, prompts=st.prompts([0]))
     args.update(kwargs)
     prm = st.prm_fn(LM, V_HALF, jnp.zeros(1, jnp.int32))
     with pytest.raises((ValueError, TypeError), match=match):
-        lp.particle_filter(jax.random.key(0), LM, prm, st.prompts([0]), **args)
+        lp.particle_filter(jax.random.key(0), LM, prm, **args)
 
 
 def test_bad_gibbs_and_mesh_arguments(devices):
     prm = st.prm_fn(LM, V_HALF, jnp.zeros(1, jnp.int32))
     with pytest.raises(ValueError, match="num_iterations"):
-        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
-                          num_iterations=0, config=CFG)  # fmt: skip
+        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, 2, prompts=st.prompts([0]),
+                                num_iterations=0, config=CFG)  # fmt: skip
     with pytest.raises(ValueError, match="reference"):
-        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=2,
-                          num_iterations=1, config=CFG,
-                          reference=jnp.ones((1, 3), int))  # fmt: skip
+        lm_gibbs.particle_gibbs(jax.random.key(0), LM, prm, 2, prompts=st.prompts([0]),
+                                num_iterations=1, config=CFG,
+                                reference=jnp.ones((1, 3), int))  # fmt: skip
     mesh = distributed.particle_mesh(devices[:4])
     with pytest.raises(ValueError, match="mesh"):
-        lp.particle_filter(jax.random.key(0), LM, prm, st.prompts([0]), num_particles=3,
+        lp.particle_filter(jax.random.key(0), LM, prm, 3, prompts=st.prompts([0]),
                            config=CFG, mesh=mesh)  # fmt: skip
