@@ -8,7 +8,7 @@ speed does not depend on them) with a learned-PRM-shaped reward transformer:
   the layer-major KV cache; one ``particles.take``) against one batched
   ``decode_step`` of the same population. Target <= 0.10.
 - **A particle-filter round vs its bare evaluations**: one SMC step of
-  ``lm_particle.filter_smc`` (one reasoning step for every particle, PRM,
+  ``lm_particle.filter_policy`` (one ``driver`` round: one reasoning step for every particle, PRM,
   reweighting, resampling with the cache gather) against a ``fori_loop`` of
   the same number of bare ``decode_step`` calls plus one PRM forward pass.
   Target <= 1.15.
@@ -44,6 +44,7 @@ from inferax.models import arithmetic as ar
 from inferax.models import prm
 from inferax.models import transformer as tr
 from inferax.sampling import particles
+from inferax.search.lm import driver as lm_driver
 from inferax.search.lm import particle as lm_particle
 from inferax.search.lm import steps
 
@@ -109,7 +110,7 @@ class Shared(NamedTuple):
     config: steps.StepConfig
     cfg: Config
     jit: Callable
-    alg: Any
+    policy: Any
     state0: Any
     prompt_index: jax.Array
     step: Callable
@@ -119,14 +120,24 @@ def shared(cfg: Config, jit: Callable = jax.jit) -> Shared:
     """The LM side, the filter's SMC state after the prefill (compiled), its step."""
     lm, prm_fn, prompts, config = setup(cfg, jit)
 
+    policy = lm_particle.filter_policy(lm, cfg.n, config)
+
     def start(p):
-        pop, prompt_index, _ = lm_particle.init_population(lm, p, None, cfg.n, config)
-        alg = lm_particle.filter_smc(lm, prm_fn, prompt_index, config)
-        return alg.init(pop, jnp.zeros((1, cfg.n), jnp.float32)), prompt_index
+        s = lm_driver.start(lm, p, None, cfg.n, config)
+        return policy.init(s), s.prompt_index
 
     st0, prompt_index = jit(start)(prompts)
-    alg = lm_particle.filter_smc(lm, prm_fn, prompt_index, config)
-    return Shared(lm, prm_fn, prompts, config, cfg, jit, alg, st0, prompt_index, jit(alg.step))
+
+    def step(key, st, i, last=False):
+        """One driver round of the filter's policy (uncapped): ``(state, ledger)``."""
+        rnd = lm_driver.Round(
+            jnp.asarray(i), jnp.asarray(last), steps.Ledger.zeros(1), None, lm, prm_fn, config,
+            prompt_index,
+        )  # fmt: skip
+        new, ledger, _ = policy.step(key, st, rnd)
+        return new, ledger
+
+    return Shared(lm, prm_fn, prompts, config, cfg, jit, policy, st0, prompt_index, jit(step))
 
 
 def gather_case(sh: Shared, repeats, budget_s) -> dict:
@@ -152,8 +163,9 @@ def gather_case(sh: Shared, repeats, budget_s) -> dict:
 def round_case(sh: Shared, repeats, budget_s) -> dict:
     lm, prm_fn, cfg, st = sh.lm, sh.prm_fn, sh.cfg, sh.state0
     key = jax.random.key(5)
-    _, info = sh.step(key, st, 0)
-    gen_tokens, decode_steps, prm_calls, _ = (int(x) for x in info.aux)
+    _, led = sh.step(key, st, 0)
+    gen_tokens, decode_steps = int(led.tokens.sum()), int(led.decode_steps)
+    prm_calls = int(led.prm_calls.sum())
     valid = jnp.ones((cfg.n,), bool)
 
     def bare(st):
@@ -176,21 +188,13 @@ def round_case(sh: Shared, repeats, budget_s) -> dict:
 
 
 def whole_case(sh: Shared, repeats, budget_s) -> dict:
-    lm, prm_fn, prompts, config, cfg, alg = sh.lm, sh.prm_fn, sh.prompts, sh.config, sh.cfg, sh.alg
+    lm, prm_fn, prompts, config, cfg = sh.lm, sh.prm_fn, sh.prompts, sh.config, sh.cfg
     key = jax.random.key(6)
     ours = sh.jit(lambda k, p: lm_particle.particle_filter(
-        k, lm, prm_fn, p, num_particles=cfg.n, config=config))  # fmt: skip
+        k, lm, prm_fn, cfg.n, prompts=p, config=config))  # fmt: skip
 
-    def one_round(k, st, i, last):
-        def may(new_pop):  # a group resamples unless it is done or this is the last round
-            return ~jnp.all(new_pop.state.finished.reshape(1, -1), axis=1) & ~last
-
-        new, info = alg.step(k, st, i, may)
-        pop = new.particles  # Puri et al.'s absolute weights: the base resets on resampling
-        base = jnp.where(jnp.repeat(info.resampled, cfg.n), 0.0, pop.logg)
-        return new._replace(particles=pop._replace(base=base))
-
-    step = sh.jit(one_round)  # `last` is traced: one program for every round
+    def step(k, st, i, last):  # `last` is traced: one program for every round
+        return sh.step(k, st, i, last)[0]
 
     def python_loop():
         # particle_filter's rounds (key fold_in(key, i), no resampling in the last

@@ -169,3 +169,23 @@ def _reference(reference, b, cap):
             f"reference: expected int tokens of shape {(b, cap)}, got {ref.dtype} {ref.shape}"
         )
     return ref.astype(jnp.int32), jnp.array(True)
+
+
+def _plan(budget, *, num_iterations: int = 1, **options) -> dict:
+    iters = _checks.positive_int(num_iterations, "num_iterations")
+    return steps.plan(budget, "particle_gibbs", sequences_per_row=iters, **options)
+
+
+core.register(
+    core.SearchEntry(
+        name="particle_gibbs",
+        family="lm",
+        fn=particle_gibbs,
+        units=("sequences", "tokens", "prm_calls"),
+        target="exact",
+        plan=_plan,
+        options={"num_iterations": (1, 2)},
+        reference="Puri et al. 2025; Andrieu, Doucet & Holenstein 2010",
+        summary="particle Gibbs (conditional SMC) sweeps of the step-level particle filter",
+    )
+)

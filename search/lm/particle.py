@@ -372,3 +372,22 @@ def particle_filter(
     )  # fmt: skip
     res = policy.finish(final)
     return res, driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
+
+
+def _plan(budget, **options) -> dict:
+    return steps.plan(budget, "particle_filter", **options)
+
+
+core.register(
+    core.SearchEntry(
+        name="particle_filter",
+        family="lm",
+        fn=particle_filter,
+        units=("sequences", "tokens", "prm_calls"),
+        target="exact",
+        plan=_plan,
+        options={"weights": ("prm", "ratio"), "resampling": ("multinomial", "systematic")},
+        reference="Puri et al. 2025",
+        summary="particle filter over reasoning steps, resampled by softmax(logit(PRM) / tau)",
+    )
+)

@@ -188,6 +188,23 @@ def check_budget(
     return budget, n
 
 
+def plan(
+    budget: Any, method: str, *, config: StepConfig, sequences_per_row: int = 1, **_options
+) -> dict[str, int]:
+    """What a budget buys an LM search (static): its population per prompt and the most it
+    can spend per prompt in every unit (each row generates at most ``max_new_tokens`` and
+    is scored at most once per round)."""
+    budget, n = check_budget(budget, method, config=config, sequences_per_row=sequences_per_row)
+    rows = n * sequences_per_row
+    tok, prm = rows * config.max_new_tokens, rows * config.max_steps
+    return {
+        "population": n,
+        "sequences": rows,
+        "tokens": tok if budget.tokens is None else min(tok, budget.tokens),
+        "prm_calls": prm if budget.prm_calls is None else min(prm, budget.prm_calls),
+    }
+
+
 UNCAPPED = 2**30
 
 
