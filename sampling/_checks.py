@@ -79,15 +79,15 @@ def concrete_value(x) -> np.ndarray | None:
         return None
 
 
-def runtime_check(pred: jax.Array, message: str, enabled: bool) -> None:
+def runtime_check(pred: jax.Array, message: str, enabled: bool, *fmt_args) -> None:
     """An opt-in run-time check of a traced condition (``checkify``).
 
     With ``enabled`` the caller must run under ``checkify.checkify``; the error
-    is then raised with ``message`` by ``err.throw()``. Without it, nothing is
-    added to the program.
+    is then raised with ``message`` (``{}`` fields filled from ``fmt_args``, traced
+    values) by ``err.throw()``. Without it, nothing is added to the program.
     """
     if enabled:
-        checkify.check(pred, message)
+        checkify.check(pred, message, *fmt_args)
 
 
 def floating_array(x, name: str):

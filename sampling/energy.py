@@ -52,9 +52,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from inferax.sampling import _checks
+from inferax.sampling import _checks, schedules
 
 __all__ = ["NOISES", "EnergyInfo", "VerifyInfo", "max_evaluations", "minimize", "self_verify"]
 
@@ -76,6 +77,10 @@ class EnergyInfo(NamedTuple):
             ``num_active_steps`` when it never stopped early).
         trajectory: ``[num_steps + 1, N, *event]`` iterates (``y_0`` first, the
             final candidates last) when asked for, else None.
+        non_finite: ``[N]`` bool: the candidate met a NaN or infinite value (in
+            its start, an energy, a gradient or its final iterate). Its result
+            is garbage; ``self_verify`` never chooses it while a finite
+            candidate exists.
     """
 
     energies: jax.Array
@@ -83,6 +88,7 @@ class EnergyInfo(NamedTuple):
     evaluations: jax.Array
     stopped_at: jax.Array
     trajectory: jax.Array | None = None
+    non_finite: jax.Array | None = None
 
 
 class VerifyInfo(NamedTuple):
@@ -140,6 +146,20 @@ def _check_step_size(step_size):
     return step_size
 
 
+def _check_noise_scale(noise_scale, noise: str):
+    what = "the Langevin temperature" if noise == "langevin" else "the noise's std"
+    if isinstance(noise_scale, bool) or not (
+        isinstance(noise_scale, numbers.Real) or hasattr(noise_scale, "dtype")
+    ):
+        raise TypeError(f"noise_scale: expected a number >= 0 ({what}), got {noise_scale!r}")
+    value = _checks.concrete_value(noise_scale)
+    if value is not None and not (np.isfinite(value) & (value >= 0)).all():
+        raise ValueError(
+            f"noise_scale: expected a finite number >= 0 ({what}), got {value.tolist()}"
+        )
+    return noise_scale
+
+
 def minimize(
     key: jax.Array | None,
     energy_fn: EnergyFn,
@@ -193,7 +213,9 @@ def minimize(
         ValueError / TypeError: naming the argument, for a non-scalar energy,
             a non-positive step size, an unknown noise, both or neither of
             ``step_size`` / ``optimizer``, Langevin noise with an optimizer,
-            mismatched candidate axes, a non-floating ``y0``.
+            mismatched candidate axes, a non-floating ``y0``, a negative or
+            non-finite ``noise_scale``, a ``num_active_steps`` outside
+            ``[0, num_steps]`` (known before tracing; a traced one is clipped).
     """
     num_steps = _checks.non_negative_int(num_steps, "num_steps")
     if noise not in NOISES:
@@ -207,6 +229,11 @@ def minimize(
     if noise == "langevin" and optimizer is not None:
         raise ValueError("noise: 'langevin' needs the gradient-descent rule (step_size), "
                          "got an optimizer")  # fmt: skip
+    noise_scale = _check_noise_scale(noise_scale, noise)
+    if num_active_steps is not None:
+        num_active_steps = schedules.check_num_active_steps(
+            num_active_steps, num_steps, of=f"num_steps = {num_steps}"
+        )
     if tol is not None and not tol >= 0:
         raise ValueError(f"tol: expected a number >= 0 or None, got {tol!r}")
     n_ctx = _leading(context, "context")
@@ -271,18 +298,25 @@ def minimize(
         )  # fmt: skip
         gn = jnp.sqrt(jnp.sum(jnp.square(g.reshape(n, -1)), axis=-1))
         steps_taken = running.astype(jnp.int32)
-        return (y_new, state, e, running), (e, gn, steps_taken, y if trajectory else None)
+        bad = running & ~(jnp.isfinite(e) & jnp.isfinite(gn))
+        return (y_new, state, e, running), (e, gn, steps_taken, y if trajectory else None, bad)
 
     init = (y0, opt_state, jnp.full((n,), jnp.inf, dtype), jnp.ones((n,), bool))
-    (y, _, _, _), (es, gns, taken, ys) = jax.lax.scan(body, init, jnp.arange(num_steps))
+    (y, _, _, _), (es, gns, taken, ys, bads) = jax.lax.scan(body, init, jnp.arange(num_steps))
     e_final = jax.vmap(energy_fn)(context, y)
     stopped = jnp.sum(taken, axis=0).astype(jnp.int32)
+
+    def rows_finite(a):
+        return jnp.all(jnp.isfinite(a.reshape(n, -1)), axis=-1)
+
+    non_finite = jnp.any(bads, axis=0) | ~rows_finite(y0) | ~rows_finite(y)
     info = EnergyInfo(
         energies=jnp.concatenate([es, e_final[None]], axis=0),
         grad_norms=gns,
         evaluations=stopped + 1,
         stopped_at=stopped,
         trajectory=jnp.concatenate([ys, y[None]], axis=0) if trajectory else None,
+        non_finite=non_finite | ~jnp.isfinite(e_final),
     )
     return y, info
 
@@ -335,11 +369,13 @@ def self_verify(
         stopped_at=info.stopped_at.reshape(b, g),
         trajectory=None if info.trajectory is None
         else info.trajectory.reshape((info.trajectory.shape[0], b, g) + y.shape[1:]),
+        non_finite=info.non_finite.reshape(b, g),
     )  # fmt: skip
     ys = y.reshape((b, g) + y.shape[1:])
     final = info.energies[-1]
-    # NaN energies never win (argmin would pick them): they count as +inf.
-    idx = jnp.argmin(jnp.where(jnp.isnan(final), jnp.inf, final), axis=1).astype(jnp.int32)
+    # Non-finite candidates never win (argmin would pick a NaN, or a -inf energy of a
+    # diverged candidate): they count as +inf.
+    idx = jnp.argmin(jnp.where(info.non_finite, jnp.inf, final), axis=1).astype(jnp.int32)
     chosen = jnp.take_along_axis(ys, idx.reshape((b, 1) + (1,) * (ys.ndim - 2)), axis=1)[:, 0]
     verify = VerifyInfo(idx, final, info, jnp.sum(info.evaluations, axis=1))
     return chosen, ys, verify

@@ -19,6 +19,20 @@ to the same value) is rejected. ``noise`` draws in the default float dtype
 (``jnp.result_type(float)``: float64 under ``jax_enable_x64``) unless given
 ``dtype=``.
 
+Garbage in is never garbage out silently. What is known before tracing is
+checked at the call (``ValueError``/``TypeError`` naming the argument): the
+grid (NaN, range, strict increase), a concrete ``x0`` holding NaN/inf, a
+complex velocity output, ``step`` times outside [0, 1] or not increasing.
+What is only known at run time (a traced grid, a traced ``x0``, the
+velocity's values) is counted in ``FlowInfo`` (``grid_valid``,
+``non_finite_inputs``, ``non_finite_outputs``), and ``runtime_checks=True``
+turns those counts into errors through ``jax.experimental.checkify``: the
+check is a value of the compiled program (no host callback, so it works
+under ``jit``, ``vmap`` and on every backend, and costs nothing when off);
+the caller wraps its function in ``checkify.checkify`` and calls
+``err.throw()``. Without the wrapper a ``runtime_checks=True`` sampler under
+``jit`` fails at trace time, never silently.
+
 Solvers are ``Solver`` records (step function, evaluations per step, order);
 ``SOLVERS`` holds Euler, midpoint and Heun, and ``solver=`` accepts a name or
 any ``Solver``.
@@ -47,12 +61,15 @@ __all__ = [
     "FlowInfo",
     "Solver",
     "check_grid",
+    "check_info",
     "check_num_active_steps",
     "check_state",
     "check_velocity_output",
     "cost",
+    "count_non_finite",
     "grid_is_valid",
     "integrate",
+    "integrate_counted",
     "noise",
     "prepare_grid",
     "resolve_solver",
@@ -138,7 +155,7 @@ def resolve_solver(solver, name: str = "solver") -> Solver:
 
 
 class FlowInfo(NamedTuple):
-    """What a flow (ODE or SDE) sample cost.
+    """What a flow (ODE or SDE) sample cost, and whether its inputs were sound.
 
     Attributes:
         num_steps: number of grid intervals integrated (the active ones).
@@ -147,11 +164,20 @@ class FlowInfo(NamedTuple):
         trajectory: ``[len(ts), *x0.shape]`` states on the grid when
             ``return_trajectory=True`` (after the last active step the final
             state is repeated), else ``None``.
+        grid_valid: bool scalar: the active grid lies in [0, 1] and strictly
+            increases (always True for a grid checked before tracing; a
+            traced grid is checked at run time). False means garbage.
+        non_finite_inputs: int32 count of NaN/inf entries of ``x0``.
+        non_finite_outputs: int32 count of NaN/inf entries over every
+            velocity evaluation (a NaN network output makes the sample NaN).
     """
 
     num_steps: jax.Array
     nfe: jax.Array
     trajectory: jax.Array | None = None
+    grid_valid: jax.Array | None = None
+    non_finite_inputs: jax.Array | None = None
+    non_finite_outputs: jax.Array | None = None
 
 
 def noise(
@@ -184,26 +210,58 @@ def noise(
     return jax.vmap(lambda k: jax.random.normal(k, tuple(event_shape), dtype))(keys)
 
 
-def check_state(x0, name: str = "x0") -> jax.Array:
-    """An array ``[N, *event]`` of a floating dtype (else TypeError/ValueError naming ``name``)."""
+def check_state(x0, name: str = "x0", *, finite: bool = False) -> jax.Array:
+    """An array ``[N, *event]`` of a floating dtype (else TypeError/ValueError naming ``name``).
+
+    With ``finite``, a concrete (not traced) ``x0`` holding NaN or inf is a
+    ``ValueError``; a traced one is left to the sampler's run-time count.
+    """
     if not hasattr(x0, "shape") or not hasattr(x0, "dtype"):
         raise TypeError(f"{name}: expected an array [N, *event], got {type(x0).__name__}")
     if x0.ndim < 1:
         raise ValueError(f"{name}: expected an array [N, *event], got a scalar")
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x0.dtype}")
+    if finite and not isinstance(x0, jax.core.Tracer):
+        with jax.ensure_compile_time_eval():  # a concrete x0 closed over inside jit too
+            bad = ~jnp.isfinite(x0)
+            count = int(jnp.sum(bad))
+            first = int(jnp.argmax(bad.reshape(x0.shape[0], -1).any(axis=1))) if count else 0
+        if count:
+            raise ValueError(
+                f"{name}: expected finite values, got {count} NaN/inf entries "
+                f"(the first in sample {first})"
+            )
     return x0
 
 
 def check_velocity_output(out, x, name: str = "velocity_fn") -> jax.Array:
-    """Checks, at trace time, that a velocity output has the shape of ``x``; casts
-    it to ``x``'s dtype."""
+    """Checks, at trace time, that a velocity output has the shape of ``x`` and a real
+    dtype; casts it to ``x``'s dtype.
+
+    Raises:
+        ValueError: an output of another shape.
+        TypeError: a complex (or non-numeric) output, whose cast to ``x``'s
+            dtype would silently drop the imaginary part.
+    """
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(x.shape):
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(
             f"{name}: expected an output of shape {tuple(x.shape)} (the shape of x), got {got}"
         )
+    dtype = getattr(out, "dtype", None)
+    if dtype is None or not (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    ):
+        raise TypeError(
+            f"{name}: expected a real floating-point output (like x, {x.dtype}), got dtype {dtype}"
+        )
     return out.astype(x.dtype)
+
+
+def count_non_finite(x: jax.Array) -> jax.Array:
+    """The number of NaN/inf entries of ``x`` (int32 scalar, traceable)."""
+    return jnp.sum(~jnp.isfinite(x), dtype=jnp.int32)
 
 
 def integrate(
@@ -216,6 +274,29 @@ def integrate(
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Runs ``x <- step_fn(i, x, ts[i], ts[i + 1])`` over the first intervals of ``ts``.
 
+    See ``integrate_counted`` (this is it without the count).
+    """
+
+    def counted(i, x, t0, t1):
+        return step_fn(i, x, t0, t1), jnp.zeros((), jnp.int32)
+
+    x1, steps, traj, _ = integrate_counted(
+        counted, x0, ts, num_active_steps=num_active_steps, return_trajectory=return_trajectory
+    )
+    return x1, steps, traj
+
+
+def integrate_counted(
+    step_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    x0: jax.Array,
+    ts: jax.Array,
+    *,
+    num_active_steps: int | jax.Array | None = None,
+    return_trajectory: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array]:
+    """Runs ``x, c <- step_fn(i, x, ts[i], ts[i + 1])`` over the first intervals of ``ts``,
+    summing the int32 counts ``c`` of the active steps (e.g. non-finite outputs).
+
     With ``num_active_steps=None`` every interval is integrated (one
     ``lax.scan``); with a Python int only the first ``num_active_steps``; with
     a traced count a ``lax.while_loop`` runs exactly that many steps, so the
@@ -223,40 +304,63 @@ def integrate(
     across the batch, the loop runs to the largest count and masks the rest).
 
     Returns:
-        ``(x_final, num_steps int32, trajectory or None)``; the trajectory has
-        ``len(ts)`` entries, the final state repeated after the active steps.
+        ``(x_final, num_steps int32, trajectory or None, count int32)``; the
+        trajectory has ``len(ts)`` entries, the final state repeated after the
+        active steps.
     """
     total = ts.shape[0] - 1
     n = total if num_active_steps is None else num_active_steps
+    zero = jnp.zeros((), jnp.int32)
     if isinstance(n, int):
 
-        def body(x, inp):
+        def body(carry, inp):
+            x, c = carry
             i, t0, t1 = inp
-            x_next = step_fn(i, x, t0, t1)
-            return x_next, (x_next if return_trajectory else None)
+            x_next, dc = step_fn(i, x, t0, t1)
+            return (x_next, c + dc), (x_next if return_trajectory else None)
 
         inputs = (jnp.arange(n), ts[:n], ts[1 : n + 1])
-        x1, traj = jax.lax.scan(body, x0, inputs)
+        (x1, count), traj = jax.lax.scan(body, (x0, zero), inputs)
         if return_trajectory:
             pad = jnp.broadcast_to(x1, (total - n, *x1.shape))
             traj = jnp.concatenate([x0[None], traj, pad], axis=0)
-        return x1, jnp.asarray(n, jnp.int32), traj
+        return x1, jnp.asarray(n, jnp.int32), traj, count
 
     def loop_body(i, carry):
-        x, traj = carry
-        x_next = step_fn(i, x, ts[i], ts[i + 1])
+        x, traj, c = carry
+        x_next, dc = step_fn(i, x, ts[i], ts[i + 1])
         if return_trajectory:
             traj = jax.lax.dynamic_update_index_in_dim(traj, x_next, i + 1, 0)
-        return x_next, traj
+        return x_next, traj, c + dc
 
     traj0 = None
     if return_trajectory:
         traj0 = jnp.zeros((total + 1, *x0.shape), x0.dtype).at[0].set(x0)
-    x1, traj = jax.lax.fori_loop(0, n, loop_body, (x0, traj0))
+    x1, traj, count = jax.lax.fori_loop(0, n, loop_body, (x0, traj0, zero))
     if return_trajectory:
         after = (jnp.arange(total + 1) > n).reshape((-1,) + (1,) * x0.ndim)
         traj = jnp.where(after, x1[None], traj)
-    return x1, jnp.asarray(n, jnp.int32), traj
+    return x1, jnp.asarray(n, jnp.int32), traj, count
+
+
+def _check_step_times(t0, t1) -> None:
+    values = {}
+    for name, t in (("t0", t0), ("t1", t1)):
+        if isinstance(t, bool) or not (isinstance(t, int | float) or hasattr(t, "dtype")):
+            raise TypeError(f"{name}: expected a time in [0, 1] (a real scalar), got {t!r}")
+        if jnp.ndim(t) != 0:
+            raise ValueError(f"{name}: expected a scalar time in [0, 1], got shape {jnp.shape(t)}")
+        v = _checks.concrete_value(t)
+        if v is not None:
+            v = float(v)
+            if not 0.0 <= v <= 1.0:  # NaN fails too
+                raise ValueError(f"{name}: expected a time in [0, 1], got {v}")
+            values[name] = v
+    if len(values) == 2 and not values["t0"] < values["t1"]:
+        raise ValueError(
+            f"t1: expected a time after t0 = {values['t0']} (time runs from noise at 0 to "
+            f"data at 1), got {values['t1']}"
+        )
 
 
 def step(
@@ -280,9 +384,15 @@ def step(
 
     Returns:
         The state at ``t1``, in ``x.dtype``.
+
+    Raises:
+        ValueError: ``t0`` or ``t1`` known before tracing and outside [0, 1],
+            or ``t1 <= t0``; a velocity of the wrong shape.
+        TypeError: unknown solver type, non-floating ``x``, complex velocity.
     """
     solver = resolve_solver(solver)
     x = check_state(x, "x")
+    _check_step_times(t0, t1)
     t0, t1 = jnp.asarray(t0, x.dtype), jnp.asarray(t1, x.dtype)
 
     def v(y, t):
@@ -336,31 +446,86 @@ def sample(
             compiled sampler then serves every step count up to ``len(ts) - 1``.
             A traced count runs a ``lax.while_loop``, which supports forward-
             but not reverse-mode differentiation; a Python int runs a scan.
-        runtime_checks: add a ``checkify`` check of a traced grid / step count
-            (run the caller under ``jax.experimental.checkify.checkify``).
+        runtime_checks: turn what is only known at run time into ``checkify``
+            errors (wrap the caller in ``jax.experimental.checkify.checkify``
+            and call ``err.throw()``): a traced grid or step count out of
+            range, NaN/inf in ``x0`` or in any velocity output.
 
     Returns:
-        ``(x1, info)``: the state after the last active step and a ``FlowInfo``.
+        ``(x1, info)``: the state after the last active step and a ``FlowInfo``
+        whose ``grid_valid``, ``non_finite_inputs`` and ``non_finite_outputs``
+        say whether the result can be trusted.
 
     Raises:
         ValueError / TypeError: unknown solver, bad grid, step count, cost or
-            state, or a velocity of the wrong shape.
+            state (a concrete ``x0`` with NaN/inf included), or a velocity of
+            the wrong shape or a complex dtype.
     """
     solver = resolve_solver(solver)
-    x0 = check_state(x0)
+    x0 = check_state(x0, finite=True)
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
     ts, n = prepare_grid(ts, x0, num_active_steps, runtime_checks)
 
-    def v(x, t):
-        return check_velocity_output(velocity_fn(x, t), x)
-
     def step_fn(i, x, t0, t1):
-        return solver.step(v, x, t0, t1).astype(x.dtype)
+        counts = []
 
-    x1, steps, traj = integrate(
+        def v(y, t):
+            out = check_velocity_output(velocity_fn(y, t), y)
+            counts.append(count_non_finite(out))
+            return out
+
+        x_next = solver.step(v, x, t0, t1).astype(x.dtype)
+        return x_next, sum(counts, jnp.zeros((), jnp.int32))
+
+    x1, steps, traj, bad_out = integrate_counted(
         step_fn, x0, ts, num_active_steps=n, return_trajectory=return_trajectory
     )
     nfe = steps * (solver.evals_per_step * per_call)
-    return x1, FlowInfo(num_steps=steps, nfe=nfe.astype(jnp.int32), trajectory=traj)
+    info = FlowInfo(
+        num_steps=steps,
+        nfe=nfe.astype(jnp.int32),
+        trajectory=traj,
+        grid_valid=_grid_valid(ts, n),
+        non_finite_inputs=count_non_finite(x0),
+        non_finite_outputs=bad_out,
+    )
+    check_info(info, runtime_checks)
+    return x1, info
+
+
+def _grid_valid(ts: jax.Array, n) -> jax.Array:
+    """True for a grid that ``prepare_grid`` value-checked before tracing, else the
+    run-time ``grid_is_valid``."""
+    if _checks.concrete_value(ts) is not None and (n is None or isinstance(n, int)):
+        return jnp.asarray(True)
+    return grid_is_valid(ts, n)
+
+
+def check_info(info: FlowInfo, enabled: bool, name: str = "velocity_fn") -> None:
+    """With ``enabled``, ``checkify`` checks that ``info`` reports a sound run: a valid
+    grid, a finite ``x0`` and finite velocity outputs (see ``sample``'s
+    ``runtime_checks``). Fields that are None are skipped."""
+    if not enabled:
+        return
+    if info.grid_valid is not None:
+        _checks.runtime_check(
+            info.grid_valid,
+            "ts: expected times in [0, 1], strictly increasing over the active steps",
+            True,
+        )
+    if info.non_finite_inputs is not None:
+        _checks.runtime_check(
+            info.non_finite_inputs == 0,
+            "x0: expected finite values, got {} NaN/inf entries",
+            True,
+            info.non_finite_inputs,
+        )
+    if info.non_finite_outputs is not None:
+        _checks.runtime_check(
+            info.non_finite_outputs == 0,
+            name + ": expected finite outputs, got {} NaN/inf entries",
+            True,
+            info.non_finite_outputs,
+        )

@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from inferax.sampling import _checks
 
@@ -101,12 +102,49 @@ def log_normalize(log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     return normalized.astype(l.dtype), lse
 
 
+def check_not_probabilities(log_weights, name: str = "log_weights") -> None:
+    """Refuses, when its values are known before tracing, an array that looks like
+    normalised weights passed where log-weights are expected.
+
+    Rejected: ``N >= 2`` entries, all in [0, 1], summing to 1 (within 1e-5 N),
+    not all equal. Read as log-weights such an array gives a nearly flat ESS
+    (e.g. 1.98 for weights [0.9, 0.1] whose true ESS is 1.22), a silent
+    error. A log-weight vector that genuinely has this form can be shifted by
+    any constant (``ess`` is invariant to it). Traced values are not checked.
+
+    Raises:
+        ValueError: naming ``name``, for such an array.
+    """
+    values = _checks.concrete_value(log_weights)
+    if values is None or values.ndim != 1 or values.shape[0] < 2:
+        return
+    v = values.astype(np.float64)
+    if not np.all(np.isfinite(v)) or v.min() < 0.0 or v.max() > 1.0 or v.min() == v.max():
+        return
+    if abs(v.sum() - 1.0) <= 1e-5 * v.shape[0]:
+        raise ValueError(
+            f"{name}: expected log-weights, got what look like normalised weights (all "
+            f"{v.shape[0]} entries in [0, 1], summing to {v.sum():.6g}); pass jnp.log(weights) "
+            "(or shift genuine log-weights by a constant: the result does not change)"
+        )
+
+
 def ess(log_weights: jax.Array) -> jax.Array:
-    """Effective sample size ``1 / sum w_i^2 = exp(2 lse(l) - lse(2 l))``.
+    """Effective sample size ``1 / sum w_i^2 = exp(2 lse(l) - lse(2 l))`` from LOG-weights.
 
     Kong, Liu & Wong (1994). Equals ``N`` for equal weights and 1 for a single
     nonzero weight; 0 when every weight is invalid (``-inf``/NaN).
+
+    Args:
+        log_weights: ``[N]`` unnormalised log-weights (not weights: a known
+            array of N >= 2 unequal entries in [0, 1] summing to 1 is refused,
+            see ``check_not_probabilities``).
+
+    Raises:
+        ValueError / TypeError: a non-floating or non-1-D array, or weights
+            where log-weights are expected.
     """
+    check_not_probabilities(log_weights)
     l = sanitize(check_log_weights(log_weights))
     invalid = jnp.all(l == -jnp.inf)
     # Shift by the maximum first: at |l| ~ 1e6 the unshifted float32 difference

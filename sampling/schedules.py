@@ -111,13 +111,28 @@ def sway_warp(ts, coef: float = -1.0) -> jnp.ndarray:
 
     The warp fixes 0 and 1 and is monotone for coef in ``[-1, 2/(pi - 2)]``, so
     a strictly increasing grid stays strictly increasing.
+
+    Raises:
+        ValueError: ``ts`` is not a 1-D grid of >= 2 points in [0, 1] that
+            strictly increases (a decreasing grid would warp into garbage).
     """
     coef = _check_coef(coef)
     arr = np.asarray(ts, dtype=np.float64)
     if arr.ndim != 1 or arr.shape[0] < 2:
         raise ValueError(f"ts: expected a 1-D grid with at least 2 points, got shape {arr.shape}")
+    if np.any(np.isnan(arr)):
+        raise ValueError(
+            f"ts: expected a grid without NaN, got NaN at index {np.argmax(np.isnan(arr))}"
+        )
     if np.any(arr < 0.0) or np.any(arr > 1.0):
         raise ValueError(f"ts: expected values in [0, 1], got min {arr.min()}, max {arr.max()}")
+    steps = np.diff(arr)
+    if np.any(steps <= 0.0):
+        i = int(np.argmax(steps <= 0.0))
+        raise ValueError(
+            f"ts: expected a strictly increasing grid, got ts[{i}] = {arr[i]} >= "
+            f"ts[{i + 1}] = {arr[i + 1]}"
+        )
     return _to_jax(_sway_np(arr, coef))
 
 
@@ -235,7 +250,12 @@ def grid_is_valid(ts: jax.Array, num_active_steps=None) -> jax.Array:
     return jnp.all(in_range) & jnp.all(increasing)
 
 
-def check_num_active_steps(num_active_steps, num_steps: int, name: str = "num_active_steps"):
+def check_num_active_steps(
+    num_active_steps,
+    num_steps: int,
+    name: str = "num_active_steps",
+    of: str = "the grid's intervals",
+):
     """A step count in ``[0, num_steps]``: a Python int if known at trace time,
     else a traced int32 scalar clipped to that range.
 
@@ -259,9 +279,7 @@ def check_num_active_steps(num_active_steps, num_steps: int, name: str = "num_ac
         return jnp.clip(jnp.asarray(num_active_steps, jnp.int32), 0, num_steps)
     value = int(value)
     if not 0 <= value <= num_steps:
-        raise ValueError(
-            f"{name}: expected an int in [0, {num_steps}] (the grid's intervals), got {value}"
-        )
+        raise ValueError(f"{name}: expected an int in [0, {num_steps}] ({of}), got {value}")
     return value
 
 
