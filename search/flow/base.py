@@ -26,15 +26,19 @@ import jax.numpy as jnp
 
 from inferax.sampling import _checks
 from inferax.sampling import cost as cost_lib
+from inferax.search import core
 
 RewardFn = Callable[[jax.Array], jax.Array]
 
 __all__ = [
     "SearchInfo",
+    "best_index",
     "check_budget",
     "check_reward",
     "ensemble",
     "event_shape_of",
+    "expand",
+    "nfe_budget",
     "rank_normalize",
     "reward_cost",
     "safe_rewards",
@@ -50,7 +54,9 @@ class SearchInfo(NamedTuple):
         reward_evals: int32, reward (verifier) evaluations spent, one per
             sample scored (times the reward's ``nfe_per_call``).
         reward: the reward of what was returned (scalar for one sample).
-        budget: int, the budget the search was given.
+        budget: int, the NFE limit the search was given (``budget.nfe`` of a
+            ``core.Budget``; an int, not the record, so that the info can leave
+            a ``jax.jit``).
         trace: a dict of per-round arrays (leading axis = round), documented
             by each search (e.g. the best reward after each round).
         num_nan: int32, rewards that were NaN (counted as ``-inf``).
@@ -67,18 +73,32 @@ class SearchInfo(NamedTuple):
     num_nan: jax.Array
     population: Any = None
 
+    def spent(self) -> dict[str, jax.Array]:
+        """What the search spent in every unit it counts: ``{"nfe", "reward_evals"}``."""
+        return {"nfe": self.nfe, "reward_evals": self.reward_evals}
+
+
+def nfe_budget(budget, name: str = "budget") -> int:
+    """The NFE limit of ``budget``: a ``core.Budget`` with ``nfe`` set, or a positive int.
+
+    Raises:
+        TypeError: neither a ``Budget`` nor an int (e.g. 2.5).
+        ValueError: an int below 1, or a ``Budget`` without an ``nfe`` limit.
+    """
+    return core.as_budget(budget, "nfe", name).require("nfe", "a flow search")
+
 
 def check_budget(budget, needed: int, what: str, name: str = "budget") -> int:
-    """``budget`` as an int, or ValueError when it is below ``needed`` NFE.
+    """The NFE limit of ``budget`` (``nfe_budget``), or ValueError when it is below ``needed``.
 
     Args:
-        budget: a positive int (NFE).
+        budget: a ``core.Budget`` with ``nfe`` set, or a positive int (NFE).
         needed: the least NFE the search can run on (one full solve, or the
             population times one solve).
         what: what ``needed`` pays for, for the message.
         name: the argument name for the message.
     """
-    budget = _checks.positive_int(budget, name)
+    budget = nfe_budget(budget, name)
     if budget < needed:
         raise ValueError(f"{name}: expected at least {needed} NFE ({what}), got {budget}")
     return budget
@@ -174,6 +194,20 @@ def event_shape_of(event_shape, name: str = "event_shape") -> tuple[int, ...]:
     for d in shape:
         _checks.positive_int(d, name)
     return shape
+
+
+def expand(tree, num_children: int):
+    """Every row of ``tree`` (a pytree with a leading particle axis) ``num_children`` times.
+
+    Child ``j`` of parent ``p`` sits at row ``p * num_children + j`` (``jnp.repeat``,
+    not ``jnp.tile``), so the children of one parent are contiguous, a reshape to
+    ``[P, num_children, ...]`` groups them by parent and child row ``i`` descends
+    from parent ``i // num_children``: per-parent quantities (states, rewards,
+    weights) travel with their own children. Used by the branching methods
+    (SVDD, CoDe) and beam search.
+    """
+    num_children = _checks.positive_int(num_children, "num_children")
+    return jax.tree.map(lambda a: jnp.repeat(a, num_children, axis=0), tree)
 
 
 def best_index(r: jax.Array) -> jax.Array:

@@ -9,6 +9,12 @@ solve (``flow.cost``); the reward is scored on the solved samples.
   y = ||n|| (c u + sqrt(1 - c^2) w) with u = n / ||n|| and w a random unit
   vector orthogonal to u (the norm of n is kept and the angle to it is
   arccos c); the best neighbour replaces the pivot when it improves on it.
+
+The model is a bare velocity with its solver options (``num_steps``,
+``solver``, ``nfe_per_call``) or a ``Dynamics`` (``make_dynamics``), whose
+velocity, grid and cost are then used; the search always solves the ODE
+(the dynamics' noise scale is not used). ``random_search_plan`` and
+``zero_order_plan`` say statically what a budget buys.
 """
 
 from __future__ import annotations
@@ -22,8 +28,16 @@ import numpy as np
 from inferax.sampling import _checks, flow
 from inferax.sampling import cost as cost_lib
 from inferax.search.flow import base
+from inferax.search.flow import dynamics as dyn_lib
 
-__all__ = ["neighbors", "ode_solver", "random_search", "zero_order_search"]
+__all__ = [
+    "neighbors",
+    "ode_solver",
+    "random_search",
+    "random_search_plan",
+    "zero_order_plan",
+    "zero_order_search",
+]
 
 PIVOT_POLICIES = ("keep", "fresh")
 
@@ -32,11 +46,23 @@ def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
     """``(solve(x0) -> x1, NFE per sample of one solve)`` on a uniform grid.
 
     Args:
-        velocity_fn: batched velocity ``(x [N, *event], t) -> [N, *event]``.
-        num_steps: number of grid intervals, or a concrete increasing grid.
+        velocity_fn: batched velocity ``(x [N, *event], t) -> [N, *event]``, or
+            a ``Dynamics`` (its velocity, grid and cost; then ``num_steps`` and
+            ``nfe_per_call`` must be left None).
+        num_steps: number of grid intervals, or a concrete increasing grid
+            (default 10).
         solver: a name in ``flow.SOLVERS`` or a ``flow.Solver``.
         nfe_per_call: cost of one velocity call (default ``cost.nfe_per_call``).
     """
+    if isinstance(velocity_fn, dyn_lib.Dynamics):
+        if num_steps is not None or nfe_per_call is not None:
+            raise ValueError(
+                "num_steps: expected None with a Dynamics (its grid and cost are used), "
+                f"got num_steps={num_steps!r}, nfe_per_call={nfe_per_call!r}"
+            )
+        dyn = velocity_fn
+        velocity_fn, num_steps, nfe_per_call = dyn.velocity_fn, dyn.grid, dyn.nfe_per_call
+    num_steps = 10 if num_steps is None else num_steps
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
@@ -54,14 +80,35 @@ def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
     return solve, per_solve
 
 
+def random_search_plan(budget, *, num_steps=10, solver="euler", nfe_per_call=1, reward_cost=1):
+    """What ``random_search`` buys with ``budget`` (static): N = budget // (NFE of one solve).
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_steps: ODE intervals of one solve; solver, nfe_per_call: its cost.
+        reward_cost: reward evaluations per sample scored.
+
+    Returns:
+        ``{"population": N, "nfe": N x solve, "reward_evals": N x reward_cost}``.
+    """
+    per_solve = flow.cost(_checks.positive_int(num_steps, "num_steps"), solver, nfe_per_call)
+    return _noise_plan(budget, per_solve, reward_cost, 1, "one full ODE solve")
+
+
+def _noise_plan(budget, per_solve, reward_cost, least_solves, what):
+    budget = base.check_budget(budget, least_solves * per_solve, what)
+    n = budget // per_solve
+    return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
+
+
 def random_search(
     key,
     velocity_fn,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
-    num_steps=10,
+    num_steps=None,
     solver="euler",
     nfe_per_call=None,
     dtype=None,
@@ -70,11 +117,12 @@ def random_search(
 
     Args:
         key: typed PRNG key; noise ``i`` comes from ``fold_in(key, i)``.
-        velocity_fn: batched velocity of the flow model.
+        velocity_fn: batched velocity of the flow model, or a ``Dynamics``.
         reward_fn: ``x [N, *event] -> [N]``, higher is better.
-        budget: total NFE; at least one full solve.
+        budget: a ``core.Budget`` with ``nfe``, or a positive int (NFE); at
+            least one full solve.
         event_shape: shape of one sample.
-        num_steps: ODE intervals (or a concrete grid).
+        num_steps: ODE intervals (or a concrete grid); default 10.
         solver: ODE solver name or ``flow.Solver``.
         nfe_per_call: cost of one velocity call.
         dtype: floating dtype of the noise (default ``jnp.result_type(float)``).
@@ -84,18 +132,18 @@ def random_search(
         rewards of all candidates (one round).
     """
     solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
-    budget = base.check_budget(budget, per_solve, "one full ODE solve")
     r_cost = base.check_reward(reward_fn)
-    n = budget // per_solve
+    plan = _noise_plan(budget, per_solve, r_cost, 1, "one full ODE solve")
+    n = plan["population"]
     x0 = flow.noise(key, n, base.event_shape_of(event_shape), dtype=dtype)
     x1 = solve(x0)
     r, num_nan = base.safe_rewards(reward_fn, x1)
     i = base.best_index(r)
     info = base.SearchInfo(
-        nfe=jnp.int32(n * per_solve),
-        reward_evals=jnp.int32(n * r_cost),
+        nfe=jnp.int32(plan["nfe"]),
+        reward_evals=jnp.int32(plan["reward_evals"]),
         reward=r[i],
-        budget=budget,
+        budget=base.nfe_budget(budget),
         trace={"reward": r},
         num_nan=num_nan,
         population=(x1, r),
@@ -134,17 +182,45 @@ def neighbors(key, pivot, num: int, c: float = 0.95):
     return y.reshape((num, *pivot.shape)).astype(pivot.dtype)
 
 
+def zero_order_plan(
+    budget, *, num_neighbors=4, num_steps=10, solver="euler", nfe_per_call=1, reward_cost=1
+):
+    """What ``zero_order_search`` buys (static): 1 + rounds x num_neighbors solves,
+    rounds = (budget // solve - 1) // num_neighbors.
+
+    Returns:
+        ``{"population": num_neighbors, "rounds", "nfe", "reward_evals"}``.
+    """
+    num_neighbors = _checks.positive_int(num_neighbors, "num_neighbors")
+    per_solve = flow.cost(_checks.positive_int(num_steps, "num_steps"), solver, nfe_per_call)
+    return _zero_order_plan(budget, num_neighbors, per_solve, reward_cost)
+
+
+def _zero_order_plan(budget, num_neighbors, per_solve, reward_cost):
+    budget = base.check_budget(
+        budget, (1 + num_neighbors) * per_solve, f"a pivot and {num_neighbors} neighbours solved"
+    )
+    rounds = (budget // per_solve - 1) // num_neighbors
+    solves = 1 + rounds * num_neighbors
+    return {
+        "population": num_neighbors,
+        "rounds": rounds,
+        "nfe": solves * per_solve,
+        "reward_evals": solves * reward_cost,
+    }
+
+
 def zero_order_search(
     key,
     velocity_fn,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     num_neighbors: int = 4,
     c: float = 0.95,
     pivot_policy: str = "fresh",
-    num_steps=10,
+    num_steps=None,
     solver="euler",
     nfe_per_call=None,
     dtype=None,
@@ -164,7 +240,8 @@ def zero_order_search(
     Args:
         key, velocity_fn, reward_fn, event_shape, num_steps, solver,
             nfe_per_call, dtype: as in ``random_search``.
-        budget: total NFE; at least ``1 + num_neighbors`` solves.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least
+            ``1 + num_neighbors`` solves.
         num_neighbors: neighbours per round.
         c: cosine between a neighbour and its pivot (0.95 by default).
         pivot_policy: ``"fresh"`` or ``"keep"``.
@@ -177,11 +254,9 @@ def zero_order_search(
         raise ValueError(f"pivot_policy: expected one of {PIVOT_POLICIES}, got {pivot_policy!r}")
     num_neighbors = _checks.positive_int(num_neighbors, "num_neighbors")
     solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
-    budget = base.check_budget(
-        budget, (1 + num_neighbors) * per_solve, f"a pivot and {num_neighbors} neighbours solved"
-    )
     r_cost = base.check_reward(reward_fn)
-    rounds = (budget // per_solve - 1) // num_neighbors
+    plan = _zero_order_plan(budget, num_neighbors, per_solve, r_cost)
+    rounds = plan["rounds"]
     shape = base.event_shape_of(event_shape)
     k_pivot, k_rounds = jax.random.split(key)
     pivot = flow.noise(k_pivot, 1, shape, dtype=dtype)
@@ -213,12 +288,11 @@ def zero_order_search(
     (_, _, best_x, best_r, nan), (trace_r, trace_imp) = jax.lax.scan(
         round_fn, carry, jnp.arange(rounds)
     )
-    solves = 1 + rounds * num_neighbors
     info = base.SearchInfo(
-        nfe=jnp.int32(solves * per_solve),
-        reward_evals=jnp.int32(solves * r_cost),
+        nfe=jnp.int32(plan["nfe"]),
+        reward_evals=jnp.int32(plan["reward_evals"]),
         reward=best_r,
-        budget=budget,
+        budget=base.nfe_budget(budget),
         trace={"best_reward": trace_r, "improved": trace_imp},
         num_nan=nan,
     )

@@ -17,10 +17,16 @@ reward shares the step's velocity evaluation), and spends its budget as:
   p(x) exp(alpha r(x)) / Z, up to the SDE's discretisation.
   N = budget // num_steps.
 
-Each returns ``(x [*event], SearchInfo)`` with the best final sample.
+Each returns ``(x [*event], SearchInfo)`` with the best final sample, and
+has a static plan (``best_of_n_plan``, ``branching_plan``, ``smc_plan``) of
+what a budget buys. ``branching_search`` is the loop SVDD, CoDe and beam search
+share: parents expanded into children (``base.expand``), one SDE step each,
+a selection hook choosing the next parents.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,15 +36,23 @@ from inferax.sampling import smc as smc_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
 
-__all__ = ["best_of_n", "code", "svdd", "smc", "branching_cost"]
+__all__ = [
+    "best_of_n",
+    "best_of_n_plan",
+    "branching_cost",
+    "branching_plan",
+    "branching_search",
+    "code",
+    "select_per_parent",
+    "smc",
+    "smc_plan",
+    "svdd",
+]
 
+SELECT_SALT = 0x5E1EC7
+"""Selection keys are ``fold_in(fold_in(key, SELECT_SALT), step)`` (apart from every noise key)."""
 
-def _setup(dynamics, reward_fn, budget, chains, what):
-    dyn = dyn_lib.check_dynamics(dynamics)
-    r_cost = base.check_reward(reward_fn)
-    per_chain = dyn.num_steps * dyn.nfe_per_call
-    budget = base.check_budget(budget, chains * per_chain, what)
-    return dyn, r_cost, budget
+SelectFn = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
 def _finish(x, r, nfe, evals, budget, trace, nan, population=None):
@@ -47,7 +61,7 @@ def _finish(x, r, nfe, evals, budget, trace, nan, population=None):
         nfe=jnp.asarray(nfe, jnp.int32),
         reward_evals=jnp.asarray(evals, jnp.int32),
         reward=r[i],
-        budget=budget,
+        budget=base.nfe_budget(budget),
         trace=trace,
         num_nan=nan,
         population=population,
@@ -55,13 +69,30 @@ def _finish(x, r, nfe, evals, budget, trace, nan, population=None):
     return x[i], info
 
 
-def best_of_n(key, dynamics, reward_fn, budget: int, *, event_shape, dtype=None):
+def best_of_n_plan(budget, *, num_steps, nfe_per_call=1, reward_cost=1):
+    """What ``best_of_n`` buys (static): N = budget // (num_steps x nfe_per_call) samples.
+
+    Returns:
+        ``{"population": N, "nfe": N x solve, "reward_evals": N x reward_cost}``.
+    """
+    per_solve = _checks.positive_int(num_steps, "num_steps") * nfe_per_call
+    budget = base.check_budget(budget, per_solve, "one full solve")
+    n = budget // per_solve
+    return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
+
+
+def best_of_n(key, dynamics, reward_fn, budget, *, event_shape, dtype=None):
     """Best-of-N on ``dynamics``: N = budget // (NFE of one sample), argmax final reward.
 
-    The trace holds the ``[N]`` final rewards (one round).
+    ``budget`` is a ``core.Budget`` with ``nfe`` or an int. The trace holds the
+    ``[N]`` final rewards (one round).
     """
-    dyn, r_cost, budget = _setup(dynamics, reward_fn, budget, 1, "one full solve")
-    n = budget // (dyn.num_steps * dyn.nfe_per_call)
+    dyn = dyn_lib.check_dynamics(dynamics)
+    r_cost = base.check_reward(reward_fn)
+    plan = best_of_n_plan(
+        budget, num_steps=dyn.num_steps, nfe_per_call=dyn.nfe_per_call, reward_cost=r_cost
+    )
+    n = plan["population"]
     shape = base.event_shape_of(event_shape)
     k0, k_steps = jax.random.split(key)
     x = flow.noise(k0, n, shape, dtype=dtype)
@@ -78,8 +109,7 @@ def best_of_n(key, dynamics, reward_fn, budget: int, *, event_shape, dtype=None)
     x, _, r, nan = dyn_lib.advance(
         jax.random.fold_in(k_steps, last), dyn, reward_fn, x, v, last, True
     )
-    nfe = n * dyn.num_steps * dyn.nfe_per_call
-    return _finish(x, r, nfe, n * r_cost, budget, {"reward": r}, nan, (x, r))
+    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, {"reward": r}, nan, (x, r))
 
 
 def _move_no_reward(key, dyn, x, v, i):
@@ -88,34 +118,119 @@ def _move_no_reward(key, dyn, x, v, i):
 
 
 def branching_cost(num_chains: int, num_children: int, num_steps: int, per_call: int = 1) -> int:
-    """NFE of ``svdd`` / ``code``: C initial evaluations + C K per step but the last."""
+    """NFE of ``svdd`` / ``code`` / beam search: C initial evaluations + C K per step
+    but the last."""
     return (num_chains + num_chains * num_children * (num_steps - 1)) * per_call
 
 
-def _branching(key, dyn, reward_fn, budget, r_cost, chains, children, block, shape, dtype):
+def branching_plan(
+    budget,
+    *,
+    num_steps,
+    num_chains=1,
+    num_children=None,
+    block_length=1,
+    nfe_per_call=1,
+    reward_cost=1,
+):
+    """What ``branching_search`` (SVDD, CoDe, beam search) buys (static).
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or an int.
+        num_steps: intervals of the dynamics' grid.
+        num_chains: C parents kept (chains, or the beam width).
+        num_children: K children per parent; default the largest with
+            ``branching_cost`` <= budget.
+        block_length: steps between selections (rewards are scored only then).
+        nfe_per_call, reward_cost: cost of a velocity call and of a reward per sample.
+
+    Returns:
+        ``{"population": C K, "children": K, "nfe", "reward_evals"}``.
+
+    Raises:
+        ValueError naming ``budget`` when one solve per chain (or the
+        requested children) does not fit.
+    """
+    c = _checks.positive_int(num_chains, "num_chains")
+    n = _checks.positive_int(num_steps, "num_steps")
+    block = _checks.positive_int(block_length, "block_length")
+    budget = base.check_budget(budget, c * n * nfe_per_call, f"one solve per chain ({c} chains)")
+    if num_children is None:
+        k = 1 if n == 1 else (budget // nfe_per_call - c) // (c * (n - 1))
+    else:
+        k = _checks.positive_int(num_children, "num_children")
+        need = branching_cost(c, k, n, nfe_per_call)
+        if need > budget:
+            raise ValueError(
+                f"budget: expected at least {need} NFE for {c} chains x {k} "
+                f"children over {n} steps, got {budget}"
+            )
+    selections = sum((i + 1) % block == 0 for i in range(n - 1))
+    return {
+        "population": c * k,
+        "children": k,
+        "nfe": branching_cost(c, k, n, nfe_per_call),
+        "reward_evals": (c + (selections + 1) * c * k) * reward_cost,
+    }
+
+
+def select_per_parent(key, rewards, num_keep):
+    """SVDD / CoDe selection: the best child of each parent (rows ``[num_keep]``).
+
+    ``rewards`` is ``[P K]`` with the children of parent ``p`` at rows
+    ``p K .. p K + K - 1`` (``base.expand``); ``key`` is unused.
+    """
+    del key
+    k = rewards.shape[0] // num_keep
+    j = jax.vmap(base.best_index)(rewards.reshape(num_keep, k))
+    return jnp.arange(num_keep) * k + j
+
+
+def branching_search(
+    key,
+    dyn: dyn_lib.Dynamics,
+    reward_fn,
+    *,
+    num_parents: int,
+    num_children: int,
+    select: SelectFn,
+    block_length: int,
+    event_shape,
+    dtype=None,
+):
+    """Parents expanded into children, one SDE step each, the next parents chosen by ``select``.
+
+    ``num_parents`` noises start at t = 0 (1 NFE each, with their lookahead
+    rewards). The population is always ``P K`` rows, the children of parent
+    ``p`` at rows ``p K .. p K + K - 1`` (``base.expand``). At every step each
+    row takes one ``dynamics.advance`` move (1 NFE, fresh noise per row);
+    every ``block_length`` steps, and after the last, the lookahead rewards
+    are scored and ``select(key, rewards [P K], P) -> rows [P]`` picks the next
+    parents, which are expanded again. Spends ``branching_cost(P, K, steps)``
+    NFE; rewards as in ``branching_plan``.
+
+    Returns:
+        ``(x [P, *event], r [P], trace, num_nan)`` of the final parents; the
+        trace has per step ``best_reward`` and ``selected`` (bool).
+    """
     n = dyn.num_steps
     k0, k_steps = jax.random.split(key)
-    x, v, r, nan = dyn_lib.init_particles(k0, dyn, reward_fn, chains, shape, dtype)
-    # Children of chain c sit at rows c K .. c K + K - 1.
-    rep = lambda a: jnp.repeat(a, children, axis=0)  # noqa: E731
-    x, v, r = rep(x), rep(v), rep(r)
-    evals = chains
+    k_sel = jax.random.fold_in(key, SELECT_SALT)
+    x, v, r, nan = dyn_lib.init_particles(k0, dyn, reward_fn, num_parents, event_shape, dtype)
+    x, v, r = base.expand((x, v, r), num_children)
 
-    def select(x, v, r):
-        rr = r.reshape(chains, children)
-        j = jax.vmap(base.best_index)(rr)
-        rows = jnp.arange(chains) * children + j
-        return rep(x[rows]), rep(v[rows]), rep(r[rows])
+    def chosen(i, x, v, r):
+        rows = select(jax.random.fold_in(k_sel, i), r, num_parents)
+        return base.expand((x[rows], v[rows], r[rows]), num_children)
 
     def body(carry, i):
         x, v, r, nan = carry
         k = jax.random.fold_in(k_steps, i)
-        is_sel = (i + 1) % block == 0
+        is_sel = (i + 1) % block_length == 0
 
         def with_reward(_):
             x1, v1, r1, n1 = dyn_lib.advance(k, dyn, reward_fn, x, v, i, False)
-            x1, v1, r1 = select(x1, v1, r1)
-            return x1, v1, r1, n1
+            return (*chosen(i, x1, v1, r1), n1)
 
         def without(_):
             x1, v1, _, _ = _move_no_reward(k, dyn, x, v, i)
@@ -125,46 +240,22 @@ def _branching(key, dyn, reward_fn, budget, r_cost, chains, children, block, sha
         return (x1, v1, r1, nan + n1), (jnp.max(r1), is_sel)
 
     (x, v, r, nan), (trace_r, trace_sel) = jax.lax.scan(body, (x, v, r, nan), jnp.arange(n - 1))
-    evals += int(sum(((i + 1) % block == 0) for i in range(n - 1))) * chains * children
     x, _, r, n1 = dyn_lib.advance(
         jax.random.fold_in(k_steps, n - 1), dyn, reward_fn, x, v, n - 1, True
     )
-    evals += chains * children
-    x, _, r = select(x, v, r)
-    firsts = jnp.arange(chains) * children
+    rows = select(jax.random.fold_in(k_sel, n - 1), r, num_parents)
     trace = {
         "best_reward": jnp.append(trace_r, jnp.max(r)),
         "selected": jnp.append(trace_sel, True),
     }
-    nfe = branching_cost(chains, children, n, dyn.nfe_per_call)
-    return _finish(
-        x[firsts], r[firsts], nfe, evals * r_cost, budget, trace, nan + n1, (x[firsts], r[firsts])
-    )
-
-
-def _children_for(dyn, budget, chains, num_children):
-    n, per = dyn.num_steps, dyn.nfe_per_call
-    if n == 1:
-        k = num_children if num_children is not None else 1
-    else:
-        k = (budget // per - chains) // (chains * (n - 1))
-    if num_children is not None:
-        num_children = _checks.positive_int(num_children, "num_children")
-        need = branching_cost(chains, num_children, n, per)
-        if need > budget:
-            raise ValueError(
-                f"budget: expected at least {need} NFE for {chains} chains x {num_children} "
-                f"children over {n} steps, got {budget}"
-            )
-        k = num_children
-    return k
+    return x[rows], r[rows], trace, nan + n1
 
 
 def svdd(
     key,
     dynamics,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     num_chains=1,
@@ -193,7 +284,7 @@ def code(
     key,
     dynamics,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     num_chains=1,
@@ -208,36 +299,61 @@ def code(
         key: typed PRNG key.
         dynamics: a ``Dynamics`` (``make_dynamics``).
         reward_fn: batched reward, higher is better.
-        budget: NFE; at least one solve per chain.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least one solve
+            per chain (``branching_plan``).
         event_shape: shape of one sample.
         num_chains: C independent chains (the best final one is returned).
         num_children: K; default the largest with ``branching_cost`` <= budget.
         block_length: steps between selections (1 is SVDD).
         dtype: floating dtype of the noise.
     """
-    chains = _checks.positive_int(num_chains, "num_chains")
-    block = _checks.positive_int(block_length, "block_length")
-    dyn, r_cost, budget = _setup(dynamics, reward_fn, budget, chains, "one solve per chain")
-    k = _children_for(dyn, budget, chains, num_children)
-    return _branching(
+    dyn = dyn_lib.check_dynamics(dynamics)
+    r_cost = base.check_reward(reward_fn)
+    plan = branching_plan(
+        budget,
+        num_steps=dyn.num_steps,
+        num_chains=num_chains,
+        num_children=num_children,
+        block_length=block_length,
+        nfe_per_call=dyn.nfe_per_call,
+        reward_cost=r_cost,
+    )
+    x, r, trace, nan = branching_search(
         key,
         dyn,
         reward_fn,
-        budget,
-        r_cost,
-        chains,
-        k,
-        block,
-        base.event_shape_of(event_shape),
-        dtype,
+        num_parents=num_chains,
+        num_children=plan["children"],
+        select=select_per_parent,
+        block_length=block_length,
+        event_shape=base.event_shape_of(event_shape),
+        dtype=dtype,
     )
+    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
+
+
+def smc_plan(budget, *, num_steps, num_particles=None, nfe_per_call=1, reward_cost=1):
+    """What ``smc`` buys (static): N = num_particles or budget // (NFE of one solve).
+
+    Returns:
+        ``{"population": N, "nfe": N x solve, "reward_evals": N (steps + 1) x reward_cost}``.
+    """
+    steps = _checks.positive_int(num_steps, "num_steps")
+    per_solve = steps * nfe_per_call
+    if num_particles is None:
+        budget = base.check_budget(budget, per_solve, "one full solve")
+        n = budget // per_solve
+    else:
+        n = _checks.positive_int(num_particles, "num_particles")
+        base.check_budget(budget, n * per_solve, f"{n} particles x one solve")
+    return {"population": n, "nfe": n * per_solve, "reward_evals": n * (steps + 1) * reward_cost}
 
 
 def smc(
     key,
     dynamics,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     alpha: float = 1.0,
@@ -252,7 +368,8 @@ def smc(
         key: typed PRNG key.
         dynamics: a ``Dynamics``.
         reward_fn: batched reward.
-        budget: NFE; at least ``num_particles`` solves.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least
+            ``num_particles`` solves (``smc_plan``).
         event_shape: shape of one sample.
         alpha: reward scale (inverse temperature) of the target p exp(alpha r).
         ess_threshold: resample when ESS < threshold N.
@@ -266,13 +383,15 @@ def smc(
         the trace has per-step ``ess``, ``resampled`` and ``best_reward``.
     """
     dyn = dyn_lib.check_dynamics(dynamics)
-    per_solve = dyn.num_steps * dyn.nfe_per_call
-    if num_particles is None:
-        _, r_cost, budget = _setup(dyn, reward_fn, budget, 1, "one full solve")
-        n = budget // per_solve
-    else:
-        n = _checks.positive_int(num_particles, "num_particles")
-        _, r_cost, budget = _setup(dyn, reward_fn, budget, n, f"{n} particles x one solve")
+    r_cost = base.check_reward(reward_fn)
+    plan = smc_plan(
+        budget,
+        num_steps=dyn.num_steps,
+        num_particles=num_particles,
+        nfe_per_call=dyn.nfe_per_call,
+        reward_cost=r_cost,
+    )
+    n = plan["population"]
     if isinstance(alpha, bool) or not (
         isinstance(alpha, int | float) or (hasattr(alpha, "dtype") and jnp.ndim(alpha) == 0)
     ):
@@ -308,5 +427,4 @@ def smc(
         "all_invalid": stack(infos.all_invalid, last_info.all_invalid),
     }
     nan = nan + jnp.sum(infos.aux[1]) + last_info.aux[1]
-    evals = n * (steps + 1) * r_cost
-    return _finish(x, r, n * per_solve, evals, budget, trace, nan, (x, r))
+    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))

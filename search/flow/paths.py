@@ -8,9 +8,11 @@ time e, scored by the verifier on its one-step clean prediction (the
 posterior mean from one extra velocity call, or the state itself at t = 1),
 and the N best of the N M copies are kept. At t = 1 the best one is returned.
 
-Times are points of a uniform grid of ``num_steps`` intervals; ``backward_steps``
+Times are points of a uniform grid of ``num_steps`` intervals (or of the grid
+of a ``Dynamics`` given as the model, with its interpolant); ``backward_steps``
 and ``forward_steps`` count grid intervals (forward > backward, so each round
 advances by their difference; the last round stops at t = 1).
+``search_over_paths_plan`` says statically what a budget buys.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from inferax.sampling import _checks, flow
 from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 from inferax.search.flow import base
+from inferax.search.flow import dynamics as dyn_lib
 
-__all__ = ["path_rounds", "search_over_paths", "search_over_paths_cost"]
+__all__ = ["path_rounds", "search_over_paths", "search_over_paths_cost", "search_over_paths_plan"]
 
 
 def path_rounds(num_steps: int, start_step: int, backward_steps: int, forward_steps: int):
@@ -71,16 +74,54 @@ def search_over_paths_cost(
     return nfe * per_call
 
 
+def search_over_paths_plan(
+    budget,
+    *,
+    num_paths=2,
+    num_branches=2,
+    num_steps=10,
+    start_step=2,
+    backward_steps=1,
+    forward_steps=2,
+    nfe_per_call=1,
+    reward_cost=1,
+):
+    """What ``search_over_paths`` spends on this plan (static), or ValueError naming ``budget``.
+
+    Returns:
+        ``{"population": N M copies per round, "rounds", "nfe", "reward_evals"}``.
+    """
+    num_paths = _checks.positive_int(num_paths, "num_paths")
+    num_branches = _checks.positive_int(num_branches, "num_branches")
+    needed = search_over_paths_cost(
+        num_paths, num_branches, num_steps, start_step, backward_steps, forward_steps, nfe_per_call
+    )
+    base.check_budget(budget, num_steps * nfe_per_call, "one full ODE solve")
+    base.check_budget(
+        budget,
+        needed,
+        f"{num_paths} paths x {num_branches} branches on this plan (see search_over_paths_cost)",
+    )
+    rounds = len(path_rounds(num_steps, start_step, backward_steps, forward_steps))
+    scored = num_paths * num_branches * rounds if rounds else num_paths
+    return {
+        "population": num_paths * num_branches,
+        "rounds": rounds,
+        "nfe": needed,
+        "reward_evals": scored * reward_cost,
+    }
+
+
 def search_over_paths(
     key,
     velocity_fn,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     num_paths: int = 2,
     num_branches: int = 2,
-    num_steps: int = 10,
+    num_steps: int | None = None,
     start_step: int = 2,
     backward_steps: int = 1,
     forward_steps: int = 2,
@@ -92,14 +133,17 @@ def search_over_paths(
 
     Args:
         key: typed PRNG key.
-        velocity_fn: batched velocity of ``interpolant``.
+        velocity_fn: batched velocity of ``interpolant``, or a ``Dynamics``
+            (its velocity, grid, interpolant and cost; ``num_steps``,
+            ``interpolant`` and ``nfe_per_call`` are then left None).
         reward_fn: ``x [N, *event] -> [N]``.
-        budget: NFE; ``search_over_paths_cost(...)`` of the arguments must fit
+        budget: a ``core.Budget`` with ``nfe`` or an int;
+            ``search_over_paths_cost(...)`` of the arguments must fit
             (ValueError otherwise, and when it is below one full solve).
         event_shape: shape of one sample.
         num_paths: N, states kept per round.
         num_branches: M, re-noised copies of each state per round.
-        num_steps: grid intervals from 0 to 1.
+        num_steps: grid intervals from 0 to 1 (default 10).
         start_step: grid index of the search start time (>= backward_steps).
         backward_steps: intervals re-noised back per round (df).
         forward_steps: intervals solved forward per round (db > df).
@@ -110,24 +154,36 @@ def search_over_paths(
     Returns:
         ``(x [*event], SearchInfo)``; the trace has ``best_reward`` per round.
     """
+    grid = None
+    if isinstance(velocity_fn, dyn_lib.Dynamics):
+        if not (num_steps is None and interpolant is None and nfe_per_call is None):
+            raise ValueError(
+                "num_steps: expected num_steps, interpolant and nfe_per_call None with a "
+                f"Dynamics, got {num_steps!r}, {interpolant!r}, {nfe_per_call!r}"
+            )
+        dyn = velocity_fn
+        velocity_fn, interpolant, grid = dyn.velocity_fn, dyn.interpolant, dyn.grid
+        num_steps, nfe_per_call = dyn.num_steps, dyn.nfe_per_call
+    num_steps = 10 if num_steps is None else num_steps
     interpolant = interp_lib.linear() if interpolant is None else interpolant
     interp_lib.check_interpolant(interpolant)
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
-    num_paths = _checks.positive_int(num_paths, "num_paths")
-    num_branches = _checks.positive_int(num_branches, "num_branches")
-    needed = search_over_paths_cost(
-        num_paths, num_branches, num_steps, start_step, backward_steps, forward_steps, per_call
-    )
-    base.check_budget(budget, num_steps * per_call, "one full ODE solve")
-    budget = base.check_budget(
-        budget,
-        needed,
-        f"{num_paths} paths x {num_branches} branches on this plan (see search_over_paths_cost)",
-    )
     r_cost = base.check_reward(reward_fn)
-    grid = np.linspace(0.0, 1.0, num_steps + 1)
+    plan = search_over_paths_plan(
+        budget,
+        num_paths=num_paths,
+        num_branches=num_branches,
+        num_steps=num_steps,
+        start_step=start_step,
+        backward_steps=backward_steps,
+        forward_steps=forward_steps,
+        nfe_per_call=per_call,
+        reward_cost=r_cost,
+    )
+    if grid is None:
+        grid = np.linspace(0.0, 1.0, num_steps + 1)
     shape = base.event_shape_of(event_shape)
     k_init, k_rounds = jax.random.split(key)
     x = flow.noise(k_init, num_paths, shape, dtype=dtype)
@@ -167,10 +223,10 @@ def search_over_paths(
         trace.append(jnp.max(r))
     best = base.best_index(r)
     info = base.SearchInfo(
-        nfe=jnp.int32(needed),
+        nfe=jnp.int32(plan["nfe"]),
         reward_evals=jnp.int32(evals * r_cost),
         reward=r[best],
-        budget=budget,
+        budget=base.nfe_budget(budget),
         trace={"best_reward": jnp.stack(trace)},
         num_nan=nan,
         population=(x, r),

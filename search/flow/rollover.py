@@ -9,17 +9,25 @@ reward is accepted and the quota it did not use rolls over to the next step;
 if none does, the best proposal is accepted and the rollover is reset to 0.
 The best final chain is returned.
 
-On an accelerator proposals are drawn ``block_size`` at a time (one batched
-network call per block, for all chains at once). Proposal ``j`` of chain ``c``
-at step ``i`` always uses the noise of ``fold_in(fold_in(fold_in(key, i), c),
-j)``, and the first improving proposal in draw order is accepted, so every
-block size makes the same decisions as one at a time; a block may evaluate
-proposals after the accepted one, and every proposal drawn is counted in the
-NFE. The quota is planned so that even then the budget holds:
-quota = (budget - C num_initial) // (C (num_steps - 1)) - (block_size - 1)
-(the final step's proposals are clean samples, scored without a network
-evaluation). Over the steps, a chain uses at most its quotas, and a block
-overshoots the accepted proposal by at most ``block_size - 1``.
+On an accelerator proposals are drawn ``block_size`` at a time for all chains
+at once: one batched network call of ``W = C block_size`` rows, repeated while
+some chain still draws. Every row of every call is evaluated and counted
+(chains that are done, or out of proposals, ride along until the slowest chain
+is done), so ``info.nfe`` is exactly the network evaluations made. Proposal
+``j`` of chain ``c`` at step ``i`` always uses the noise of
+``fold_in(fold_in(fold_in(key, i), c), j)`` and the first improving proposal
+in draw order is accepted, so every block size makes the same decisions as
+one at a time, as long as the budget cap below does not bind.
+
+Budget (``rbf_plan``): the quota is planned in whole blocks,
+quota = block_size floor((budget - C num_initial) / (C (num_steps - 1) block_size)),
+and a run-time cap keeps the lockstep evaluation inside the budget: the
+``num_steps - 1`` network steps together evaluate at most the budget's
+spare rows (``budget - C num_initial``, in whole calls), each step keeping one
+call in reserve for every later step, so a step cut short by the cap still
+draws one block per chain (and then accepts its best draw). The final step's
+proposals are clean samples scored without a network evaluation; it draws at
+most its quota (in whole blocks) plus the rows the earlier steps left.
 """
 
 from __future__ import annotations
@@ -31,20 +39,85 @@ from inferax.sampling import _checks
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
 
-__all__ = ["rbf", "rbf_cost", "rbf_quota"]
+__all__ = ["rbf", "rbf_cost", "rbf_plan", "rbf_quota"]
+
+
+def _whole_blocks(quota: int, block: int) -> int:
+    return -(-quota // block) * block
 
 
 def rbf_cost(num_chains, num_initial, num_steps, quota, block_size=1, per_call=1) -> int:
-    """The most NFE ``rbf`` can spend with these settings (what the budget must cover)."""
-    return (num_chains * num_initial + num_chains * (num_steps - 1) * (quota + block_size - 1)) * (
-        per_call
-    )
+    """The least NFE budget ``rbf`` accepts for ``quota``: the initial particles and every
+    chain drawing its quota, in whole blocks, at every network step."""
+    steps_rows = num_chains * (num_steps - 1) * _whole_blocks(quota, block_size)
+    return (num_chains * num_initial + steps_rows) * per_call
 
 
 def rbf_quota(budget, num_chains, num_initial, num_steps, block_size=1, per_call=1) -> int:
-    """The per-step quota ``rbf`` plans for a budget (may be < 1: budget too small)."""
+    """The per-step quota ``rbf`` plans for a budget: the most whole blocks per chain and
+    network step (0 or less: the budget is too small)."""
     spare = budget // per_call - num_chains * num_initial
-    return spare // (num_chains * (num_steps - 1)) - (block_size - 1)
+    return spare // (num_chains * (num_steps - 1) * block_size) * block_size
+
+
+def rbf_plan(
+    budget,
+    *,
+    num_steps,
+    num_chains=2,
+    num_initial=4,
+    block_size=1,
+    quota=None,
+    nfe_per_call=1,
+    reward_cost=1,
+):
+    """What ``rbf`` buys with ``budget`` (static; see the module docstring).
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_steps: intervals of the dynamics' grid (at least 2).
+        num_chains, num_initial, block_size, quota: as in ``rbf``.
+        nfe_per_call, reward_cost: cost of a velocity call and of a reward per sample.
+
+    Returns:
+        ``{"population": C, "quota", "row_cap"`` (rows the network steps may
+        evaluate together), ``"nfe"``, ``"reward_evals"}`` (the most it can spend).
+
+    Raises:
+        ValueError naming ``budget`` when a quota of one block does not fit.
+    """
+    chains = _checks.positive_int(num_chains, "num_chains")
+    k0 = _checks.positive_int(num_initial, "num_initial")
+    block = _checks.positive_int(block_size, "block_size")
+    n = _checks.positive_int(num_steps, "num_steps")
+    if n < 2:
+        raise ValueError(f"num_steps: expected at least 2 steps for RBF, got {n}")
+    least = rbf_cost(chains, k0, n, 1, block, nfe_per_call)
+    budget = base.check_budget(
+        budget,
+        least,
+        f"{chains} chains x {k0} initial particles and one block of {block} per step",
+    )
+    if quota is None:
+        quota = rbf_quota(budget, chains, k0, n, block, nfe_per_call)
+    else:
+        quota = _checks.positive_int(quota, "quota")
+        need = rbf_cost(chains, k0, n, quota, block, nfe_per_call)
+        if need > budget:
+            raise ValueError(
+                f"budget: expected at least {need} NFE for quota {quota} with block_size "
+                f"{block}, got {budget}"
+            )
+    width = chains * block
+    row_cap = (budget // nfe_per_call - chains * k0) // width * width
+    last_rows = chains * _whole_blocks(quota, block)
+    return {
+        "population": chains,
+        "quota": quota,
+        "row_cap": row_cap,
+        "nfe": (chains * k0 + row_cap) * nfe_per_call,
+        "reward_evals": (chains * k0 + row_cap + last_rows) * reward_cost,
+    }
 
 
 def _proposal_noise(key, chains, js, shape, dtype):
@@ -56,21 +129,24 @@ def _proposal_noise(key, chains, js, shape, dtype):
     return jax.vmap(lambda ci: jax.vmap(lambda j: one(ci, j))(js))(c)
 
 
-def _rbf_step(key, dyn, reward_fn, state, i, quota, block, last):
+def _rbf_step(key, dyn, reward_fn, state, i, quota, block, last, limit):
+    """One step of every chain; draws blocks while a chain draws and ``limit`` rows allow."""
     x, v, r, roll = state
     chains, shape = x.shape[0], x.shape[1:]
+    width = chains * block
     avail = quota + roll
-    rep = lambda a: jnp.repeat(a, block, axis=0)  # noqa: E731
 
     def cond(c):
         b, done = c[0], c[1]
-        return jnp.any(~done & (b * block < avail))
+        drawing = jnp.any(~done & (b * block < avail))
+        return drawing & ((b + 1) * width <= limit)
 
     def body(c):
         b, done, acc_j, ax, av, ar, bx, bv, br, drawn, nan = c
         js = b * block + jnp.arange(block)
         eps = _proposal_noise(key, chains, js, shape, x.dtype).reshape((chains * block, *shape))
-        px, pv, pr, n1 = dyn_lib.advance(key, dyn, reward_fn, rep(x), rep(v), i, last, eps)
+        xs, vs = base.expand((x, v), block)
+        px, pv, pr, n1 = dyn_lib.advance(key, dyn, reward_fn, xs, vs, i, last, eps)
         px = px.reshape((chains, block, *shape))
         pv = pv.reshape((chains, block, *shape))
         pr = pr.reshape(chains, block)
@@ -111,20 +187,20 @@ def _rbf_step(key, dyn, reward_fn, state, i, quota, block, last):
         zeros_c,
         jnp.int32(0),
     )
-    _, done, acc_j, ax, av, ar, bx, bv, br, drawn, nan = jax.lax.while_loop(cond, body, start)
+    b, done, acc_j, ax, av, ar, bx, bv, br, drawn, nan = jax.lax.while_loop(cond, body, start)
     ex = done.reshape((chains,) + (1,) * len(shape))
     x1 = jnp.where(ex, ax, bx)
     v1 = jnp.where(ex, av, bv)
     r1 = jnp.where(done, ar, br)
     roll1 = jnp.where(done, avail - (acc_j + 1), 0).astype(jnp.int32)
-    return (x1, v1, r1, roll1), (acc_j, drawn, nan)
+    return (x1, v1, r1, roll1), (acc_j, drawn, b * width, nan)
 
 
 def rbf(
     key,
     dynamics,
     reward_fn,
-    budget: int,
+    budget,
     *,
     event_shape,
     num_chains: int = 2,
@@ -139,42 +215,45 @@ def rbf(
         key: typed PRNG key.
         dynamics: a ``Dynamics`` with at least 2 steps (``make_dynamics``).
         reward_fn: batched reward, higher is better.
-        budget: NFE; must cover ``rbf_cost`` with a quota of at least 1.
+        budget: a ``core.Budget`` with ``nfe`` or an int; must cover
+            ``rbf_cost`` with a quota of one block (``rbf_plan``).
         event_shape: shape of one sample.
         num_chains: C (Kim et al. use 2).
         num_initial: initial noises per chain (Kim et al. use 25).
-        block_size: proposals drawn per batched call (1: one at a time).
-        quota: per-step proposals per chain; default the largest that fits.
+        block_size: proposals per chain drawn per batched call (1: one at a time).
+        quota: per-step proposals per chain; default the most whole blocks
+            that fit (``rbf_quota``).
         dtype: floating dtype of the noise.
 
     Returns:
         ``(x [*event], SearchInfo)``. The trace has per step ``accepted``
         (``[C]`` index of the accepted proposal, -1 when none improved and the
-        best was taken), ``drawn`` (``[C]`` proposals evaluated), ``rollover``
-        (``[C]``) and ``best_reward``.
+        best was taken), ``drawn`` (``[C]`` proposals each chain considered),
+        ``rows`` (rows evaluated, all chains, what the step cost),
+        ``rollover`` (``[C]``) and ``best_reward``.
     """
     dyn = dyn_lib.check_dynamics(dynamics)
-    chains = _checks.positive_int(num_chains, "num_chains")
-    k0_per = _checks.positive_int(num_initial, "num_initial")
-    block = _checks.positive_int(block_size, "block_size")
     n, per = dyn.num_steps, dyn.nfe_per_call
     if n < 2:
         raise ValueError(f"dynamics: expected at least 2 steps for RBF, got {n}")
     r_cost = base.check_reward(reward_fn)
-    least = rbf_cost(chains, k0_per, n, 1, block, per)
-    budget = base.check_budget(
-        budget, least, f"{chains} chains x {num_initial} initial particles and a quota of 1"
+    plan = rbf_plan(
+        budget,
+        num_steps=n,
+        num_chains=num_chains,
+        num_initial=num_initial,
+        block_size=block_size,
+        quota=quota,
+        nfe_per_call=per,
+        reward_cost=r_cost,
     )
-    if quota is None:
-        quota = rbf_quota(budget, chains, k0_per, n, block, per)
-    else:
-        quota = _checks.positive_int(quota, "quota")
-        need = rbf_cost(chains, k0_per, n, quota, block, per)
-        if need > budget:
-            raise ValueError(
-                f"budget: expected at least {need} NFE for quota {quota} with block_size "
-                f"{block}, got {budget}"
-            )
+    chains, k0_per, block, quota = (
+        plan["population"],
+        int(num_initial),
+        int(block_size),
+        plan["quota"],
+    )
+    width, cap = chains * block, plan["row_cap"]
     shape = base.event_shape_of(event_shape)
     k_init, k_steps = jax.random.split(key)
     x, v, r, nan = dyn_lib.init_particles(k_init, dyn, reward_fn, chains * k0_per, shape, dtype)
@@ -182,32 +261,44 @@ def rbf(
     rows = jnp.arange(chains) * k0_per + best
     state = (x[rows], v[rows], r[rows], jnp.zeros((chains,), jnp.int32))
 
-    def body(state, i):
-        state, (acc, drawn, n1) = _rbf_step(
-            jax.random.fold_in(k_steps, i), dyn, reward_fn, state, i, quota, block, False
+    def body(carry, i):
+        state, spent = carry
+        limit = cap - spent - width * (n - 2 - i)  # one call in reserve per later step
+        state, (acc, drawn, used, n1) = _rbf_step(
+            jax.random.fold_in(k_steps, i), dyn, reward_fn, state, i, quota, block, False, limit
         )
-        return state, (acc, drawn, state[3], jnp.max(state[2]), n1)
+        return (state, spent + used), (acc, drawn, used, state[3], jnp.max(state[2]), n1)
 
-    state, (acc, drawn, roll, best_r, nans) = jax.lax.scan(body, state, jnp.arange(n - 1))
-    state, (acc_l, drawn_l, nan_l) = _rbf_step(
-        jax.random.fold_in(k_steps, n - 1), dyn, reward_fn, state, n - 1, quota, block, True
+    (state, spent), (acc, drawn, used, roll, best_r, nans) = jax.lax.scan(
+        body, (state, jnp.int32(0)), jnp.arange(n - 1)
+    )
+    limit_l = chains * _whole_blocks(quota, block) + cap - spent
+    state, (acc_l, drawn_l, used_l, nan_l) = _rbf_step(
+        jax.random.fold_in(k_steps, n - 1),
+        dyn,
+        reward_fn,
+        state,
+        n - 1,
+        quota,
+        block,
+        True,
+        limit_l,
     )
     x, _, r, roll_l = state
-    nfe = (chains * k0_per + jnp.sum(drawn)) * per
-    evals = (chains * k0_per + jnp.sum(drawn) + jnp.sum(drawn_l)) * r_cost
     cat = lambda a, b: jnp.concatenate([a, b[None]])  # noqa: E731
     trace = {
         "accepted": cat(acc, acc_l),
         "drawn": cat(drawn, drawn_l),
+        "rows": cat(used, used_l),
         "rollover": cat(roll, roll_l),
         "best_reward": cat(best_r, jnp.max(r)),
     }
     i = base.best_index(r)
     info = base.SearchInfo(
-        nfe=nfe.astype(jnp.int32),
-        reward_evals=evals.astype(jnp.int32),
+        nfe=((chains * k0_per + spent) * per).astype(jnp.int32),
+        reward_evals=((chains * k0_per + spent + used_l) * r_cost).astype(jnp.int32),
         reward=r[i],
-        budget=budget,
+        budget=base.nfe_budget(budget),
         trace=trace,
         num_nan=nan + jnp.sum(nans) + nan_l,
         population=(x, r),

@@ -202,7 +202,7 @@ def test_rbf_blocked_makes_the_one_at_a_time_decisions():
         np.testing.assert_array_equal(ib.trace["rollover"], i1.trace["rollover"])
         np.testing.assert_allclose(xb, x1, rtol=1e-5)
         assert int(i1.nfe) <= int(ib.nfe) <= 400
-    assert fsearch.rbf_quota(400, 2, 3, 8, 4) == (400 - 6) // 14 - 3
+    assert fsearch.rbf_quota(400, 2, 3, 8, 4) == (400 - 6) // (14 * 4) * 4
 
 
 def test_budgets_are_never_exceeded():
