@@ -2,43 +2,89 @@
 
 Search over the initial noise and over paths (Ma et al. 2025), reward-guided
 particle methods on flow SDEs (best-of-N, SVDD, CoDe, SMC; Kim et al. 2025) and
-Rollover Budget Forcing, all called as ``method(key, dynamics, reward_fn,
-budget, *, options)`` and returning ``(samples, SearchInfo)``; none spends more
-than its budget.
+Rollover Budget Forcing, and beam search over SDE paths, all called as
+``method(key, dynamics, reward_fn, budget, *, options)`` with a
+``core.Budget`` in NFE (or an int) and returning ``(samples, SearchInfo)``;
+none spends more than its budget. Each is an entry of
+``inferax.search.core.FLOW_SEARCHES`` (``registry``, registered on import)
+with a static plan of what a budget buys.
 """
 
-from inferax.search.flow import base, dynamics, noise, particles, paths, rollover, verifiers
-from inferax.search.flow.base import SearchInfo, ensemble, rank_normalize
+from inferax.search.flow import (
+    base,
+    beam,
+    dynamics,
+    noise,
+    particles,
+    paths,
+    registry,
+    rollover,
+    verifiers,
+)
+from inferax.search.flow.base import SearchInfo, ensemble, expand, rank_normalize
+from inferax.search.flow.beam import beam_search, beam_search_plan
 from inferax.search.flow.dynamics import DYNAMICS, Dynamics, make_dynamics
-from inferax.search.flow.noise import neighbors, random_search, zero_order_search
-from inferax.search.flow.particles import best_of_n, code, smc, svdd
-from inferax.search.flow.paths import search_over_paths, search_over_paths_cost
-from inferax.search.flow.rollover import rbf, rbf_cost, rbf_quota
+from inferax.search.flow.noise import (
+    neighbors,
+    random_search,
+    random_search_plan,
+    zero_order_plan,
+    zero_order_search,
+)
+from inferax.search.flow.particles import (
+    best_of_n,
+    best_of_n_plan,
+    branching_plan,
+    branching_search,
+    code,
+    smc,
+    smc_plan,
+    svdd,
+)
+from inferax.search.flow.paths import (
+    search_over_paths,
+    search_over_paths_cost,
+    search_over_paths_plan,
+)
+from inferax.search.flow.rollover import rbf, rbf_cost, rbf_plan, rbf_quota
 
 __all__ = [
     "DYNAMICS",
     "Dynamics",
     "SearchInfo",
     "base",
+    "beam",
+    "beam_search",
+    "beam_search_plan",
     "best_of_n",
+    "best_of_n_plan",
+    "branching_plan",
+    "branching_search",
     "code",
     "dynamics",
     "ensemble",
+    "expand",
     "make_dynamics",
     "neighbors",
     "noise",
     "particles",
     "paths",
     "random_search",
+    "random_search_plan",
     "rank_normalize",
     "rbf",
     "rbf_cost",
+    "rbf_plan",
     "rbf_quota",
+    "registry",
     "rollover",
     "search_over_paths",
     "search_over_paths_cost",
+    "search_over_paths_plan",
     "smc",
+    "smc_plan",
     "svdd",
     "verifiers",
+    "zero_order_plan",
     "zero_order_search",
 ]

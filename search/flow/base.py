@@ -38,6 +38,7 @@ __all__ = [
     "ensemble",
     "event_shape_of",
     "expand",
+    "finish",
     "nfe_budget",
     "rank_normalize",
     "reward_cost",
@@ -213,3 +214,23 @@ def expand(tree, num_children: int):
 def best_index(r: jax.Array) -> jax.Array:
     """Index of the largest reward (the first one on ties; NaN never wins)."""
     return jnp.argmax(jnp.where(jnp.isnan(r), -jnp.inf, r))
+
+
+def finish(x, r, nfe, reward_evals, budget, trace, num_nan, population=None):
+    """``(x[best], SearchInfo)`` for candidates ``x [P, *event]`` with rewards ``r [P]``.
+
+    The best is ``best_index(r)``; ``nfe`` and ``reward_evals`` are what the
+    search spent (ints or int arrays), ``budget`` what it was given (a
+    ``core.Budget`` or an int; the info keeps its NFE limit).
+    """
+    i = best_index(r)
+    info = SearchInfo(
+        nfe=jnp.asarray(nfe, jnp.int32),
+        reward_evals=jnp.asarray(reward_evals, jnp.int32),
+        reward=r[i],
+        budget=nfe_budget(budget),
+        trace=trace,
+        num_nan=num_nan,
+        population=population,
+    )
+    return x[i], info

@@ -138,17 +138,9 @@ def random_search(
     x0 = flow.noise(key, n, base.event_shape_of(event_shape), dtype=dtype)
     x1 = solve(x0)
     r, num_nan = base.safe_rewards(reward_fn, x1)
-    i = base.best_index(r)
-    info = base.SearchInfo(
-        nfe=jnp.int32(plan["nfe"]),
-        reward_evals=jnp.int32(plan["reward_evals"]),
-        reward=r[i],
-        budget=base.nfe_budget(budget),
-        trace={"reward": r},
-        num_nan=num_nan,
-        population=(x1, r),
-    )
-    return x1[i], info
+    trace = {"reward": r}
+    evals = plan["reward_evals"]
+    return base.finish(x1, r, plan["nfe"], evals, budget, trace, num_nan, population=(x1, r))
 
 
 def neighbors(key, pivot, num: int, c: float = 0.95):

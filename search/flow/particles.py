@@ -55,20 +55,6 @@ SELECT_SALT = 0x5E1EC7
 SelectFn = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
-def _finish(x, r, nfe, evals, budget, trace, nan, population=None):
-    i = base.best_index(r)
-    info = base.SearchInfo(
-        nfe=jnp.asarray(nfe, jnp.int32),
-        reward_evals=jnp.asarray(evals, jnp.int32),
-        reward=r[i],
-        budget=base.nfe_budget(budget),
-        trace=trace,
-        num_nan=nan,
-        population=population,
-    )
-    return x[i], info
-
-
 def best_of_n_plan(budget, *, num_steps, nfe_per_call=1, reward_cost=1):
     """What ``best_of_n`` buys (static): N = budget // (num_steps x nfe_per_call) samples.
 
@@ -109,7 +95,7 @@ def best_of_n(key, dynamics, reward_fn, budget, *, event_shape, dtype=None):
     x, _, r, nan = dyn_lib.advance(
         jax.random.fold_in(k_steps, last), dyn, reward_fn, x, v, last, True
     )
-    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, {"reward": r}, nan, (x, r))
+    return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, {"reward": r}, nan, (x, r))
 
 
 def _move_no_reward(key, dyn, x, v, i):
@@ -329,7 +315,7 @@ def code(
         event_shape=base.event_shape_of(event_shape),
         dtype=dtype,
     )
-    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
+    return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
 
 
 def smc_plan(budget, *, num_steps, num_particles=None, nfe_per_call=1, reward_cost=1):
@@ -427,4 +413,4 @@ def smc(
         "all_invalid": stack(infos.all_invalid, last_info.all_invalid),
     }
     nan = nan + jnp.sum(infos.aux[1]) + last_info.aux[1]
-    return _finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
+    return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))

@@ -221,14 +221,6 @@ def search_over_paths(
         nan = nan + n_nan
         evals += num_paths
         trace.append(jnp.max(r))
-    best = base.best_index(r)
-    info = base.SearchInfo(
-        nfe=jnp.int32(plan["nfe"]),
-        reward_evals=jnp.int32(evals * r_cost),
-        reward=r[best],
-        budget=base.nfe_budget(budget),
-        trace={"best_reward": jnp.stack(trace)},
-        num_nan=nan,
-        population=(x, r),
-    )
-    return x[best], info
+    trace = {"best_reward": jnp.stack(trace)}
+    evals *= r_cost
+    return base.finish(x, r, plan["nfe"], evals, budget, trace, nan, population=(x, r))

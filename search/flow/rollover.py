@@ -293,14 +293,7 @@ def rbf(
         "rollover": cat(roll, roll_l),
         "best_reward": cat(best_r, jnp.max(r)),
     }
-    i = base.best_index(r)
-    info = base.SearchInfo(
-        nfe=((chains * k0_per + spent) * per).astype(jnp.int32),
-        reward_evals=((chains * k0_per + spent + used_l) * r_cost).astype(jnp.int32),
-        reward=r[i],
-        budget=base.nfe_budget(budget),
-        trace=trace,
-        num_nan=nan + jnp.sum(nans) + nan_l,
-        population=(x, r),
-    )
-    return x[i], info
+    nfe = (chains * k0_per + spent) * per
+    evals = (chains * k0_per + spent + used_l) * r_cost
+    num_nan = nan + jnp.sum(nans) + nan_l
+    return base.finish(x, r, nfe, evals, budget, trace, num_nan, population=(x, r))

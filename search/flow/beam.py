@@ -1,0 +1,115 @@
+"""Beam search over the noise of a flow SDE (the beam search of LM decoding, Snell et al.
+2024, on the SDE paths of Kim et al. 2025, REFERENCES sections 2 and 7).
+
+A beam of ``k`` particles starts from ``k`` noises. At every step each beam
+particle is expanded into ``m`` children (``base.expand``), each child takes
+one SDE step with fresh noise (``dynamics.advance``: 1 NFE, and the lookahead
+reward of the posterior mean E[x1 | x_t] from the same evaluation), and the
+next beam is chosen among the ``k m`` children by a selection hook, by default
+the top ``k`` lookahead rewards. Unlike SVDD, whose chains each keep their own
+best child, the beam competes globally: one good parent may fill the whole
+beam. NFE = k + k m (num_steps - 1) (``particles.branching_cost``); the final
+step lands on clean samples, scored without a network evaluation.
+
+The selection hook ``select(key, rewards [k m], k) -> rows [k]`` makes the
+loop reusable: ``top_k`` (default, deterministic), ``particles.select_per_parent``
+(SVDD), or e.g. a sampled selection that uses the key.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from inferax.sampling import _checks
+from inferax.search.flow import base, particles
+from inferax.search.flow import dynamics as dyn_lib
+
+__all__ = ["beam_search", "beam_search_plan", "top_k"]
+
+
+def top_k(key, rewards, num_keep):
+    """The rows of the ``num_keep`` largest rewards (ties: the lower row; NaN was -inf)."""
+    del key
+    return jax.lax.top_k(rewards, num_keep)[1]
+
+
+def beam_search_plan(budget, *, num_steps, beam_width=2, num_children=None, nfe_per_call=1,
+                     reward_cost=1):  # fmt: skip
+    """What ``beam_search`` buys (static): ``particles.branching_plan`` with C = beam width.
+
+    Returns:
+        ``{"population": k m, "children": m, "nfe", "reward_evals"}``.
+    """
+    return particles.branching_plan(
+        budget,
+        num_steps=num_steps,
+        num_chains=beam_width,
+        num_children=num_children,
+        nfe_per_call=nfe_per_call,
+        reward_cost=reward_cost,
+    )
+
+
+def beam_search(
+    key,
+    dynamics,
+    reward_fn,
+    budget,
+    *,
+    event_shape,
+    beam_width: int = 2,
+    num_children: int | None = None,
+    select=top_k,
+    dtype=None,
+):
+    """Beam search over SDE paths: keep ``beam_width`` particles, expand each into children.
+
+    Args:
+        key: typed PRNG key.
+        dynamics: a ``Dynamics`` (``make_dynamics``); with ``"ode"`` the
+            children of one parent coincide, so use an SDE kind.
+        reward_fn: batched reward, higher is better.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least one solve
+            per beam particle (``beam_search_plan``).
+        event_shape: shape of one sample.
+        beam_width: k, particles kept per step.
+        num_children: m children per particle; default the largest that fits.
+        select: ``select(key, rewards [k m], k) -> rows [k]``, the selection
+            hook (default ``top_k``).
+        dtype: floating dtype of the noise.
+
+    Returns:
+        ``(x [*event], SearchInfo)``: the best final particle; ``population``
+        holds the final beam and its rewards; the trace has per step
+        ``best_reward`` and ``selected``.
+
+    Raises:
+        TypeError: ``select`` not callable. ValueError naming ``budget``.
+    """
+    dyn = dyn_lib.check_dynamics(dynamics)
+    if not callable(select):
+        raise TypeError(f"select: expected a callable (key, rewards, k) -> rows, got {select!r}")
+    r_cost = base.check_reward(reward_fn)
+    width = _checks.positive_int(beam_width, "beam_width")
+    plan = beam_search_plan(
+        budget,
+        num_steps=dyn.num_steps,
+        beam_width=width,
+        num_children=num_children,
+        nfe_per_call=dyn.nfe_per_call,
+        reward_cost=r_cost,
+    )
+    x, r, trace, nan = particles.branching_search(
+        key,
+        dyn,
+        reward_fn,
+        num_parents=width,
+        num_children=plan["children"],
+        select=select,
+        block_length=1,
+        event_shape=base.event_shape_of(event_shape),
+        dtype=dtype,
+    )
+    return base.finish(
+        x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, population=(x, r)
+    )
