@@ -16,8 +16,15 @@ As search-and-learn runs them (Beeching et al. 2024; REFERENCES section 5), with
   the best (greedy on the PRM); a subtree stops when its kept prefix is
   finished. The candidates are the ``N / M`` subtree leaves.
 
+Both are policies of the round driver (``inferax.search.lm.driver``), which
+owns the loop, the per-prompt counters and the budget caps. The budget is per
+prompt: ``budget.sequences`` is ``N`` (rounded down to a multiple of ``M``);
+``budget.tokens`` and ``budget.prm_calls`` are caps enforced at run time (a
+prompt's rows that cannot continue within them finish out of budget, and count
+as candidates with ``finished`` False). ``plan`` states what a budget buys.
+
 Selection gathers the survivors' tokens, logits and KV-cache rows with one
-``take`` within each prompt's rows (``lm_steps.group_take``); no prefix is
+``take`` within each prompt's rows (``steps.group_take``); no prefix is
 recomputed. Scores are the PRM score of the whole prefix (search-and-learn's
 "last" aggregation). Both methods are deterministic given the samples, so the
 candidates' weights are uniform.
@@ -25,28 +32,69 @@ candidates' weights are uniform.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from inferax.sampling import _checks
+from inferax.search import core
 from inferax.search.lm import decoding as dec
-from inferax.search.lm import particle as lp
-from inferax.search.lm import steps
+from inferax.search.lm import driver, steps
 
-__all__ = ["BeamState", "beam_init", "beam_search", "beam_step", "check_beams", "dvts"]
+__all__ = [
+    "BeamState",
+    "beam_init",
+    "beam_policy",
+    "beam_search",
+    "beam_step",
+    "dvts",
+    "dvts_policy",
+    "plan",
+    "rounds_plan",
+]
 
 
-def check_beams(num_beams, beam_width) -> tuple[int, int]:
-    """Validated ``(N, M)``: ``N >= M >= 1`` and ``M`` divides ``N``."""
-    n = _checks.positive_int(num_beams, "num_beams")
+def rounds_plan(budget, method: str, *, config: steps.StepConfig, rows_per_sequence: int = 1,
+                sequences_per_row: int = 1) -> dict:  # fmt: skip
+    """``steps.plan`` for a search that selects rows every round: a row decoding round
+    ``r`` holds at least ``r`` tokens (each earlier step took one or more of its
+    capacity), so ``rows`` rows spend at most ``rows * sum_r max(max_new_tokens - r, 0)``
+    tokens (copies of a selected row decode again what remains of the row's capacity:
+    ``rows * max_new_tokens`` is no bound), capped by ``budget.tokens``.
+
+    ``rows_per_sequence``: rows decoded per sequence each round (steering's expansion).
+    """
+    out = steps.plan(budget, method, config=config, sequences_per_row=sequences_per_row)
+    rows = out["sequences"] * rows_per_sequence
+    cap, t = config.max_new_tokens, config.max_steps
+    tokens = rows * sum(max(cap - r, 0) for r in range(t))
+    lim = core.as_budget(budget, "sequences")
+    out["tokens"] = min(tokens, lim.tokens or tokens)
+    out["prm_calls"] = min(rows * t, lim.prm_calls or rows * t)
+    return out
+
+
+def plan(budget, *, config: steps.StepConfig, beam_width: int = 4, method="beam_search") -> dict:
+    """What ``budget`` buys beam search or DVTS with width ``beam_width`` (static).
+
+    Returns:
+        ``{"population": N, "sequences": N, "tokens": .., "prm_calls": ..}``: ``N``
+        (beams per prompt) is ``budget.sequences`` rounded down to a multiple of
+        ``M = beam_width``; ``tokens`` / ``prm_calls`` the most a prompt can spend.
+
+    Raises:
+        ValueError naming ``budget`` (no sequences, or fewer than ``beam_width``),
+        ``beam_width`` or ``config``.
+    """
     m = _checks.positive_int(beam_width, "beam_width")
-    if n < m:
-        raise ValueError(f"num_beams: expected at least beam_width = {m} beams, got {n}")
-    if n % m:
-        raise ValueError(f"num_beams: expected a multiple of beam_width = {m}, got {n}")
-    return n, m
+    budget = core.as_budget(budget, "sequences")
+    seqs = budget.require("sequences", method)
+    if seqs < m:
+        raise ValueError(f"budget: {method} needs budget.sequences >= beam_width = {m}, got {seqs}")
+    n = seqs - seqs % m
+    return rounds_plan(dataclasses.replace(budget, sequences=n), method, config=config)
 
 
 class BeamState(NamedTuple):
@@ -77,13 +125,15 @@ def _key_of(score, valid):
     return jnp.where(valid, s, -2.0)
 
 
-def beam_init(lm, prompts, prompt_mask, num_beams: int, config) -> tuple[BeamState, jax.Array, Any]:
-    """Prefills each prompt and copies it to ``num_beams`` rows. Returns
-    ``(state, prompt_index, decode info)``."""
-    pool, prompt_index, info = steps.start(lm, prompts, prompt_mask, num_beams, config)
-    b, n = jnp.shape(prompts)[0], num_beams
-    t = config.max_new_tokens
-    state = BeamState(
+def _ended(state: dec.DecodeState, config) -> jax.Array:
+    """``[R]`` rows that really ended (EOS or full), not stopped by a budget cap."""
+    cap = state.tokens.shape[1]
+    return (dec.last_token(state, config.pad_id) == config.eos_id) | (state.num_tokens >= cap)
+
+
+def _init_state(pool: dec.DecodeState, b: int, n: int) -> BeamState:
+    t = pool.tokens.shape[1]
+    return BeamState(
         pool=pool,
         score=jnp.full((b * n,), 0.5, jnp.float32),
         live=jnp.ones((b,), bool),
@@ -93,79 +143,60 @@ def beam_init(lm, prompts, prompt_mask, num_beams: int, config) -> tuple[BeamSta
         done_finished=jnp.zeros((b, n), bool),
         done_valid=jnp.zeros((b, n), bool),
     )
-    return state, prompt_index, info
 
 
-def beam_step(
-    key, lm, prm_fn, state: BeamState, prompt_index, config, num_beams: int, beam_width: int
-) -> tuple[BeamState, steps.StepOut]:
-    """One round of beam search (module docstring); rows of stopped prompts are held."""
-    n, m = num_beams, beam_width
-    live_rows = jnp.repeat(state.live, n)
-    pool = state.pool._replace(finished=state.pool.finished | ~live_rows)
-    pool, score, out = steps.extend(key, lm, pool, prompt_index, prm_fn, state.score, config)
-    ended = out.moved & pool.finished  # these leave the pool for the completed set
-    active = out.moved & ~pool.finished
-    # Completed: the best N of (completed so far, just ended).
+def beam_init(lm, prompts, prompt_mask, num_beams: int, config) -> tuple[BeamState, jax.Array, Any]:
+    """Prefills each prompt and copies it to ``num_beams`` rows. Returns
+    ``(state, prompt_index, decode info)``."""
+    pool, prompt_index, info = steps.start(lm, prompts, prompt_mask, num_beams, config)
+    return _init_state(pool, jnp.shape(prompts)[0], num_beams), prompt_index, info
+
+
+def _hold(state: BeamState, n: int) -> dec.DecodeState:
+    """The pool with the rows of stopped prompts marked finished (never extended)."""
+    return state.pool._replace(finished=state.pool.finished | jnp.repeat(~state.live, n))
+
+
+def _select(lm, state: BeamState, pool, score, moved, n: int, m: int, config) -> BeamState:
+    """Beam selection after a round's extend (module docstring)."""
+    ended = moved & pool.finished  # these leave the pool for the completed set
+    active = moved & ~pool.finished
     g = steps.grouped
-    cand_tok = jnp.concatenate([state.done_tokens, g(pool.tokens, n)], axis=1)
-    cand_num = jnp.concatenate([state.done_num, g(pool.num_tokens, n)], axis=1)
-    cand_score = jnp.concatenate([state.done_score, g(score, n)], axis=1)
-    cand_fin = jnp.concatenate([state.done_finished, g(pool.finished, n)], axis=1)
+    cand = [
+        jnp.concatenate([a, g(x, n)], axis=1)
+        for a, x in zip(
+            (state.done_tokens, state.done_num, state.done_score, state.done_finished),
+            (pool.tokens, pool.num_tokens, score, _ended(pool, config)),
+            strict=True,
+        )
+    ]
     cand_valid = jnp.concatenate([state.done_valid, g(ended, n)], axis=1)
-    _, top = jax.lax.top_k(_key_of(cand_score, cand_valid), n)
-
-    def pick(a):
-        idx = top.reshape(top.shape + (1,) * (a.ndim - 2))
-        return jnp.take_along_axis(a, idx, axis=1)
-
-    done = [pick(a) for a in (cand_tok, cand_num, cand_score, cand_fin, cand_valid)]
+    _, top = jax.lax.top_k(_key_of(cand[2], cand_valid), n)
+    done = [_pick(a, top) for a in (*cand, cand_valid)]
     # Survivors: the top N / M active beams, each copied M times (cycled when fewer).
     act = g(active, n)
-    s_key = jnp.where(act, jnp.where(jnp.isnan(g(score, n)), -1.0, g(score, n)), -2.0)
-    _, best = jax.lax.top_k(s_key, n // m)
+    _, best = jax.lax.top_k(_key_of(g(score, n), act), n // m)
     num_surv = jnp.minimum(jnp.sum(act, axis=1), n // m)
     local = jnp.take_along_axis(
         best, jnp.arange(n)[None] % jnp.maximum(num_surv, 1)[:, None], axis=1
     ).astype(jnp.int32)
     pool, score = steps.group_take((pool, score), local, (dec.state_axes(lm), 0), n)
     live = state.live & (num_surv > 0) & (jnp.sum(done[4], axis=1) < n)
-    return BeamState(pool, score, live, *done), out
+    return BeamState(pool, score, live, *done)
 
 
-def _loop(key, step_fn, carry0, max_steps, running, trace_fn):
-    """``while`` rounds remain and ``running(carry)``: ``carry = step_fn(key_i, carry, i)``."""
-    trace_shape = jax.eval_shape(trace_fn, carry0)
-    trace0 = jax.tree_util.tree_map(
-        lambda a: jnp.zeros((max_steps, *a.shape), a.dtype), trace_shape
+def _pick(a, top):
+    return jnp.take_along_axis(a, top.reshape(top.shape + (1,) * (a.ndim - 2)), axis=1)
+
+
+def beam_step(
+    key, lm, prm_fn, state: BeamState, prompt_index, config, num_beams: int, beam_width: int
+) -> tuple[BeamState, steps.StepOut]:
+    """One uncapped round of beam search outside the driver (extend, then select)."""
+    pool, score, out = steps.extend(
+        key, lm, _hold(state, num_beams), prompt_index, prm_fn, state.score, config
     )
-    zero = jnp.zeros((), jnp.int32)
-
-    def cond(c):
-        i, carry, *_ = c
-        return (i < max_steps) & running(carry)
-
-    def body(c):
-        i, carry, counts, trace = c
-        k_gen, _ = steps.round_keys(key, i)
-        carry, out = step_fn(k_gen, carry, i)
-        counts = (
-            counts[0] + out.generated_tokens,
-            counts[1] + out.decode_steps,
-            counts[2] + out.prm_calls,
-        )
-        trace = jax.tree_util.tree_map(lambda buf, v: buf.at[i].set(v), trace, trace_fn(carry))
-        return i + 1, carry, counts, trace
-
-    rounds, carry, counts, trace = jax.lax.while_loop(
-        cond, body, (zero, carry0, (zero, zero, zero), trace0)
-    )
-    keep = jnp.arange(max_steps) < rounds
-    last = jnp.maximum(rounds - 1, 0)
-    trace = jax.tree_util.tree_map(
-        lambda a: jnp.where(keep.reshape((max_steps,) + (1,) * (a.ndim - 1)), a, a[last]), trace
-    )
-    return carry, counts, trace, rounds
+    return _select(lm, state, pool, score, out.moved, num_beams, beam_width, config), out
 
 
 def _choice(finished, scores):
@@ -173,156 +204,202 @@ def _choice(finished, scores):
     return jnp.argmax(key, axis=1).astype(jnp.int32)
 
 
-def beam_search(
-    key: jax.Array,
-    lm: Any,
-    prm_fn: steps.PRMFn,
-    prompts: jax.Array,
-    prompt_mask: jax.Array | None = None,
-    *,
-    num_beams: int,
-    beam_width: int,
-    config: steps.StepConfig,
-    mesh: jax.sharding.Mesh | None = None,
-) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
-    """Beam search with a PRM (search-and-learn; module docstring).
+def beam_policy(lm, n: int, m: int, config: steps.StepConfig) -> driver.Policy:
+    """Beam search (``N`` beams of width ``M`` per prompt) as a ``driver.Policy``.
 
-    Args:
-        key: PRNG key (round ``i`` samples with ``lm_steps.round_keys(key, i)[0]``).
-        lm, prm_fn: the decoding protocol and the PRM ``(state, prompt_index) -> [R]``.
-        prompts, prompt_mask: ``[B, P]`` left-padded prompts.
-        num_beams: ``N`` (sequences per prompt); ``beam_width``: ``M`` (``M | N``).
-        config: ``StepConfig``.
-        mesh: optional ``"particles"`` mesh to shard the ``B N`` rows over (under ``jit``).
+    Trace (``[max_steps, B]``): ``num_completed``, ``live``, ``best_score`` (best
+    completed score so far, -1 if none)."""
 
-    Returns:
-        ``(LMSearchResult, LMSearchInfo)`` with ``N`` candidates per prompt. ``trace``
-        (``[max_steps, B]``): ``num_completed``, ``live``, ``best_score`` (best
-        completed score so far, -1 if none).
+    def init(start: driver.Start) -> BeamState:
+        return _init_state(start.state, start.num_prompts, n)
 
-    Raises:
-        ValueError: ``num_beams < beam_width``, ``num_beams % beam_width != 0``,
-            or a value below 1.
-    """
-    config = _checked(config)
-    n, m = check_beams(num_beams, beam_width)
-    b = jnp.shape(prompts)[0]
-    mesh = lp.check_mesh(mesh, b * n)
-    state, prompt_index, info0 = beam_init(lm, prompts, prompt_mask, n, config)
-    axes = (dec.state_axes(lm), 0)
-
-    def step_fn(k, st, i):
-        st, out = beam_step(k, lm, prm_fn, st, prompt_index, config, n, m)
-        pool, score = lp.constrain((st.pool, st.score), axes, mesh)
-        return st._replace(pool=pool, score=score), out
-
-    def trace_fn(st):
+    def step(key, st: BeamState, rnd: driver.Round):
+        pool, score, out = rnd.extend(key, _hold(st, n), st.score)
+        st = _select(lm, st, pool, score, out.moved, n, m, config)
         best = jnp.max(jnp.where(st.done_valid, st.done_score, -1.0), axis=1)
-        return {
+        trace = {
             "num_completed": jnp.sum(st.done_valid, axis=1, dtype=jnp.int32),
             "live": st.live,
             "best_score": best,
         }
+        return st, out.ledger, trace
 
-    with lp.mesh_context(mesh):
-        pool, score = lp.constrain((state.pool, state.score), axes, mesh)
-        state = state._replace(pool=pool, score=score)
-        st, counts, trace, rounds = _loop(
-            key, step_fn, state, config.max_steps, lambda s: jnp.any(s.live), trace_fn
+    def finish(st: BeamState) -> steps.LMSearchResult:
+        """Candidates: completed beams first, topped up with the best active ones."""
+        g = steps.grouped
+        b = st.live.shape[0]
+        act = g(~st.pool.finished, n)  # survivors' copies of prompts that ran out of rounds
+        cand = [
+            jnp.concatenate([st.done_tokens, g(st.pool.tokens, n)], axis=1),
+            jnp.concatenate([st.done_num, g(st.pool.num_tokens, n)], axis=1),
+            jnp.concatenate([st.done_score, g(st.score, n)], axis=1),
+            jnp.concatenate([st.done_finished, g(_ended(st.pool, config), n)], axis=1),
+        ]
+        key_ = jnp.concatenate(
+            [_key_of(st.done_score, st.done_valid) + 2.0, _key_of(g(st.score, n), act)], axis=1
         )
-    # Candidates: completed beams first, topped up with the best active ones.
-    g = steps.grouped
-    act = g(~st.pool.finished, n)  # survivors' copies of prompts that ran out of rounds
-    cand = [
-        jnp.concatenate([st.done_tokens, g(st.pool.tokens, n)], axis=1),
-        jnp.concatenate([st.done_num, g(st.pool.num_tokens, n)], axis=1),
-        jnp.concatenate([st.done_score, g(st.score, n)], axis=1),
-        jnp.concatenate([st.done_finished, g(st.pool.finished, n)], axis=1),
-    ]
-    key_ = jnp.concatenate(
-        [_key_of(st.done_score, st.done_valid) + 2.0, _key_of(g(st.score, n), act)], axis=1
-    )
-    _, top = jax.lax.top_k(key_, n)
-    tok, num, sc, fin = (
-        jnp.take_along_axis(a, top.reshape(top.shape + (1,) * (a.ndim - 2)), axis=1) for a in cand
-    )
-    res = steps.LMSearchResult(
-        tok, num, fin, sc, jnp.full((b, n), 1.0 / n, jnp.float32), _choice(fin, sc)
-    )
-    gen, calls, prm = counts
-    return res, steps.LMSearchInfo(b * n, gen, prm, calls, info0.prompt_tokens, rounds, trace)
+        _, top = jax.lax.top_k(key_, n)
+        tok, num, sc, fin = (_pick(a, top) for a in cand)
+        w = jnp.full((b, n), 1.0 / n, jnp.float32)
+        return steps.LMSearchResult(tok, num, fin, sc, w, _choice(fin, sc))
+
+    axes = BeamState(dec.state_axes(lm), 0, None, None, None, None, None, None)
+    return driver.Policy(init, step, finish, lambda st: _hold(st, n), axes)
 
 
-def _checked(config):
-    if not isinstance(config, steps.StepConfig):
-        raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
-    return config.checked()
+def dvts_policy(lm, n: int, m: int, config: steps.StepConfig) -> driver.Policy:
+    """DVTS (``N / M`` subtrees of width ``M`` per prompt) as a ``driver.Policy``.
+
+    Trace (``[max_steps, B]``): ``num_subtrees_finished``, ``mean_score`` /
+    ``max_score`` of the kept prefixes."""
+    s = n // m
+    axes = (dec.state_axes(lm), 0)
+
+    def init(start: driver.Start):
+        return start.state, jnp.full((start.num_prompts * n,), 0.5, jnp.float32)
+
+    def step(key, carry, rnd: driver.Round):
+        pool, score, out = rnd.extend(key, *carry)
+        b = score.shape[0] // n
+        best = jnp.argmax(_key_of(score, True).reshape(b * s, m), axis=1).astype(jnp.int32)
+        local = jnp.broadcast_to(best[:, None], (b * s, m))  # the subtree's best, M times
+        pool, score = steps.group_take((pool, score), local, axes, m)
+        leaf = score.reshape(b, s, m)[:, :, 0]
+        trace = {
+            "num_subtrees_finished": jnp.sum(
+                pool.finished.reshape(b, s, m)[:, :, 0], axis=1, dtype=jnp.int32
+            ),
+            "mean_score": jnp.mean(leaf, axis=1),
+            "max_score": jnp.max(leaf, axis=1),
+        }
+        return (pool, score), out.ledger, trace
+
+    def finish(carry) -> steps.LMSearchResult:
+        pool, score = carry
+        b = score.shape[0] // n
+        first = jnp.arange(b * s) * m  # row 0 of every subtree
+
+        def leaves(a):
+            return a[first].reshape((b, s) + a.shape[1:])
+
+        tok, num, sc = (leaves(a) for a in (pool.tokens, pool.num_tokens, score))
+        fin = leaves(_ended(pool, config))
+        w = jnp.full((b, s), 1.0 / s, jnp.float32)
+        return steps.LMSearchResult(tok, num, fin, sc, w, _choice(fin, sc))
+
+    return driver.Policy(init, step, finish, lambda c: c[0], axes)
+
+
+def _run(name, make_policy, key, lm, prm_fn, budget, prompts, prompt_mask, config, m, mesh):
+    """Plans the budget, runs the policy on the driver, returns ``(result, info)``."""
+    n = plan(budget, config=config, beam_width=m, method=name)["sequences"]
+    budget = core.as_budget(budget, "sequences")
+    b = jnp.shape(prompts)[0]
+    mesh = driver.check_mesh(mesh, b * n)
+    start = driver.start(lm, prompts, prompt_mask, n, config)
+    policy = make_policy(lm, n, m, config)
+    final, ledger, trace, rounds = driver.run(
+        key, policy, policy.init(start), lm=lm, prm_fn=steps.check_prm(prm_fn),
+        prompt_index=start.prompt_index, config=config, ledger=steps.Ledger.zeros(b),
+        budget=budget, mesh=mesh,
+    )  # fmt: skip
+    info = driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
+    return policy.finish(final), info
+
+
+def beam_search(
+    key: jax.Array,
+    lm: Any,
+    prm_fn: steps.PRMFn,
+    budget: core.Budget | int,
+    *,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None = None,
+    config: steps.StepConfig,
+    beam_width: int = 4,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
+    """Beam search with a PRM (search-and-learn, Beeching et al. 2024; module docstring).
+
+    Args:
+        key: PRNG key (round ``i`` samples with ``fold_in(key, i)``).
+        lm, prm_fn: the decoding protocol and the PRM ``(state, prompt_index) -> [R]``.
+        budget: per prompt (``core.Budget`` or an int = sequences):
+            ``budget.sequences`` beams ``N`` (rounded down to a multiple of
+            ``beam_width``); caps ``budget.tokens`` / ``budget.prm_calls`` enforced
+            at run time. ``plan`` gives what it buys.
+        prompts, prompt_mask: ``[B, P]`` left-padded prompts.
+        config: ``StepConfig``.
+        beam_width: ``M``: the top ``N / M`` beams survive each round, ``M`` copies each.
+        mesh: optional ``"particles"`` mesh to shard the ``B N`` rows over (under ``jit``).
+
+    Returns:
+        ``(LMSearchResult, LMSearchInfo)`` with ``N`` candidates per prompt
+        (``finished``: EOS or a full row; False for beams stopped by a cap).
+        ``trace``: ``beam_policy``'s, with the driver's ``num_finished`` and
+        ``out_of_budget``. ``info.spent()``: per-prompt spending.
+
+    Raises:
+        ValueError: a budget smaller than ``beam_width`` sequences, or caps below
+            one token / PRM call per beam (naming ``budget``); bad settings.
+    """
+    return _run("beam_search", beam_policy, key, lm, prm_fn, budget, prompts, prompt_mask,
+                config, beam_width, mesh)  # fmt: skip
 
 
 def dvts(
     key: jax.Array,
     lm: Any,
     prm_fn: steps.PRMFn,
+    budget: core.Budget | int,
+    *,
     prompts: jax.Array,
     prompt_mask: jax.Array | None = None,
-    *,
-    num_beams: int,
-    beam_width: int,
     config: steps.StepConfig,
+    beam_width: int = 4,
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
-    """Diverse verifier tree search (search-and-learn; module docstring).
+    """Diverse verifier tree search (search-and-learn, Beeching et al. 2024; module docstring).
 
-    ``N / M`` subtrees per prompt, each expanding ``M`` candidates per round and
-    keeping its best (ties: the lowest row). Arguments as ``beam_search``.
+    ``N / M`` subtrees per prompt (``N = budget.sequences`` rounded down to a
+    multiple of ``M = beam_width``), each expanding ``M`` candidates per round
+    and keeping its best (ties: the lowest row). Arguments as ``beam_search``.
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)`` with the ``N / M`` subtree leaves per
-        prompt. ``trace`` (``[max_steps, B]``): ``num_finished`` (subtrees),
-        ``mean_score`` / ``max_score`` of the kept prefixes.
+        prompt; ``trace``: ``dvts_policy``'s and the driver's.
     """
-    config = _checked(config)
-    n, m = check_beams(num_beams, beam_width)
-    s = n // m
-    b = jnp.shape(prompts)[0]
-    mesh = lp.check_mesh(mesh, b * n)
-    pool, prompt_index, info0 = steps.start(lm, prompts, prompt_mask, n, config)
-    axes = (dec.state_axes(lm), 0)
-    score0 = jnp.full((b * n,), 0.5, jnp.float32)
+    return _run("dvts", dvts_policy, key, lm, prm_fn, budget, prompts, prompt_mask, config,
+                beam_width, mesh)  # fmt: skip
 
-    def step_fn(k, carry, i):
-        pool, score = carry
-        pool, score, out = steps.extend(k, lm, pool, prompt_index, prm_fn, score, config)
-        key_ = jnp.where(jnp.isnan(score), -1.0, score).reshape(b * s, m)
-        best = jnp.argmax(key_, axis=1).astype(jnp.int32)  # per subtree
-        local = jnp.broadcast_to(best[:, None], (b * s, m))
-        carry = steps.group_take((pool, score), local, axes, m)
-        return lp.constrain(carry, axes, mesh), out
 
-    def trace_fn(carry):
-        pool, score = carry
-        leaf = score.reshape(b, s, m)[:, :, 0]
-        return {
-            "num_finished": jnp.sum(
-                pool.finished.reshape(b, s, m)[:, :, 0], axis=1, dtype=jnp.int32
-            ),
-            "mean_score": jnp.mean(leaf, axis=1),
-            "max_score": jnp.max(leaf, axis=1),
-        }
+def _plan_dvts(budget, *, config, beam_width=4):
+    return plan(budget, config=config, beam_width=beam_width, method="dvts")
 
-    with lp.mesh_context(mesh):
-        carry0 = lp.constrain((pool, score0), axes, mesh)
-        (pool, score), counts, trace, rounds = _loop(
-            key, step_fn, carry0, config.max_steps, lambda c: ~jnp.all(c[0].finished), trace_fn
-        )
-    first = jnp.arange(b * s) * m  # row 0 of every subtree
 
-    def leaves(a):
-        return a[first].reshape((b, s) + a.shape[1:])
-
-    tok, num, fin, sc = (leaves(a) for a in (pool.tokens, pool.num_tokens, pool.finished, score))
-    res = steps.LMSearchResult(
-        tok, num, fin, sc, jnp.full((b, s), 1.0 / s, jnp.float32), _choice(fin, sc)
-    )
-    gen, calls, prm = counts
-    return res, steps.LMSearchInfo(b * n, gen, prm, calls, info0.prompt_tokens, rounds, trace)
+core.register(
+    core.SearchEntry(
+        "beam_search",
+        "lm",
+        beam_search,
+        ("sequences", "tokens", "prm_calls"),
+        "argmax",
+        plan,
+        options={"beam_width": (2, 1)},
+        reference="Beeching et al. 2024 (search-and-learn); Snell et al. 2024",
+        summary="PRM beam search over reasoning steps: keep the top N / M beams, M copies each",
+    )  # fmt: skip
+)
+core.register(
+    core.SearchEntry(
+        "dvts",
+        "lm",
+        dvts,
+        ("sequences", "tokens", "prm_calls"),
+        "heuristic",
+        _plan_dvts,
+        options={"beam_width": (2, 1)},
+        reference="Beeching et al. 2024 (search-and-learn, diverse verifier tree search)",
+        summary="N / M independent subtrees, each greedy on the PRM over M sampled steps",
+    )  # fmt: skip
+)
