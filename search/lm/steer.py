@@ -28,9 +28,21 @@ children back to ``N`` every round (the SMC core's expand-then-resample); the
 default scheme, systematic, selects each child at most once when no child
 holds more than ``1 / N`` of the mass (resampling without replacement).
 
-Both run on ``inferax.sampling.smc`` with the prompts as groups and one
-batched decode of all rows per round (``lm_particle.run_rounds``); finished
-particles stand still with their weight.
+Steering is a policy of the round driver (``inferax.search.lm.driver``) over
+``inferax.sampling.smc`` with the prompts as groups and one batched decode of
+all rows per round; finished particles stand still with their weight. The
+budget is per prompt: ``budget.sequences`` particles; ``budget.tokens`` and
+``budget.prm_calls`` (potential evaluations) are caps enforced at run time: a
+group whose live rows cannot all be evaluated stops (its rows finish out of
+budget), and each live row may decode at most its equal share of the group's
+tokens left in a round (a row that reaches it finishes out of budget). Rows
+stopped by a cap leave the target's support (their step is incomplete), so the
+law is exact only for runs whose trace ``out_of_budget`` is all zero.
+
+With ``tau`` set, the verifier is a process reward model (scores in [0, 1]) and
+the step potential is ``logit(r_t) / tau``: the target ``p(path) prod_t
+g(r_t)`` of Puri et al.'s particle filter, with steering's proposal correction
+and expansion (the LM searches' shared verifier protocol).
 
 Example constraints for the project's arithmetic task (a format hook and a
 "no repeated result" potential) live with the task, in ``inferax.models.arithmetic``.
@@ -38,6 +50,7 @@ Example constraints for the project's arithmetic task (a format hook and a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -45,22 +58,30 @@ import jax
 import jax.numpy as jnp
 
 from inferax.sampling import _checks, particles
+from inferax.sampling import resampling as resampling_lib
 from inferax.sampling import smc as smc_lib
+from inferax.search import core
+from inferax.search.lm import beam, driver, steps
 from inferax.search.lm import decoding as dec
 from inferax.search.lm import particle as lp
-from inferax.search.lm import steps
 
 __all__ = [
     "generate_weighted",
+    "plan",
     "smc_steer",
-    "steer_smc",
+    "steer_policy",
 ]
 
 PotentialFn = Callable[[dec.DecodeState, jax.Array], jax.Array]
 
 
 def generate_weighted(
-    key: jax.Array, lm: Any, state: dec.DecodeState, config: steps.StepConfig, first_index: int = 0
+    key: jax.Array,
+    lm: Any,
+    state: dec.DecodeState,
+    config: steps.StepConfig,
+    first_index: int = 0,
+    allowance: jax.Array | None = None,
 ) -> tuple[dec.DecodeState, jax.Array, dec.DecodeInfo]:
     """One reasoning step for every live row, drawn from the hooked proposal ``q``.
 
@@ -76,6 +97,10 @@ def generate_weighted(
     ``sum_x log p(x) - log q(x)`` over the tokens it drew; a row whose hooked
     law has no mass left draws from ``p`` with log-ratio ``-inf``.
 
+    ``allowance`` (``[R]`` int32, optional): the most tokens each row may decode
+    in this call; a row that reaches it before its step ends is finished and
+    flagged in ``info.out_of_budget``.
+
     Returns:
         ``(state, log_ratio [R], info)``.
     """
@@ -88,8 +113,14 @@ def generate_weighted(
     n, cap = state.tokens.shape
     rows = jnp.arange(n)
 
-    def active_of(s, stopped):
+    start = state.num_tokens
+    allow = jnp.full((n,), cap, jnp.int32) if allowance is None else allowance
+
+    def unfinished(s, stopped):
         return ~s.finished & ~stopped & (s.num_tokens < cap)
+
+    def active_of(s, stopped):
+        return unfinished(s, stopped) & (s.num_tokens - start < allow)
 
     def body(carry):
         s, stopped, spent, calls, log_ratio = carry
@@ -110,73 +141,142 @@ def generate_weighted(
 
     zero = jnp.zeros((), jnp.int32)
     init = (state, jnp.zeros((n,), bool), zero, zero, jnp.zeros((n,), jnp.float32))
-    state, _, spent, calls, log_ratio = jax.lax.while_loop(
+    state, stopped, spent, calls, log_ratio = jax.lax.while_loop(
         lambda c: jnp.any(active_of(c[0], c[1])), body, init
     )
-    return state, log_ratio, dec.DecodeInfo(n, spent, calls, zero)
+    oob = unfinished(state, stopped)  # stopped by the allowance
+    state = state._replace(finished=state.finished | oob)
+    return state, log_ratio, dec.DecodeInfo(n, spent, calls, zero, None, oob)
 
 
-def steer_smc(
+def _capped(state, prompt_index, b, tokens_left, calls_left):
+    """Stops the groups whose live rows cannot all be evaluated (``calls_left``) and
+    gives every live row its equal share of its group's ``tokens_left``.
+
+    Returns:
+        ``(state, allowance [R] tokens each row may decode, cut [R] rows stopped)``.
+    """
+    live = ~state.finished
+    per_group = jax.ops.segment_sum(live.astype(jnp.int32), prompt_index, b)
+    cut = live & (per_group > calls_left)[prompt_index]
+    allowance = tokens_left[prompt_index] // jnp.maximum(per_group[prompt_index], 1)
+    return state._replace(finished=state.finished | cut), allowance, cut
+
+
+def plan(budget, *, config: steps.StepConfig, expand: int = 1) -> dict:
+    """What ``budget`` buys SMC steering (static): ``budget.sequences`` particles, each
+    decoding ``expand`` children per round; the most a prompt can spend in tokens and
+    potential calls (``beam.rounds_plan``).
+
+    Raises:
+        ValueError naming ``budget`` (no sequences), ``expand`` or ``config``.
+    """
+    k = _checks.positive_int(expand, "expand")
+    return beam.rounds_plan(budget, "smc_steer", config=config, rows_per_sequence=k)
+
+
+def steer_policy(
     lm: Any,
     potential_fn: PotentialFn,
-    prompt_index: jax.Array,
+    n: int,
     config: steps.StepConfig,
     *,
     expand: int = 1,
     resampling: str | Callable | None = None,
     ess_threshold: float = 0.5,
-) -> smc_lib.SMC:
-    """SMC steering as an SMC algorithm over ``lm_particle.Population`` particles.
+    tau: float | None = None,
+) -> driver.Policy:
+    """SMC steering as a ``driver.Policy`` over ``SMCState(Population)`` states.
 
-    ``score`` holds each row's summed log-potential. The transition's ``aux`` is
-    ``(generated_tokens, decode_steps, potential_calls, num_nan_potentials)``.
+    ``score`` holds each row's summed log-potential. Trace (``[max_steps, B]``):
+    ``ess``, ``resampled``, ``mean_score`` / ``max_score`` (of the summed
+    log-potentials), ``log_Z`` (running evidence estimate), ``all_invalid``.
     """
-    if not callable(potential_fn):
-        raise TypeError(
-            f"potential_fn: expected a callable (state, prompt_index) -> [R], got {potential_fn!r}"
-        )
     k = _checks.positive_int(expand, "expand")
     if resampling is None:
         resampling = "multinomial" if k == 1 else "systematic"
     axes = lp.population_axes(lm)
-    pidx = jnp.repeat(prompt_index, k)
 
-    def transition(key, pop: lp.Population, i):
-        if k > 1:  # K children per particle, rows i K .. i K + K - 1
-            r = pop.score.shape[0]
-            pop = particles.take(
-                pop, jnp.repeat(jnp.arange(r), k), particles.leaf_axes(axes, pop, "population")
+    def transition(rnd: driver.Round):
+        def move(key, pop: lp.Population, i):
+            b = rnd.ledger.tokens.shape[0]
+            pidx = jnp.repeat(rnd.prompt_index, k)
+            if k > 1:  # K children per particle, rows i K .. i K + K - 1
+                rows = jnp.repeat(jnp.arange(pop.score.shape[0]), k)
+                pop = particles.take(pop, rows, particles.leaf_axes(axes, pop, "population"))
+            tok_left, calls_left = rnd.ledger.left(rnd.budget)
+            state, allowance, cut = _capped(pop.state, pidx, b, tok_left, calls_left)
+            state, log_ratio, info = generate_weighted(key, lm, state, config, allowance=allowance)
+            moved = state.num_tokens > pop.state.num_tokens
+            phi = _potential(potential_fn, state, pidx, tau)
+            inc = jnp.where(moved, phi + log_ratio, 0.0)
+            per = functools.partial(jax.ops.segment_sum, segment_ids=pidx, num_segments=b)
+            led = rnd.ledger
+            ledger = steps.Ledger(
+                led.tokens + per(state.num_tokens - pop.state.num_tokens),
+                led.prm_calls + per(moved.astype(jnp.int32)),
+                led.decode_steps + info.decode_steps,
+                led.num_nan + jnp.sum(moved & jnp.isnan(phi), dtype=jnp.int32),
+                led.out_of_budget + per((cut | info.out_of_budget).astype(jnp.int32)),
             )
-        state, log_ratio, info = generate_weighted(key, lm, pop.state, config)
-        moved = state.num_tokens > pop.state.num_tokens
-        phi = jnp.asarray(potential_fn(state, pidx))
-        if phi.shape != pidx.shape:
-            raise ValueError(f"potential_fn: expected shape {pidx.shape}, got {phi.shape}")
-        phi = phi.astype(jnp.float32)
-        inc = jnp.where(moved, phi + log_ratio, 0.0)
-        score = pop.score + jnp.where(moved, phi, 0.0)
-        calls = jnp.sum(moved, dtype=jnp.int32)
-        nan = jnp.sum(moved & jnp.isnan(phi), dtype=jnp.int32)
-        aux = (info.generated_tokens, info.decode_steps, calls, nan)
-        return pop._replace(state=state, score=score), inc, aux
+            score = pop.score + jnp.where(moved, phi, 0.0)
+            return pop._replace(state=state, score=score), inc, ledger
 
-    return smc_lib.build(
-        transition, resampling=resampling, ess_threshold=ess_threshold, particle_axes=axes
+        return move
+
+    def init(start: driver.Start):
+        r = start.state.num_tokens.shape[0]
+        zeros = jnp.zeros((r,), jnp.float32)
+        pop = lp.Population(start.state, zeros, zeros, zeros)
+        return smc_lib.init(pop, jnp.zeros((start.num_prompts, n), jnp.float32), particle_axes=axes)
+
+    def step(key, st, rnd: driver.Round):
+        alg = smc_lib.build(
+            transition(rnd), resampling=resampling, ess_threshold=ess_threshold,
+            particle_axes=axes,
+        )  # fmt: skip
+        new, info = alg.step(key, st, rnd.index, lambda p: rnd.may_select(p.state))
+        score = steps.grouped(new.particles.score, n)
+        trace = {
+            "ess": info.ess.astype(jnp.float32),
+            "resampled": info.resampled,
+            "mean_score": jnp.mean(score, axis=1),
+            "max_score": jnp.max(score, axis=1),
+            "log_Z": new.log_Z.astype(jnp.float32),
+            "all_invalid": info.all_invalid,
+        }
+        return new, info.aux, trace
+
+    def finish(st):
+        res = lp.result_of(st.particles, st.log_weights, n, "best")
+        return res._replace(choice=jnp.argmax(res.weights, axis=1).astype(jnp.int32))
+
+    return driver.Policy(
+        init, step, finish, lambda st: st.particles.state, smc_lib.SMCState(axes, None, None)
     )
+
+
+def _potential(potential_fn, state, pidx, tau):
+    phi = jnp.asarray(potential_fn(state, pidx))
+    if phi.shape != pidx.shape:
+        raise ValueError(f"potential_fn: expected shape {pidx.shape}, got {phi.shape}")
+    phi = phi.astype(jnp.float32)
+    return phi if tau is None else steps.resample_prob_logits(phi, tau)
 
 
 def smc_steer(
     key: jax.Array,
     lm: Any,
     potential_fn: PotentialFn,
+    budget: core.Budget | int,
+    *,
     prompts: jax.Array,
     prompt_mask: jax.Array | None = None,
-    *,
-    num_particles: int,
     config: steps.StepConfig,
     expand: int = 1,
     resampling: str | Callable | None = None,
     ess_threshold: float = 0.5,
+    tau: float | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
     """SMC steering over reasoning steps (Lew et al. 2023; module docstring).
@@ -186,53 +286,69 @@ def smc_steer(
         lm: the decoding protocol; ``config.logits_hook`` is the token-level
             constraint / proposal (``config.temperature`` must be > 0).
         potential_fn: ``(state, prompt_index [R]) -> [R]`` log-potential of the
-            step each row just took (``-inf``: condition violated).
+            step each row just took (``-inf``: condition violated); with ``tau``,
+            a PRM (scores in [0, 1]) whose ``logit(r) / tau`` is the potential.
+        budget: per prompt (``core.Budget`` or an int = sequences):
+            ``budget.sequences`` particles ``N``; caps ``budget.tokens`` and
+            ``budget.prm_calls`` (potential evaluations) enforced at run time.
         prompts, prompt_mask: ``[B, P]`` left-padded prompts.
-        num_particles: ``N`` particles per prompt.
+        config: ``StepConfig``.
         expand: ``K`` children per particle and round (1: standard SMC).
         resampling: scheme name or callable (default multinomial; systematic when
             ``expand > 1``).
         ess_threshold: resample when ``ESS < ess_threshold * N`` (``expand = 1``).
+        tau: None (``potential_fn`` is a log-potential) or a float > 0 (a PRM).
         mesh: optional ``"particles"`` mesh to shard the rows over (under ``jit``).
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)``: ``scores`` are the candidates' summed
         log-potentials, ``weights`` the final normalised weights, ``choice`` the
-        heaviest candidate. ``trace`` (``[max_steps, B]``): ``ess``,
-        ``resampled``, ``num_finished``, ``mean_score`` / ``max_score`` (of the
-        log-potentials), ``log_Z`` (running evidence estimate; the last row is
-        the final one), ``all_invalid``. Spent: ``B N`` sequences (``B N K``
+        heaviest candidate. ``trace``: ``steer_policy``'s, the driver's
+        ``num_finished`` / ``out_of_budget``, and ``num_nan_scores`` (NaN
+        potentials). Spent per prompt (``info.spent()``): ``N`` sequences (``N K``
         rows decode each round when expanding), generated tokens, and
         ``prm_calls`` = potential evaluations of rows that moved.
     """
-    if not isinstance(config, steps.StepConfig):
-        raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
-    config = config.checked()
-    n = _checks.positive_int(num_particles, "num_particles")
+    n = plan(budget, config=config, expand=expand)["population"]
+    budget = core.as_budget(budget, "sequences")
     b = jnp.shape(prompts)[0]
-    k = _checks.positive_int(expand, "expand")
-    mesh = lp.check_mesh(mesh, b * n)
     if not callable(potential_fn):
         raise TypeError(
             f"potential_fn: expected a callable (state, prompt_index) -> [R], got {potential_fn!r}"
         )
     if config.temperature == 0:
         raise ValueError("config.temperature: expected > 0 for SMC steering (a proposal), got 0")
-    pop, prompt_index, info0 = lp.init_population(lm, prompts, prompt_mask, n, config)
-    pop = pop._replace(score=jnp.zeros_like(pop.score))
-    alg = steer_smc(
-        lm, potential_fn, prompt_index, config, expand=k, resampling=resampling,
-        ess_threshold=ess_threshold,
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float) or tau <= 0):
+        raise ValueError(f"tau: expected None or a float > 0, got {tau!r}")
+    if not callable(resampling) and resampling is not None:
+        resampling_lib.get(resampling)  # ValueError naming "resampling"
+    mesh = driver.check_mesh(mesh, b * n)
+    start = driver.start(lm, prompts, prompt_mask, n, config)
+    policy = steer_policy(
+        lm, potential_fn, n, config, expand=expand, resampling=resampling,
+        ess_threshold=ess_threshold, tau=tau,
     )  # fmt: skip
-    with lp.mesh_context(mesh):
-        st = alg.init(pop, jnp.zeros((b, n), jnp.float32))
-        final, counts, trace, rounds = lp.run_rounds(
-            key, alg, st, n, config, lp.population_axes(lm), absolute_base=False, mesh=mesh
-        )
-    res = lp.result_of(final.particles, final.log_weights, n, "best")
-    choice = jnp.argmax(res.weights, axis=1).astype(jnp.int32)
-    res = res._replace(choice=choice)
-    info = lp.search_info(
-        b * n, counts, info0.prompt_tokens, rounds, trace, nan_name="num_nan_potentials"
-    )
-    return res, info
+    with driver.mesh_context(mesh):
+        st = policy.init(start)
+    final, ledger, trace, rounds = driver.run(
+        key, policy, st, lm=lm, prm_fn=potential_fn, prompt_index=start.prompt_index,
+        config=config, ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
+    )  # fmt: skip
+    info = driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
+    return policy.finish(final), info
+
+
+core.register(
+    core.SearchEntry(
+        "smc_steer",
+        "lm",
+        smc_steer,
+        ("sequences", "tokens", "prm_calls"),
+        "exact",
+        plan,
+        options={"expand": (1, 2)},
+        reference="Lew et al. 2023 (LLaMPPL, SMC steering)",
+        summary="SMC with constraints (a logits mask, exactly corrected) and step potentials; "
+        "expand-then-resample",
+    )  # fmt: skip
+)

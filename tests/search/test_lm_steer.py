@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from inferax.models import arithmetic as ar
+from inferax.search import core
 from inferax.search.lm import decoding as dec
 from inferax.search.lm import steer as ls
 from inferax.search.lm import steps
@@ -82,7 +83,7 @@ def exact_z(corrected=True):
 @functools.partial(jit, static_argnames=("expand", "mesh"))
 def run(key, expand=1, mesh=None):
     res, info = ls.smc_steer(
-        key, LM, potential, PROMPTS, num_particles=N, config=CFG, expand=expand, mesh=mesh
+        key, LM, potential, N, prompts=PROMPTS, config=CFG, expand=expand, mesh=mesh
     )
     return res, info, st.decode_rows(LM, res.tokens, res.num_tokens)
 
@@ -156,7 +157,7 @@ def test_arithmetic_constraints_hold_in_the_output():
         logits_hook=ar.arithmetic_format_hook(),
     )  # fmt: skip
     res, info = jit(
-        lambda k: ls.smc_steer(k, lm, ar.no_repeated_result(), pr, num_particles=16, config=cfg)
+        lambda k: ls.smc_steer(k, lm, ar.no_repeated_result(), 16, prompts=pr, config=cfg)
     )(jax.random.key(3))
     tok, w = np.asarray(res.tokens), np.asarray(res.weights)
     assert np.all(np.isfinite(np.asarray(info.trace["log_Z"][-1])))
@@ -200,18 +201,21 @@ def test_example_constraints_on_handmade_prefixes():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(num_particles=0), "num_particles"),
+        (dict(budget=0), "budget"),
+        (dict(budget=core.Budget(tokens=50)), "budget: smc_steer needs a limit in 'sequences'"),
         (dict(expand=0), "expand"),
         (dict(potential_fn=3), "potential_fn"),
         (dict(config=CFG._replace(temperature=0.0)), "temperature"),
+        (dict(tau=0.0), "tau"),
+        (dict(resampling="roulette"), "resampling"),
     ],
 )
 def test_bad_arguments_are_clear_errors(kwargs, match):
-    args = dict(potential_fn=potential, num_particles=2, config=CFG)
+    args = dict(potential_fn=potential, budget=2, config=CFG)
     args.update(kwargs)
-    pot = args.pop("potential_fn")
+    pot, budget = args.pop("potential_fn"), args.pop("budget")
     with pytest.raises((ValueError, TypeError), match=match):
-        ls.smc_steer(jax.random.key(0), LM, pot, st.prompts([0]), **args)
+        ls.smc_steer(jax.random.key(0), LM, pot, budget, prompts=st.prompts([0]), **args)
 
 
 # Nucleus sampling with a mask (issue 17): the target is the LM's own sampling law
@@ -271,7 +275,7 @@ def value_potential(s, prompt_index):
 @functools.partial(jit, static_argnames=("expand",))
 def run_nucleus(key, expand=1):
     res, info = ls.smc_steer(
-        key, LM_NUC, value_potential, PROMPTS, num_particles=N, config=CFG_NUC, expand=expand
+        key, LM_NUC, value_potential, N, prompts=PROMPTS, config=CFG_NUC, expand=expand
     )
     return res, info, st.decode_rows(LM_NUC, res.tokens, res.num_tokens)
 
