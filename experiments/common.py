@@ -291,6 +291,95 @@ def _define_flags(name: str, fv, argv: Sequence[str]):
     return config_flag, workdir_flag
 
 
+# Loggers and source paths whose records are noise on a terminal (orbax's retries on a
+# damaged checkpoint print hundreds of asyncio/absl error lines before the fallback
+# succeeds); they still reach the run's log file, and --verbose shows them.
+_NOISY_LOGGERS = ("asyncio", "tensorstore", "etils")
+_NOISY_PATHS = ("orbax", "tensorstore", "etils", "asyncio")
+
+
+class _TerminalNoiseFilter(py_logging.Filter):
+    """Drops orbax / asyncio / tensorstore records (any level) from the terminal."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in _NOISY_LOGGERS:
+            return False
+        path = record.pathname.replace("\\", "/")
+        return not any(f"/{p}/" in path or f"/{p}." in path for p in _NOISY_PATHS)
+
+
+def quiet_terminal() -> None:
+    """Keeps orbax's and asyncio's log records off the terminal (idempotent).
+
+    The filter sits on absl's stderr handler only, so the run's log file (a
+    handler of the absl logger, see ``prepare_workdir``) keeps every record.
+    """
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _TerminalNoiseFilter) for f in handler.filters):
+        handler.addFilter(_TerminalNoiseFilter())
+    # asyncio logs through its own logger to the root logger's handlers.
+    root = py_logging.getLogger()
+    for h in root.handlers:
+        if not any(isinstance(f, _TerminalNoiseFilter) for f in h.filters):
+            h.addFilter(_TerminalNoiseFilter())
+
+
+def failure_line(name: str, error: BaseException) -> str:
+    """The one line a binary prints when its run fails: the error's type, its first line
+    (the messages of inferax's errors name the path: the lock file, the checkpoint
+    directory, the step) and the file an ``OSError`` concerns (a full disk)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in first:
+        first = f"{first} ({error.filename})"
+    return f"{name}: FAILED: {type(error).__name__}: {first}"
+
+
+def _traceback_file(workdir: str, name: str) -> str | None:
+    """Writes the current exception's traceback to ``<workdir>/<name>.traceback.txt``."""
+    import traceback
+
+    path = os.path.join(workdir, f"{name}.traceback.txt")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w") as f:
+            traceback.print_exc(file=f)
+    except OSError:  # a full disk, a read-only workdir: the line still says why
+        return None
+    return path
+
+
+def run_reporting_failures(
+    run: Callable[[Any, str], Any], config, workdir: str, name: str, verbose: bool = False
+) -> Any:
+    """``run(config, workdir)``; a failure becomes one line on stderr and exit status 1.
+
+    The line names the error and the path it concerns (``failure_line``); the
+    traceback goes to ``<workdir>/<name>.traceback.txt`` (named on the line),
+    and to the terminal too with ``verbose``. Interrupts (Ctrl-C) and
+    ``SystemExit`` pass through unchanged.
+
+    Raises:
+        SystemExit: with status 1 when ``run`` raised.
+    """
+    try:
+        return run(config, workdir)
+    except Exception as e:  # noqa: BLE001 - the binary's top level: report, exit 1
+        from inferax.models.lock import DirectoryLockedError
+
+        line = failure_line(name, e)
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        if not isinstance(e, DirectoryLockedError):  # that workdir belongs to another run
+            where = _traceback_file(workdir, name)
+            if where is not None:
+                line += f" [traceback: {where}]"
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
 def main(
     run: Callable[[Any, str], Any],
     name: str,
@@ -298,6 +387,11 @@ def main(
     argv: Sequence[str] | None = None,
 ) -> None:
     """Entry point of an experiment binary: parse flags, ``validate(config)``, ``run``.
+
+    A failing run prints one line (``failure_line``: the error and the path it
+    concerns, the traceback's file) and exits with status 1; ``--verbose`` also
+    prints the traceback and orbax's / asyncio's log records, which otherwise
+    stay off the terminal (they are in the run's log file).
 
     The flags are defined here, when the binary starts, not at import time, so
     that every experiment module can be imported into one process (the demo,
@@ -319,6 +413,12 @@ def main(
     except ValueError as e:
         raise SystemExit(f"FATAL: {e}") from None
     config_flag, workdir_flag = _define_flags(name, flags.FLAGS, rest)
+    if "verbose" in flags.FLAGS:
+        delattr(flags.FLAGS, "verbose")
+    verbose_flag = flags.DEFINE_bool(
+        "verbose", False, "on a failure, print the traceback and orbax's log lines too"
+    )
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["verbose"])
     distributed_flags = multihost.define_flags(flags.FLAGS)
     if validate is None:
         validate = getattr(sys.modules.get(run.__module__), "validate", None)
@@ -332,16 +432,22 @@ def main(
             config = apply_overrides(config_flag.value, overrides)
             if validate is not None:
                 validate(config)
+            from inferax.experiments import schema
+
+            if name in schema.SCHEMAS:  # every binary's fields, whatever its validate covers
+                schema.check(config, name)
         except (ValueError, TypeError) as e:
             raise app.UsageError(f"invalid config: {e}") from None
         from inferax.models.checkpoint import quiet_orbax_logging
 
         quiet_orbax_logging()
+        if not verbose_flag.value:
+            quiet_terminal()
         try:
             multihost.start(*(f.value for f in distributed_flags))
         except ValueError as e:
             raise app.UsageError(str(e)) from None
-        run(config, workdir_flag.value)
+        run_reporting_failures(run, config, workdir_flag.value, name, verbose_flag.value)
 
     app.run(_main, argv=rest)
 

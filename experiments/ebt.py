@@ -24,7 +24,7 @@ from absl import logging
 from scipy import stats as sps
 from tqdm import tqdm
 
-from inferax.experiments import common, plots, stats
+from inferax.experiments import common, plots, schema, stats
 from inferax.models import arithmetic, data, ebt, ebt_train
 
 TASKS = ("digits", "tokens")
@@ -37,8 +37,14 @@ def _fail(field: str, expected: str, got) -> None:
 
 
 def validate(config) -> None:
-    """Checks every field before anything is trained (ValueError naming it)."""
+    """Checks every field before anything is trained (ValueError naming it): the schema
+    (``experiments.schema``: every field's type and range), then what depends on
+    several fields or on the data (``digits.num_eval`` <= the test split)."""
+    schema.check(config, "ebt")
     stats.seeds(config.seed, config.num_seeds)
+    available = len(data.load_digits("test")[0])
+    if config.digits.enabled and config.digits.num_eval > available:
+        _fail("digits.num_eval", f"<= {available} (the digits test split)", config.digits.num_eval)
     for name in ("steps", "candidates"):
         v = list(config[name])
         if not v or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in v):

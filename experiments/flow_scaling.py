@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from inferax.search import flow as fsearch
-from inferax.experiments import common, plots, stats, sway
+from inferax.experiments import common, plots, schema, stats, sway
 from inferax.models import classifier, data, mlp
+from inferax.search import flow as fsearch
 
 CLAIM = (
     "Kim et al. 2025 / Ma et al. 2025: SDE beats ODE for particle methods, VP SDE beats the "
@@ -39,7 +39,10 @@ def _fail(field: str, expected: str, got) -> None:
 
 
 def validate(config) -> None:
-    """Checks the config before anything is trained (ValueError naming the field)."""
+    """Checks the config before anything is trained (ValueError naming the field): the
+    schema (``experiments.schema``: every field's type and range), then the method
+    names and budgets."""
+    schema.check(config, "flow_scaling")
     if config.num_seeds < 1:
         _fail("num_seeds", "a positive int", config.num_seeds)
     if not config.budgets or min(config.budgets) < 2 * config.num_steps:

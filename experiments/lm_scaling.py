@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from inferax.experiments import common, lm_search, stats
+from inferax.experiments import common, lm_search, schema, stats
 from inferax.models import arithmetic as ar
 from inferax.models import lm_train, prm
 from inferax.models import transformer as tr
@@ -39,7 +39,10 @@ def _fail(field: str, expected: str, got: Any):
 
 
 def validate(config) -> None:
-    """Checks the config before anything is trained (ValueError naming the field)."""
+    """Checks the config before anything is trained (ValueError naming the field): the
+    schema (``experiments.schema``: every field's type and range), then what depends
+    on several fields."""
+    schema.check(config, "lm_scaling")
     stats.seeds(config.seed, config.num_seeds)
     diffs = list(config.difficulty)
     if not diffs or any(not ar.MIN_OPS <= d <= ar.MAX_OPS for d in diffs):

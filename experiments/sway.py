@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from inferax.experiments import common, metrics, plots, stats, sway_infill
+from inferax.experiments import common, metrics, plots, schema, stats, sway_infill
 from inferax.models import classifier, data, gmm, mlp, train
 from inferax.models.convnet import ConvVelocity
 from inferax.sampling import flow, guidance, schedules
@@ -305,8 +305,14 @@ def _fail(field: str, expected: str, got) -> None:
 
 
 def validate(config) -> None:
-    """Checks every choice and list field before anything is trained (ValueError naming it)."""
+    """Checks every field before anything is trained (ValueError naming it): the schema
+    (``experiments.schema``: every field's type and range), then what depends on
+    several fields or on the data (``infill.num_eval`` <= the test split)."""
+    schema.check(config, "sway")
     stats.seeds(config.seed, config.num_seeds)
+    available = len(data.load_digits("test")[0])
+    if config.infill.enabled and config.infill.num_eval > available:
+        _fail("infill.num_eval", f"<= {available} (the digits test split)", config.infill.num_eval)
     solvers, nfes, coefs = list(config.solvers), list(config.nfes), list(config.sway_coefs)
     if not solvers or any(s not in flow.SOLVER_EVALS for s in solvers):
         _fail("solvers", f"names from {sorted(flow.SOLVER_EVALS)}", solvers)

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from inferax.experiments import common, configs
-from inferax.models.checkpoint import DirectoryLockedError
+from inferax.models.checkpoint import (
+    CorruptCheckpointError,
+    DirectoryLockedError,
+    DivergedError,
+    NonFiniteError,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -159,3 +164,78 @@ def test_plots_are_written(tmp_path):
     ]:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+FAILING_BINARY = """
+import logging
+from inferax.experiments import common
+
+def run(config, workdir):
+    for _ in range(200):  # what orbax's retries on a damaged checkpoint look like
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+    common.close_log(common.prepare_workdir(workdir, "sway.log"))
+
+if __name__ == "__main__":
+    common.main(run, "sway")
+"""
+
+
+def test_a_refused_lock_is_one_line_and_exit_status_1(tmp_path):
+    # The binary end to end: asyncio's noise stays off the terminal, the lock refusal is
+    # one line naming the workdir and the holder, and the exit status is 1.
+    from inferax.models.lock import DirectoryLock
+
+    script = tmp_path / "failing_binary.py"
+    script.write_text(textwrap.dedent(FAILING_BINARY))
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, str(script), "--config=sway:quick", f"--workdir={out}"]
+    with DirectoryLock(str(out), what="workdir"):  # held by this process: the run is refused
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=clean_env())
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr  # no asyncio noise, no traceback
+    assert lines[0].startswith(f"sway: FAILED: DirectoryLockedError: workdir {out} is in use")
+    assert "PID" in lines[0]
+
+
+def _raise(error):
+    def run(config, workdir):
+        raise error
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            lambda d: NonFiniteError("fit: loss nan at step 7 is not finite"),
+            "NonFiniteError: fit: loss nan at step 7 is not finite",
+        ),
+        (
+            lambda d: DivergedError("fit: loss 2.4e+33 at step 9 is above the ceiling 2000\nmore"),
+            "DivergedError: fit: loss 2.4e+33 at step 9 is above the ceiling 2000",
+        ),
+        (
+            lambda d: CorruptCheckpointError(
+                "no usable checkpoint: every step failed: /ck/2, /ck/1"
+            ),
+            "CorruptCheckpointError: no usable checkpoint: every step failed: /ck/2, /ck/1",
+        ),
+        (
+            lambda d: OSError(28, "No space left on device", os.path.join(d, "x.npy")),
+            "OSError: [Errno 28] No space left on device: '{d}/x.npy'",
+        ),
+    ],
+    ids=["NaN stop", "diverged", "corrupt checkpoint", "full disk"],
+)
+def test_a_failing_run_is_one_line_with_its_traceback_file(tmp_path, capsys, error, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_reporting_failures(_raise(error(str(tmp_path))), None, str(tmp_path), "sway")
+    assert exit_info.value.code == 1
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("sway: FAILED: " + expected.format(d=tmp_path)), lines[0]
+    assert lines[0].endswith(f"[traceback: {tmp_path}/sway.traceback.txt]")
+    assert "Traceback" in (tmp_path / "sway.traceback.txt").read_text()
