@@ -24,8 +24,8 @@ import pytest
 from inferax.models import arithmetic as ar
 from inferax.search import core
 from inferax.search.lm import decoding as dec
+from inferax.search.lm import driver, steps
 from inferax.search.lm import steer as ls
-from inferax.search.lm import steps
 from tests.search import step_tree as st
 
 K, D = 3, 3
@@ -301,3 +301,66 @@ def test_nucleus_with_a_mask_evidence_and_weighted_leaves_match_enumeration(expa
     # banned leaves never carry weight
     dig = np.stack([(code // K4 ** (D - 1 - d)) % K4 for d in range(D)], -1)
     assert not np.any(np.any(dig == BANNED, -1) & (w > 0))
+
+
+# Expansion from non-uniform parent weights: children of parent i are rows i K .. i K + K - 1
+# (``jnp.repeat``), each starting from 1 / K of parent i's weight. One round from three
+# distinct parents weighted 0.6 / 0.3 / 0.1: zhat_inc (1 / N) sum_sel 1[node = m] is
+# unbiased for w_i p(c | parent i) value(m) at every child m = (i, c); a tiled expansion
+# (children i, i + N, ..) would pair children with the wrong parents' weights (here: the
+# uniform 1 / 3 each), which the same test rejects.
+W_PARENT = np.array([0.6, 0.3, 0.1])
+CFG_T = steps.StepConfig(st.EOS, st.STEP, max_new_tokens=2 * D, max_steps=D, temperature=1.3)
+
+
+def node_potential(s, prompt_index):
+    code, depth = st.decode_rows(LM, s.tokens, s.num_tokens)
+    return jnp.log(jnp.asarray(VALUES, jnp.float32)[0, st.offset(K, depth) + code])
+
+
+@jit
+def one_expanded_round(key):
+    n = len(W_PARENT)
+    start = driver.start(LM, PROMPTS, None, n, CFG_T)
+    rows = jnp.arange(G * n) % n
+
+    def force(logits, s):  # row j of every group takes choice j first
+        col = jnp.arange(logits.shape[1])[None]
+        first = (s.num_tokens == 0)[:, None]
+        return jnp.where(first & (col != st.FIRST + rows[:, None]), -jnp.inf, logits)
+
+    state, _ = dec.generate(jax.random.fold_in(key, 1), LM, start.state, eos_id=st.EOS,
+                            step_id=st.STEP, until="step", logits_hook=force)  # fmt: skip
+    policy = ls.steer_policy(LM, node_potential, n, CFG_T, expand=K)
+    s0 = policy.init(start._replace(state=state))
+    s0 = s0._replace(log_weights=jnp.broadcast_to(jnp.log(jnp.asarray(W_PARENT)), (G, n)))
+    rnd = driver.Round(jnp.int32(1), jnp.bool_(False), steps.Ledger.zeros(G), None, LM,
+                       node_potential, CFG_T, start.prompt_index)  # fmt: skip
+    new, ledger, trace = policy.step(key, s0, rnd)
+    ps = new.particles.state
+    return st.decode_rows(LM, ps.tokens, ps.num_tokens), new.log_Z, new.log_weights, ledger
+
+
+def test_expansion_from_non_uniform_parent_weights_matches_enumeration():
+    (code, depth), log_z, lw, ledger = one_expanded_round(jax.random.key(5))
+    n = len(W_PARENT)
+    code, depth = np.asarray(code).reshape(G, n), np.asarray(depth).reshape(G, n)
+    assert np.all(depth == 2)
+    np.testing.assert_allclose(np.asarray(lw), 0.0)  # resampled: uniform weights
+    np.testing.assert_array_equal(np.asarray(ledger.tokens), n * K * 2)  # K children each
+    np.testing.assert_array_equal(np.asarray(ledger.prm_calls), n * K)
+    t = np.asarray(LM.tables[0], np.float64) / CFG_T.temperature
+    exact, tiled = np.zeros(K * K), np.zeros(K * K)
+    for i in range(K):
+        p = np.exp(t[st.offset(K, 1) + i] - t[st.offset(K, 1) + i].max())
+        p /= p.sum()
+        for c in range(K):
+            v = VALUES[0, st.offset(K, 2) + i * K + c]
+            exact[i * K + c] = W_PARENT[i] * p[c] * v
+            tiled[i * K + c] = p[c] * v / K
+    zinc = np.exp(np.asarray(log_z, np.float64))
+    est = np.zeros((G, K * K))
+    np.add.at(est, (np.repeat(np.arange(G), n), code.reshape(-1)), np.repeat(zinc / n, n))
+    mean, se = est.mean(0), est.std(0, ddof=1) / np.sqrt(G)
+    assert np.max(np.abs(mean - exact) / se) < Z_CRIT, (mean, exact, se)
+    assert np.max(np.abs(mean - tiled) / se) > 10  # negative control
