@@ -53,8 +53,8 @@ exactly; sampling starts there with zero log-weights. (For the VP interpolant
 a(0) ~ 6.6e-3 is not 0 and the start N(0, b(0)^2 I / sum beta_i) is approximate;
 alpha = a'/a is large but finite there.)
 Per interval [t0, t1] the transition evaluates everything at the left end point
-t0 < 1 (the velocity-to-score map is singular at t = 1): Euler-Maruyama move and
-increment G(x_t0, t0) (t1 - t0).
+t0 < 1 (the velocity-to-score map is singular at t = 1): Euler-Maruyama move
+(``sde.euler_maruyama``, the package's one SDE step) and increment G(x_t0, t0) (t1 - t0).
 The last interval is not followed by resampling, so ``sample`` returns weighted
 particles.
 """
@@ -123,8 +123,11 @@ class FKTransition(NamedTuple):
         g_fn: the noise schedule sigma(t).
         interpolant: the interpolant of the velocities.
         center, clip: variance heuristics (off by default; see ``geometric_transition``).
-        nfe_per_step: network evaluations per particle per step (static).
+        nfe_per_step: network evaluations per particle per step (static):
+            ``sde.EULER_MARUYAMA.evals_per_step * nfe_per_eval``.
         transport: "model" or "scaled" (module docstring); transport_power: p.
+        nfe_per_eval: network evaluations per particle of one ``fields_fn`` call (all
+            M models; CFG counts 2), the cost of one score of the target (``score``).
     """
 
     fields_fn: FieldsFn
@@ -136,6 +139,7 @@ class FKTransition(NamedTuple):
     nfe_per_step: int
     transport: str = "model"
     transport_power: float = 1.0
+    nfe_per_eval: int = 1
 
     @property
     def beta_sum(self) -> float:
@@ -176,7 +180,7 @@ class FKTransition(NamedTuple):
         ).astype(x.dtype)
         drift = jnp.sum(b * us, 0) + c * x + 0.5 * g**2 * s_sum
         noise = jax.random.normal(key, x.shape, x.dtype)
-        x_next = x + dt * drift + g * jnp.sqrt(dt) * noise
+        x_next, _, _ = sde.EULER_MARUYAMA.step(None, x, t0, t1, noise, drift0=(drift, g))
         d = int(np.prod(x.shape[1:]))
         inc = (weight_rate(us, ss, betas) + c * (_inner(x, s_sum) + d)) * dt
         if self.center:  # variance heuristic: changes log Z (and the target with clip)
@@ -216,7 +220,7 @@ def _check_options(center, clip, transport, transport_power):
         )
 
 
-def _make(fields_fn, betas, nfe_per_step, *, g="square", interpolant=None, center=False,
+def _make(fields_fn, betas, nfe_per_eval, *, g="square", interpolant=None, center=False,
           clip=None, transport="model", transport_power=1.0) -> FKTransition:  # fmt: skip
     interpolant = interp_lib.check_interpolant(interpolant or interp_lib.linear())
     _check_options(center, clip, transport, transport_power)
@@ -227,9 +231,10 @@ def _make(fields_fn, betas, nfe_per_step, *, g="square", interpolant=None, cente
         interpolant=interpolant,
         center=center,
         clip=None if clip is None else float(clip),
-        nfe_per_step=int(nfe_per_step),
+        nfe_per_step=sde.EULER_MARUYAMA.evals_per_step * int(nfe_per_eval),
         transport=transport,
         transport_power=float(transport_power),
+        nfe_per_eval=int(nfe_per_eval),
     )
 
 
@@ -359,19 +364,40 @@ def cfg(
     return _make(fields_fn, betas, nfe, **kwargs)
 
 
-def cost_per_particle(transition: FKTransition, num_steps: int, langevin_steps: int = 0) -> int:
+def cost_per_particle(
+    transition: FKTransition,
+    num_steps: int,
+    langevin_steps: int = 0,
+    adjusted: bool = True,
+    quadrature: str = "simpson",
+) -> int:
     """The largest NFE per particle a ``sample`` call can spend, known before tracing.
 
-    ``num_steps`` intervals cost ``nfe_per_step`` each; every resampling step may
-    add ``langevin_steps`` Langevin moves (at most ``num_steps - 1`` of them:
-    the last interval is not resampled). ``FKInfo.nfe`` reports what was spent.
+    ``num_steps`` Euler-Maruyama intervals cost ``nfe_per_step`` each; every
+    resampling step (at most ``num_steps - 1``: the last interval is not resampled)
+    adds one resample-move of ``move_evals(langevin_steps, adjusted, quadrature)``
+    score evaluations, ``nfe_per_eval`` each. ``FKInfo.nfe`` reports what was spent
+    (equal to this when every step but the last resamples, the default).
+
+    Args:
+        transition: the ``FKTransition``.
+        num_steps: grid intervals.
+        langevin_steps, adjusted, quadrature: as in ``sample``.
     """
     if not isinstance(transition, FKTransition):
         raise TypeError(f"transition: expected an FKTransition, got {type(transition).__name__}")
     num_steps = _checks.positive_int(num_steps, "num_steps")
-    langevin_steps = _checks.non_negative_int(langevin_steps, "langevin_steps")
-    return transition.nfe_per_step * (num_steps + langevin_steps * (num_steps - 1))
+    per_move = move_evals(langevin_steps, adjusted, quadrature)
+    return transition.nfe_per_step * num_steps + transition.nfe_per_eval * per_move * (
+        num_steps - 1
+    )
 
 
 # sample() and FKInfo live in a second file to keep each one small; re-exported here.
-from inferax.sampling._fk_sample import FKInfo, langevin_move, sample  # noqa: E402, F401
+from inferax.sampling._fk_sample import (  # noqa: E402, F401
+    FKInfo,
+    langevin_move,
+    mala_move,
+    move_evals,
+    sample,
+)

@@ -13,11 +13,19 @@ t = 1 (b(1) = 0), and left end points are always < 1, so the last interval is
 an ordinary Euler step too. One velocity call per interval: 1 NFE per step
 (times ``nfe_per_call`` of the velocity), or none for a step given the
 velocity already computed by a lookahead (``step(..., velocity=u)``).
+
+**One integrator.** ``euler_maruyama`` is the single Euler-Maruyama step of
+the package: this module's ``step``/``sample``, the Feynman-Kac correctors
+(``feynman_kac``) and the reward-guided particle methods
+(``inferax.search``'s dynamics) all move with it. ``EULER_MARUYAMA`` is its
+``SDESolver`` record (like ``flow.Solver``): ``evals_per_step`` drift
+evaluations per step, from which ``cost`` and the samplers' budgets derive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +57,82 @@ G_SCHEDULES: dict[str, GFn] = {
 
 # One info type for ODE and SDE samples (``SDEInfo`` kept for old code).
 SDEInfo = flow.FlowInfo
+
+DriftFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+class SDESolver(NamedTuple):
+    """One SDE integrator, defined once (the SDE counterpart of ``flow.Solver``).
+
+    Attributes:
+        name: a label for messages.
+        step: ``(drift_fn, x, t0, t1, noise, drift0=None) -> (x_next, mean, std)``;
+            ``drift_fn(x, t) -> (drift [N, *event], g scalar)``; ``drift0``, when
+            given, is ``drift_fn(x, t0)`` already computed (then ``drift_fn`` is not
+            called and may be None).
+        evals_per_step: calls of ``drift_fn`` per step (with ``drift0=None``); one
+            drift call is one velocity call of each model.
+        strong_order: strong order of convergence (0.5 for Euler-Maruyama).
+        weak_order: weak order of convergence (1 for Euler-Maruyama).
+    """
+
+    name: str
+    step: Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+    evals_per_step: int
+    strong_order: float
+    weak_order: float
+
+
+def euler_maruyama(
+    drift_fn: DriftFn | None,
+    x: jax.Array,
+    t0,
+    t1,
+    noise: jax.Array,
+    drift0: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One Euler-Maruyama step of dx = f(x, t) dt + g(t) dW from ``t0`` to ``t1``.
+
+    x' = x + (t1 - t0) f(x, t0) + g(t0) sqrt(t1 - t0) xi, xi ~ N(0, I) (Kloeden &
+    Platen 1992, eq. 9.1.1), the drift and noise scale taken at the left end point,
+    so the step is the Gaussian proposal N(mean, std^2 I) whose log-density SMC-style
+    callers need.
+
+    Args:
+        drift_fn: ``(x, t) -> (drift [N, *event], g scalar)``, e.g. ``sde.drift``
+            bound to a velocity; may be None when ``drift0`` is given.
+        x: states ``[N, *event]`` at ``t0``.
+        t0, t1: scalar interval end points (cast to ``x.dtype``), t1 > t0.
+        noise: standard normal ``[N, *event]`` (the caller draws it, e.g. per
+            particle from ``fold_in(key, i)``).
+        drift0: ``drift_fn(x, t0)`` if already computed (costs no evaluation then).
+
+    Returns:
+        ``(x_next, mean, std)`` in ``x.dtype``; ``std = g(t0) sqrt(t1 - t0)`` is a
+        scalar shared by all particles.
+
+    Raises:
+        TypeError: neither ``drift_fn`` nor ``drift0`` given.
+        ValueError: ``noise`` not of the shape of ``x``.
+    """
+    if drift0 is None:
+        if not callable(drift_fn):
+            raise TypeError(
+                f"drift_fn: expected a callable (x, t) -> (drift, g) when drift0 is None, "
+                f"got {type(drift_fn).__name__}"
+            )
+        drift0 = drift_fn(x, jnp.asarray(t0, x.dtype))
+    f, g = drift0
+    if jnp.shape(noise) != jnp.shape(x):
+        raise ValueError(f"noise: expected the shape of x {jnp.shape(x)}, got {jnp.shape(noise)}")
+    dt = jnp.asarray(t1, x.dtype) - jnp.asarray(t0, x.dtype)
+    mean = x + dt * jnp.asarray(f, x.dtype)
+    std = jnp.asarray(g, x.dtype) * jnp.sqrt(dt)
+    return mean + std * noise.astype(x.dtype), mean, std
+
+
+EULER_MARUYAMA = SDESolver("euler_maruyama", euler_maruyama, 1, 0.5, 1.0)
+SDE_SOLVERS: dict[str, SDESolver] = {EULER_MARUYAMA.name: EULER_MARUYAMA}
 
 
 def resolve_g(g, name: str = "g") -> GFn:
@@ -194,22 +278,23 @@ def step(
         ``(x_next, mean, std)`` in ``x.dtype``; ``std`` is a scalar shared by all
         particles.
     """
-    dt = jnp.asarray(t1, x.dtype) - jnp.asarray(t0, x.dtype)
-    d, g = drift(velocity_fn, x, t0, g_fn, interpolant, velocity=velocity)
-    mean = x + dt * d
-    std = g * jnp.sqrt(dt)
+    d0 = drift(velocity_fn, x, t0, g_fn, interpolant, velocity=velocity)
     noise = jax.random.normal(key, x.shape, x.dtype)
-    return mean + std * noise, mean, std
+    return euler_maruyama(None, x, t0, t1, noise, drift0=d0)
 
 
 def cost(num_steps, nfe_per_call: int = 1) -> int:
-    """The NFE per sample ``sample`` reports (one velocity call per step).
+    """The NFE per sample ``sample`` reports: ``EULER_MARUYAMA.evals_per_step`` per step.
 
     Args:
         num_steps: the number of (active) intervals, or a concrete grid.
         nfe_per_call: cost of one velocity call (see ``cost.nfe_per_call``).
     """
-    return flow.cost(num_steps, "euler", nfe_per_call)
+    if hasattr(num_steps, "shape") or isinstance(num_steps, list | tuple):
+        num_steps = flow.check_grid(num_steps, "num_steps").shape[0] - 1
+    steps = _checks.non_negative_int(num_steps, "num_steps")
+    nfe = _checks.positive_int(nfe_per_call, "nfe_per_call")
+    return steps * EULER_MARUYAMA.evals_per_step * nfe
 
 
 def sample(
@@ -274,4 +359,5 @@ def sample(
     x1, steps, traj = flow.integrate(
         step_fn, x0, ts, num_active_steps=n, return_trajectory=return_trajectory
     )
-    return x1, flow.FlowInfo(num_steps=steps, nfe=steps * per_call, trajectory=traj)
+    evals = EULER_MARUYAMA.evals_per_step * per_call
+    return x1, flow.FlowInfo(num_steps=steps, nfe=steps * evals, trajectory=traj)
