@@ -56,8 +56,9 @@ import jax.numpy as jnp
 import mctx
 
 from inferax.sampling import _checks, particles
+from inferax.search import core
 from inferax.search.lm import decoding as dec
-from inferax.search.lm import steps
+from inferax.search.lm import driver, steps
 
 POLICIES = ("muzero", "gumbel")
 CANDIDATES = ("first_token", "sampled")
@@ -201,13 +202,61 @@ def _per_prompt(lm, state: dec.DecodeState) -> dec.DecodeState:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value,
-           candidates="first_token"):  # fmt: skip
-    k = _checks.positive_int(num_candidates, "num_candidates")
-    s = _checks.positive_int(num_simulations, "num_simulations")
+def plan(
+    budget, *, config: steps.StepConfig, num_candidates: int | None = None,
+    num_simulations: int | None = None, **_options,
+) -> dict:  # fmt: skip
+    """What ``budget`` buys MCTS (static; per prompt).
+
+    A plain int is ``budget.simulations``. ``k`` (candidate steps per node, the
+    rows that decode together) is ``num_candidates``, else ``budget.sequences``;
+    the simulations of every commit's search are ``num_simulations``, else
+    ``budget.simulations // config.max_steps`` (at least 1).
+
+    Returns:
+        ``{"population": 1, "sequences": k, "simulations_per_step": S,
+        "simulations", "tokens", "prm_calls"}``: the most a prompt can spend (the
+        root: ``k`` candidate steps and one PRM call; each simulation: one re-fed
+        step, ``k`` candidate steps and one PRM call, every step at most
+        ``max_new_tokens``), capped by the budget.
+
+    Raises:
+        ValueError naming ``budget``: no way to set ``k`` or ``S``, ``k`` above
+        ``budget.sequences``, or one search above ``budget.simulations``.
+    """
     if not isinstance(config, steps.StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
     config.checked()
+    budget = core.as_budget(budget, "simulations")
+    if num_candidates is None and budget.sequences is None:
+        raise ValueError(
+            f"budget: mcts needs budget.sequences (candidate steps per node) or "
+            f"num_candidates, got {budget!r}"
+        )
+    k = _checks.positive_int(budget.sequences if num_candidates is None else num_candidates,
+                             "num_candidates")  # fmt: skip
+    if budget.sequences is not None and k > budget.sequences:
+        raise ValueError(
+            f"budget: mcts decodes num_candidates = {k} sequences per prompt, above "
+            f"budget.sequences = {budget.sequences}"
+        )
+    t, cap = config.max_steps, config.max_new_tokens
+    if num_simulations is None:
+        sims = budget.require("simulations", "mcts (or pass num_simulations)")
+        s = max(sims // t, 1)
+    else:
+        s = _checks.positive_int(num_simulations, "num_simulations")
+        if budget.simulations is not None and s > budget.simulations:
+            raise ValueError(
+                f"budget: one search of num_simulations = {s} exceeds budget.simulations = "
+                f"{budget.simulations}"
+            )
+    most = {"simulations": t * s, "tokens": (k + t * s * (k + 1)) * cap, "prm_calls": 1 + t * s}
+    out = {u: min(v, getattr(budget, u) or v) for u, v in most.items()}
+    return {"population": 1, "sequences": k, "simulations_per_step": s, **out}
+
+
+def _check(config, policy, c_puct, lm, unvisited_value, candidates, k, dirichlet_fraction):
     dec.check_sampling(config.temperature, config.top_k, config.top_p, lm.vocab_size)
     if k > lm.vocab_size:
         raise ValueError(
@@ -221,82 +270,20 @@ def _check(num_candidates, num_simulations, config, policy, c_puct, lm, unvisite
         raise ValueError(f"c_puct: expected a float > 0, got {c_puct!r}")
     if unvisited_value is not None:
         _checks.unit_interval(unvisited_value, "unvisited_value")
-    return k, s
+    if (
+        isinstance(dirichlet_fraction, bool)
+        or not isinstance(dirichlet_fraction, int | float)
+        or not 0.0 <= dirichlet_fraction <= 1.0
+    ):
+        raise ValueError(
+            f"dirichlet_fraction: expected a float in [0, 1], got {dirichlet_fraction!r}"
+        )
 
 
-def mcts(
-    key: jax.Array,
-    lm: Any,
-    prm_fn: steps.PRMFn,
-    prompts: jax.Array,
-    prompt_mask: jax.Array | None = None,
-    *,
-    num_candidates: int,
-    num_simulations: int,
-    config: steps.StepConfig,
-    policy: str = "muzero",
-    c_puct: float = 1.25,
-    dirichlet_fraction: float = 0.0,
-    gumbel_scale: float = 1.0,
-    unvisited_value: float | None = None,
-    candidates: str = "first_token",
-) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
-    """MCTS over reasoning steps, one committed step per search (see the module doc).
-
-    Args:
-        key: PRNG key.
-        lm: the decoding protocol (``search.decoding``).
-        prm_fn: ``prm_fn(state, prompt_index) -> [R]`` scores in ``[0, 1]`` of
-            each row's prefix (``search.lm_steps``); called on one row per
-            prompt under ``jax.vmap``.
-        prompts: ``[B, P]`` left-padded prompts; prompt_mask: ``[B, P]`` bool.
-        num_candidates: ``k``, candidate next steps sampled at every expanded
-            node (the node's actions).
-        num_simulations: simulations of every search (one per committed step).
-        config: decoding settings; ``config.max_steps`` bounds the commits.
-        policy: ``"muzero"`` (PUCT, commit the most visited child, ties broken
-            by Q) or ``"gumbel"`` (Gumbel MuZero: sequential halving at the root,
-            commit its action).
-        c_puct: ``pb_c_init`` of PUCT (MuZero's ``c_1``).
-        dirichlet_fraction: root prior noise of AlphaZero (0: none, for inference).
-        gumbel_scale: scale of the root Gumbel noise (``policy="gumbel"``).
-        unvisited_value: None: mctx's ``qtransform_by_parent_and_siblings`` (an
-            unvisited child counts as the worst sibling: a candidate with a small LM
-            prior may never be tried). A value in [0, 1]: the same normalised Q with
-            unvisited children valued at it (1: first-play urgency, every candidate
-            is tried once before the best is revisited). ``policy="muzero"`` only.
-        candidates: how a node's ``k`` candidate steps are made distinct:
-            ``"first_token"`` (first tokens without replacement: every branch
-            differs at once; right when steps branch at their first token) or
-            ``"sampled"`` (``k`` independent steps, repeats invalid; right when
-            the first token is nearly determined, as in the arithmetic task whose
-            steps start by copying the previous result).
-
-    Returns:
-        ``(result, info)``: one trace per prompt (``K = 1``; its score is the
-        PRM value of the committed final node). ``info.generated_tokens``
-        counts every token fed through ``decode_step`` after the prompt
-        (sampled candidates + re-fed steps); ``info.sequences`` is
-        ``B * num_candidates`` (the rows decoded together). ``info.trace`` has
-        ``[max_steps, B]`` arrays per commit: ``visits`` and ``q`` (the committed
-        child's root visit count and Q), ``value`` (its PRM score),
-        ``simulations``, ``sampled_tokens``, ``refed_tokens``, ``prm_calls``,
-        ``nan_scores`` (NaN PRM scores, stored as 0) and ``stuck`` (unfinished
-        nodes without a valid candidate: the LM gave no finite log-probability).
-
-    Raises:
-        ValueError / TypeError: bad budgets, settings or shapes, naming the argument.
-    """
-    k, num_sims = _check(
-        num_candidates, num_simulations, config, policy, c_puct, lm, unvisited_value, candidates
-    )
-    cfg = config
-    prm_fn = steps.check_prm(prm_fn)
-    state, pidx, info0 = steps.start(lm, prompts, prompt_mask, 1, cfg)
-    b, cap = state.tokens.shape
-    v0 = steps.scores_of(prm_fn, state, pidx)
+def _node_fns(lm, prm_fn, cfg, k: int, candidates: str, b: int, cap: int):
+    """``(root_node(u, s1, v), recurrent_fn)``: building a node (its ``k`` candidates and
+    costs) and mctx's expansion of action ``a`` (re-feed candidate ``a``, score, build)."""
     bidx = jnp.arange(b, dtype=jnp.int32)
-    k_root, k_search = jax.random.split(key)
 
     def make_node(u, s1, value, refed, scored, nan, loop1):
         cand, prior, spent, loop2 = _candidates(u, lm, s1, cfg, k, candidates)
@@ -329,24 +316,19 @@ def mcts(
         )
         return out, new
 
-    u = _uniforms(k_root, b, k, cap, lm.vocab_size)
-    node = jax.vmap(root_node)(u, _per_prompt(lm, state), v0)
-    names = ("visits", "q", "value", "simulations", "sampled_tokens", "refed_tokens",
-             "prm_calls", "nan_scores", "stuck")  # fmt: skip
-    f32 = {"q", "value"}
-    trace = {n: jnp.zeros((cfg.max_steps, b), jnp.float32 if n in f32 else jnp.int32)
-             for n in names}  # fmt: skip
-    for j, n in enumerate(_COSTS):  # the root's costs count in round 0
-        trace[n] = trace[n].at[0].set(node.costs[:, j])
-    totals = jnp.stack([node.costs[:, 0].sum(), jnp.int32(b), node.costs[:, 6].max()])
+    return root_node, recurrent_fn
 
+
+def _search_fn(recurrent_fn, b, k, num_sims, policy, c_puct, dirichlet_fraction, gumbel_scale,
+               unvisited_value):  # fmt: skip
+    """``search(rng, node) -> (committed node, nodes made, visits, q)`` of one commit."""
+    bidx = jnp.arange(b, dtype=jnp.int32)
     if unvisited_value is None:
         qtransform = mctx.qtransform_by_parent_and_siblings
     else:
         qtransform = functools.partial(_q_first_play, value=unvisited_value)
 
     def search(rng, node: _Node):
-        done = node.state.finished[:, 0]
         root = mctx.RootFnOutput(prior_logits=node.prior, value=node.value, embedding=node)
         invalid = (~_valid(node.prior)).astype(jnp.float32)
         if policy == "muzero" and dirichlet_fraction == 0:
@@ -382,39 +364,180 @@ def mcts(
             action = out.action.astype(jnp.int32)
         child = tree.children_index[bidx, 0, action]
         new = jax.tree.map(lambda x: x[bidx, child], tree.embeddings)
-        new = jax.tree.map(lambda a, o: jnp.where(_bcast(done, a), o, a), new, node)
         made = jax.tree.map(lambda x: x[:, 1:], tree.embeddings)  # nodes this search created
-        return new, done, made, visits[bidx, action], q[bidx, action]
+        return new, made, visits[bidx, action], q[bidx, action]
+
+    return search
+
+
+_TRACE = ("visits", "q", "value", "simulations", "sampled_tokens", "refed_tokens",
+          "prm_calls", "nan_scores", "stuck", "out_of_budget")  # fmt: skip
+_HELD = ("visits", "q", "value")  # rounds after a prompt stops hold their last value
+
+
+def _fits(budget, trace, node, num_sims, k, cap):
+    """``[B]``: the prompt can pay a whole next search in the worst case (every simulation
+    re-feeds one step and samples ``k``, each step at most what is left of the row)."""
+    left = cap - node.state.num_tokens[:, 0]
+    spent = {
+        "tokens": trace["sampled_tokens"].sum(0) + trace["refed_tokens"].sum(0),
+        "prm_calls": trace["prm_calls"].sum(0),
+        "simulations": trace["simulations"].sum(0),
+    }
+    need = {"tokens": num_sims * (k + 1) * left, "prm_calls": num_sims, "simulations": num_sims}
+    ok = jnp.ones_like(left, bool)
+    for unit, lim in budget.units().items():
+        if unit in need:
+            ok = ok & (spent[unit] + need[unit] <= lim)
+    return ok
+
+
+def mcts(
+    key: jax.Array,
+    lm: Any,
+    prm_fn: steps.PRMFn,
+    budget: core.Budget | int,
+    *,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None = None,
+    config: steps.StepConfig,
+    num_candidates: int | None = None,
+    num_simulations: int | None = None,
+    policy: str = "muzero",
+    c_puct: float = 1.25,
+    dirichlet_fraction: float = 0.0,
+    gumbel_scale: float = 1.0,
+    unvisited_value: float | None = None,
+    candidates: str = "first_token",
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
+    """MCTS over reasoning steps, one committed step per search (see the module doc).
+
+    Args:
+        key: PRNG key.
+        lm: the decoding protocol (``inferax.search.lm.decoding``).
+        prm_fn: ``prm_fn(state, prompt_index) -> [R]`` scores in ``[0, 1]`` of
+            each row's prefix; called on one row per prompt under ``jax.vmap``.
+        budget: per prompt (``core.Budget``, or an int = ``budget.simulations``);
+            ``plan`` says what it buys. ``budget.simulations``, ``budget.tokens``
+            and ``budget.prm_calls`` are caps checked at run time before every
+            commit: a prompt searches again only if the whole next search fits in
+            the worst case (each simulation re-feeds one step and samples ``k``
+            steps of at most what is left of the row), else it stops where it is
+            (``trace["out_of_budget"]``). A token cap below ``k * max_new_tokens``
+            leaves even the root unexpanded.
+        prompts: ``[B, P]`` left-padded prompts; prompt_mask: ``[B, P]`` bool.
+        config: decoding settings; ``config.max_steps`` bounds the commits.
+        num_candidates: ``k``, candidate next steps sampled at every expanded
+            node (the node's actions); default ``budget.sequences``.
+        num_simulations: simulations of every search (one per committed step);
+            default ``budget.simulations // config.max_steps``.
+        policy: ``"muzero"`` (PUCT, commit the most visited child, ties broken
+            by Q) or ``"gumbel"`` (Gumbel MuZero: sequential halving at the root,
+            commit its action).
+        c_puct: ``pb_c_init`` of PUCT (MuZero's ``c_1``).
+        dirichlet_fraction: root prior noise of AlphaZero, in [0, 1] (0: none).
+        gumbel_scale: scale of the root Gumbel noise (``policy="gumbel"``).
+        unvisited_value: None: mctx's ``qtransform_by_parent_and_siblings`` (an
+            unvisited child counts as the worst sibling: a candidate with a small LM
+            prior may never be tried). A value in [0, 1]: the same normalised Q with
+            unvisited children valued at it (1: first-play urgency, every candidate
+            is tried once before the best is revisited). ``policy="muzero"`` only.
+        candidates: how a node's ``k`` candidate steps are made distinct:
+            ``"first_token"`` (first tokens without replacement) or ``"sampled"``
+            (``k`` independent steps, repeats invalid; for steps whose first token
+            is nearly determined).
+        mesh: optional ``"particles"`` mesh: the ``B`` prompts' trees (mctx's batch
+            axis) are sharded over it (``B`` divisible by its size; call under ``jit``).
+
+    Returns:
+        ``(result, info)``: one trace per prompt (``K = 1``; its score is the PRM
+        value of the committed final node; ``finished``: EOS or a full row).
+        ``info.generated_tokens`` counts every token fed through ``decode_step``
+        after the prompt (sampled candidates + re-fed steps); ``info.sequences``
+        is ``B k``; per prompt: ``tokens_per_prompt``, ``prm_calls_per_prompt``,
+        ``simulations_per_prompt`` (``info.spent()``). ``info.trace`` has
+        ``[max_steps, B]`` arrays per commit: ``visits`` and ``q`` (the committed
+        child's root visit count and Q), ``value`` (its PRM score),
+        ``simulations``, ``sampled_tokens``, ``refed_tokens``, ``prm_calls``,
+        ``nan_scores`` (NaN PRM scores, stored as 0), ``stuck`` (unfinished nodes
+        without a valid candidate) and ``out_of_budget``.
+
+    Raises:
+        ValueError / TypeError: bad budgets, settings or shapes, naming the argument.
+    """
+    p = plan(budget, config=config, num_candidates=num_candidates,
+             num_simulations=num_simulations)  # fmt: skip
+    budget, k, num_sims = (
+        core.as_budget(budget, "simulations"),
+        p["sequences"],
+        p["simulations_per_step"],
+    )
+    _check(config, policy, c_puct, lm, unvisited_value, candidates, k, dirichlet_fraction)
+    cfg = config
+    prm_fn = steps.check_prm(prm_fn)
+    state, pidx, info0 = steps.start(lm, prompts, prompt_mask, 1, cfg)
+    b, cap = state.tokens.shape
+    mesh = driver.check_mesh(mesh, b)
+    root_node, recurrent_fn = _node_fns(lm, prm_fn, cfg, k, candidates, b, cap)
+    search = _search_fn(recurrent_fn, b, k, num_sims, policy, c_puct, dirichlet_fraction,
+                        gumbel_scale, unvisited_value)  # fmt: skip
+    k_root, k_search = jax.random.split(key)
+    trace = {n: jnp.zeros((cfg.max_steps, b), jnp.float32 if n in ("q", "value") else jnp.int32)
+             for n in _TRACE}  # fmt: skip
+    with driver.mesh_context(mesh):
+        v0 = steps.scores_of(prm_fn, state, pidx)
+        root_ok = budget.tokens is None or budget.tokens >= k * cap  # the root's worst case
+        if not root_ok:  # the root is scored but not expanded
+            state = state._replace(finished=jnp.ones_like(state.finished))
+        u = _uniforms(k_root, b, k, cap, lm.vocab_size)
+        node = jax.vmap(root_node)(u, _per_prompt(lm, state), v0)
+        node = driver.constrain(node._replace(state=node.state._replace(
+            finished=node.state.finished & root_ok)), 0, mesh)  # fmt: skip
+        for j, n in enumerate(_COSTS):  # the root's costs count in round 0
+            trace[n] = trace[n].at[0].set(node.costs[:, j])
+        trace["out_of_budget"] = trace["out_of_budget"].at[0].set(int(not root_ok))
+        node, trace, rounds, calls = _commits(
+            k_search, search, node, trace, budget, num_sims, k, cap, cfg, mesh, root_ok
+        )
+    return _result(node, rounds, trace, calls, info0, b, k, cfg, budget)
+
+
+def _commits(key, search, node, trace, budget, num_sims, k, cap, cfg, mesh, root_ok):
+    """The commit loop (one ``lax.while_loop``): search, commit the chosen child, count."""
+    calls0 = node.costs[:, 6].max()
+    stop0 = jnp.full(node.value.shape, not root_ok)
 
     def cond(c):
-        i, node = c[0], c[1]
-        return (i < cfg.max_steps) & ~jnp.all(node.state.finished[:, 0])
+        i, node, _, _, stop = c
+        return (i < cfg.max_steps) & ~jnp.all(node.state.finished[:, 0] | stop)
 
     def body(c):
-        i, node, trace, totals = c
-        new, done, made, vis, q = search(jax.random.fold_in(k_search, i), node)
-        alive = ~done
-        spent = made.costs.sum(1)  # [B, len(_COSTS) + 2]
-        per = {n: spent[:, j] for j, n in enumerate(_COSTS)}
-        per.update(visits=vis, q=q, value=new.value, simulations=jnp.where(alive, num_sims, 0))
-        last = {n: trace[n][jnp.maximum(i - 1, 0)] for n in ("visits", "q", "value")}
-        for n in last:  # finished prompts hold their last value
-            per[n] = jnp.where(alive, per[n], jnp.where(i > 0, last[n], per[n]))
-        trace = {
-            n: (trace[n].at[i].set if n in last else trace[n].at[i].add)(
-                per[n].astype(trace[n].dtype)
-            )
-            for n in names
-        }
-        calls = jnp.sum(jnp.max(made.costs[..., _LOOPS], axis=0))  # batched decode_step calls
-        totals = totals + jnp.stack(
-            [spent[:, 0].sum() + spent[:, 1].sum(), spent[:, 2].sum(), calls]
+        i, node, trace, calls, stop = c
+        done = node.state.finished[:, 0]
+        stop = stop | (~done & ~_fits(budget, trace, node, num_sims, k, cap))
+        hold = done | stop
+        frozen = node._replace(
+            state=node.state._replace(finished=node.state.finished | stop[:, None])
         )
-        return i + 1, new, trace, totals
+        new, made, vis, q = search(jax.random.fold_in(key, i), frozen)
+        new = jax.tree.map(lambda a, o: jnp.where(_bcast(hold, a), o, a), new, node)
+        new = driver.constrain(new, 0, mesh)
+        spent = made.costs.sum(1)  # [B, len(_COSTS) + 2]: held prompts' searches cost 0
+        per = {n: spent[:, j] for j, n in enumerate(_COSTS)}
+        per.update(visits=vis, q=q, value=new.value, simulations=jnp.where(hold, 0, num_sims),
+                   out_of_budget=(stop & ~done).astype(jnp.int32))  # fmt: skip
+        for n in _HELD:  # stopped prompts hold their last value
+            last = trace[n][jnp.maximum(i - 1, 0)]
+            per[n] = jnp.where(hold, jnp.where(i > 0, last, per[n]), per[n])
+        trace = {n: (trace[n].at[i].set if n in _HELD else trace[n].at[i].add)(
+            per[n].astype(trace[n].dtype)) for n in _TRACE}  # fmt: skip
+        calls = calls + jnp.sum(jnp.max(made.costs[..., _LOOPS], axis=0))  # batched decode calls
+        return i + 1, new, trace, calls, stop
 
-    init = (jnp.zeros((), jnp.int32), node, trace, totals)
-    rounds, node, trace, totals = jax.lax.while_loop(cond, body, init)
-    return _result(node, rounds, trace, totals, info0, b, k, cfg)
+    init = (jnp.zeros((), jnp.int32), node, trace, calls0, stop0)
+    rounds, node, trace, calls, _ = jax.lax.while_loop(cond, body, init)
+    return node, trace, rounds, calls
 
 
 def _q_first_play(tree: mctx.Tree, node_index, *, value: float) -> jax.Array:
@@ -435,20 +558,39 @@ def _bcast(mask, x):
     return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
 
 
-def _result(node, rounds, trace, totals, info0, b, k, cfg):
+def _result(node, rounds, trace, calls, info0, b, k, cfg, budget):
     """Result and info from the final nodes; trace rounds after ``rounds`` hold the last value."""
     hold = jnp.minimum(jnp.arange(cfg.max_steps), jnp.maximum(rounds - 1, 0))
-    keep = ("visits", "q", "value")
-    trace = {n: (x[hold] if n in keep else x) for n, x in trace.items()}
+    trace = {n: (x[hold] if n in _HELD else x) for n, x in trace.items()}
     s = node.state
     result = steps.LMSearchResult(
         tokens=s.tokens, num_tokens=s.num_tokens, finished=s.finished,
         scores=node.value[:, None], weights=jnp.ones((b, 1), jnp.float32),
         choice=jnp.zeros((b,), jnp.int32),
     )  # fmt: skip
+    tokens = trace["sampled_tokens"].sum(0) + trace["refed_tokens"].sum(0)
+    prm = trace["prm_calls"].sum(0)
     info = steps.LMSearchInfo(
-        sequences=b * k, generated_tokens=totals[0], prm_calls=totals[1],
-        decode_steps=totals[2], prompt_tokens=info0.prompt_tokens, num_rounds=rounds,
-        trace=trace,
+        sequences=b * k, generated_tokens=tokens.sum(), prm_calls=prm.sum(),
+        decode_steps=calls, prompt_tokens=info0.prompt_tokens, num_rounds=rounds,
+        trace=trace, tokens_per_prompt=tokens, prm_calls_per_prompt=prm, budget=budget,
+        simulations_per_prompt=trace["simulations"].sum(0),
     )  # fmt: skip
     return result, info
+
+
+core.register(
+    core.SearchEntry(
+        "mcts",
+        "lm",
+        mcts,
+        ("simulations", "sequences", "tokens", "prm_calls"),
+        "heuristic",
+        plan,
+        options={"num_candidates": (2, 3), "policy": ("muzero", "gumbel")},
+        reference="Silver et al. 2017; Schrittwieser et al. 2020; Danihelka et al. 2022 "
+        "(mctx); Zhang et al. 2024 (ReST-MCTS*)",
+        summary="MCTS over reasoning steps (PUCT or Gumbel MuZero), PRM values, k sampled "
+        "candidate steps per node",
+    )  # fmt: skip
+)

@@ -24,6 +24,7 @@ import pytest
 
 from inferax.models import arithmetic as ar
 from inferax.models import transformer as tr
+from inferax.search import core
 from inferax.search.lm import mcts as lm_mcts
 from inferax.search.lm import steps as lm_steps
 from tests.search import step_tree as st
@@ -72,8 +73,8 @@ def tree():
 
     def run(key, values):
         prm = st.prm_fn(lm, values, problems)
-        return lm_mcts.mcts(key, lm, prm, st.prompts(problems), num_candidates=K,
-                            num_simulations=S, config=CFG, unvisited_value=1.0)  # fmt: skip
+        return lm_mcts.mcts(key, lm, prm, S * CFG.max_steps, prompts=st.prompts(problems),
+                            num_candidates=K, config=CFG, unvisited_value=1.0)  # fmt: skip
 
     f = jax.jit(run)
     r1, r2 = ladder(rng, best1), ladder(rng, best2)
@@ -138,15 +139,27 @@ def test_same_key_same_answer(tree):
         (dict(policy="alphago"), "policy"),
         (dict(c_puct=0.0), "c_puct"),
         (dict(unvisited_value=2.0), "unvisited_value"),
+        (dict(dirichlet_fraction=2), r"dirichlet_fraction: expected a float in \[0, 1\], got 2"),
+        (dict(dirichlet_fraction=-0.1), "dirichlet_fraction"),
+        (dict(budget=0), "budget"),
+        (dict(budget=core.Budget(tokens=50), num_candidates=None), "needs budget.sequences"),
+        (
+            dict(budget=core.Budget(sequences=2), num_candidates=None, num_simulations=None),
+            "budget: mcts .*simulations",
+        ),
+        (dict(budget=core.Budget(sequences=2, simulations=8)), "above budget.sequences = 2"),
+        (dict(budget=core.Budget(simulations=1)), "exceeds budget.simulations = 1"),
     ],
 )
 def test_bad_input(tree, kwargs, match):
-    args = dict(num_candidates=K, num_simulations=2, config=CFG) | kwargs
+    args = dict(budget=8, num_candidates=K, num_simulations=2, config=CFG) | kwargs
     prm = st.prm_fn(tree["lm"], np.zeros((P, st.num_nodes(K, D))), np.arange(P))
+    budget = args.pop("budget")
     with pytest.raises(ValueError, match=match):
-        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, st.prompts(np.arange(P)), **args)
+        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, budget, prompts=st.prompts(np.arange(P)),
+                     **{a: v for a, v in args.items() if v is not None})  # fmt: skip
     with pytest.raises(TypeError, match="config"):
-        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, st.prompts(np.arange(P)),
+        lm_mcts.mcts(jax.random.key(0), tree["lm"], prm, 8, prompts=st.prompts(np.arange(P)),
                      num_candidates=K, num_simulations=2, config={})  # fmt: skip
 
 
@@ -171,8 +184,8 @@ def test_transformer_one_simulation_gumbel_values_match_a_full_forward_pass():
     cfg = lm_steps.StepConfig(eos_id=ar.EOS, step_id=ar.STEP_ID, max_new_tokens=cap,
                               max_steps=cap, logits_hook=hook)  # fmt: skip
     res, info = jax.jit(
-        lambda key: lm_mcts.mcts(key, lm, prm, pr, pr != ar.PAD, num_candidates=2,
-                                 num_simulations=1, config=cfg, policy="gumbel")
+        lambda key: lm_mcts.mcts(key, lm, prm, cap, prompts=pr, prompt_mask=pr != ar.PAD,
+                                 num_candidates=2, config=cfg, policy="gumbel")
     )(jax.random.key(5))  # fmt: skip
     assert res.tokens.shape == (b, 1, cap) and res.scores.shape == (b, 1)
     assert np.asarray(res.finished).all()
@@ -230,9 +243,9 @@ def test_sampled_candidates_are_distinct_whole_steps():
             jax.random.key(0),
             lm,
             lambda s, i: jnp.zeros(i.shape),
-            st.prompts([0]),
+            4,
+            prompts=st.prompts([0]),
             num_candidates=2,
-            num_simulations=2,
             config=cfg,
             candidates="greedy",
         )
