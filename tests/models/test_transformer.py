@@ -85,3 +85,69 @@ def test_scalar_head_and_errors(params):
         jax.eval_shape(lambda k: tr.init_params(bad, k), jax.random.key(0))
     cache = MODEL.init_cache(3, 10)
     assert jax.tree_util.tree_map(jnp.shape, cache)["k"] == (2, 3, 10, 4, 8)
+
+
+def _reference_forward(params, tokens, model: tr.Transformer, drop_last_self=False) -> np.ndarray:
+    """The transformer's causal forward pass in float64 NumPy, with no cache at all.
+
+    ``drop_last_self``: the fault to detect, the last position not attending to its
+    own key/value (what a dropped write into the last slot of a full cache does).
+    """
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+
+    def ln(x, q, eps=1e-6):  # flax LayerNorm: biased variance, eps inside the sqrt
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + eps) * q["scale"] + q["bias"]
+
+    def gelu(x):  # flax nn.gelu: the tanh approximation
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+    t = tokens.shape[1]
+    x = p["embed"]["embedding"][tokens] + p["pos"]["embedding"][np.arange(t)][None]
+    causal = np.tril(np.ones((t, t), bool))
+    if drop_last_self:
+        causal[-1, -1] = False
+    for i in range(model.num_layers):
+        qkv = np.einsum("ntd,dchk->ntchk", ln(x, p[f"ln1_{i}"]), p[f"qkv_{i}"]["kernel"])
+        qkv = qkv + p[f"qkv_{i}"]["bias"]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        logits = np.einsum("nthd,nshd->nhts", q, k) / np.sqrt(model.head_dim)
+        logits = np.where(causal, logits, -np.inf)
+        att = np.exp(logits - logits.max(-1, keepdims=True))
+        att = att / att.sum(-1, keepdims=True)
+        o = np.einsum("nhts,nshd->nthd", att, v)
+        x = x + np.einsum("nthd,hde->nte", o, p[f"proj_{i}"]["kernel"]) + p[f"proj_{i}"]["bias"]
+        h = ln(x, p[f"ln2_{i}"])
+        h = gelu(h @ p[f"up_{i}"]["kernel"] + p[f"up_{i}"]["bias"])
+        x = x + h @ p[f"down_{i}"]["kernel"] + p[f"down_{i}"]["bias"]
+    return ln(x, p["ln_f"]) @ p["head"]["kernel"] + p["head"]["bias"]
+
+
+@pytest.mark.parametrize("prompt_len", [3, 10])
+def test_exactly_full_cache_matches_a_float64_reference(params, prompt_len):
+    """A cache with exactly as many slots as tokens (the reward models' full forward
+    pass, and a row decoded to its last slot) against a cache-free float64 NumPy
+    forward pass: a last slot whose key/value were dropped would change the last
+    position's logits (it no longer attends to itself)."""
+    toks = np.asarray(jax.random.randint(jax.random.key(7), (3, 10), 1, ar.VOCAB_SIZE))
+    ref = _reference_forward(params, toks, MODEL)
+    full = np.asarray(MODEL.apply(params, jnp.asarray(toks)), np.float64)
+    np.testing.assert_allclose(full, ref, atol=2e-4)
+    lm = tr.lm_functions(MODEL, params)
+    cache = lm.init_cache(3, 10)  # exactly the 10 tokens
+    logits, cache = lm.prefill(cache, jnp.asarray(toks[:, :prompt_len]), jnp.ones((3, prompt_len)))
+    got = [logits]
+    for i in range(prompt_len, 10):
+        logits, cache = lm.decode_step(cache, jnp.asarray(toks[:, i]), jnp.ones(3, bool))
+        got.append(logits)
+    np.testing.assert_allclose(np.asarray(got[-1], np.float64), ref[:, -1], atol=2e-4)
+    np.testing.assert_allclose(
+        np.stack([np.asarray(g, np.float64) for g in got], 1), ref[:, prompt_len - 1 :], atol=2e-4
+    )
+    assert int(cache["fill"].max()) == 10  # every slot used: the cache was exactly full
+    # Negative control: the reference without the last position attending to itself
+    # differs by far more than the tolerance, so the check can see that fault.
+    faulty = _reference_forward(params, toks, MODEL, drop_last_self=True)
+    assert np.abs(faulty[:, -1] - ref[:, -1]).max() > 50 * 2e-4
+    np.testing.assert_allclose(faulty[:, :-1], ref[:, :-1])  # only the last position moves
