@@ -152,11 +152,12 @@ BUDGETS = [4, 16] if QUICK else [4, 16, 64]
 pf_acc, beam_acc = [], []
 for n in BUDGETS:
     res, pinfo = jax.jit(lambda k, n=n: lm_particle.particle_filter(
-        k, lm, oracle, prompts, prompts != ar.PAD, num_particles=n, config=config))(
+        k, lm, oracle, n, prompts=prompts, prompt_mask=prompts != ar.PAD, config=config))(
         jax.random.key(3))  # fmt: skip
     pf_acc.append(float(np.mean(ar.extract_answer(res.chosen_tokens()) == truth)))
     bres, binfo = jax.jit(lambda k, n=n: lm_beam.beam_search(
-        k, lm, oracle, prompts, prompts != ar.PAD, num_beams=n, beam_width=4, config=config))(
+        k, lm, oracle, n, prompts=prompts, prompt_mask=prompts != ar.PAD, beam_width=4,
+        config=config))(
         jax.random.key(3))  # fmt: skip
     beam_acc.append(float(np.mean(ar.extract_answer(bres.chosen_tokens()) == truth)))
     print(f"N = {n}: particle filter {pf_acc[-1]:.2f} ({int(pinfo.generated_tokens)} tokens, "

@@ -28,6 +28,7 @@ import numpy as np
 from inferax.experiments import common
 from inferax.models import arithmetic as ar
 from inferax.models import prm
+from inferax.search import core
 from inferax.search.lm import beam as lm_beam
 from inferax.search.lm import gibbs as lm_gibbs
 from inferax.search.lm import mcts as lm_mcts
@@ -97,18 +98,21 @@ def padded_prompts(problems, length: int) -> np.ndarray:
     return np.pad(pr, ((0, 0), (length - pr.shape[1], 0)), constant_values=ar.PAD)
 
 
-def _budget_args(name: str, n: int, s) -> dict:
-    """The method's keyword arguments for budget N (sequences, as each paper counts)."""
+def _budget_args(name: str, n: int, s) -> tuple[core.Budget, dict]:
+    """The method's budget and options at budget N (sequences per problem, as each
+    paper counts). Particle Gibbs runs N particles for each of its sweeps, so its
+    budget is N x sweeps sequences (its token and PRM counts are reported beside)."""
     if name in ("beam", "dvts"):
-        return {"num_beams": n, "beam_width": min(s.beam_width, n)}
+        return core.Budget(sequences=n), {"beam_width": min(s.beam_width, n)}
     if name == "particle_filter":
-        return {"num_particles": n, "tau": float(s.tau)}
+        return core.Budget(sequences=n), {"tau": float(s.tau)}
     if name == "particle_gibbs":
-        return {"num_particles": n, "num_iterations": s.gibbs_iterations, "tau": float(s.tau)}
+        it = s.gibbs_iterations
+        return core.Budget(sequences=n * it), {"num_iterations": it, "tau": float(s.tau)}
     # An arithmetic step starts by copying the previous result: candidates must be
     # distinct as whole steps, not at their first token; every candidate is tried once.
-    return {"num_candidates": s.mcts_candidates, "num_simulations": n,
-            "candidates": "sampled", "unvisited_value": 1.0}  # fmt: skip
+    opts = {"num_candidates": s.mcts_candidates, "candidates": "sampled", "unvisited_value": 1.0}
+    return core.Budget(simulations=n), opts
 
 
 def _search_fn(name: str):
@@ -139,14 +143,15 @@ def make_prm(kind: str, models: dict, prompts, mask, solutions):
 
 def compiled(name: str, kind: str, n: int, config, models: dict):
     """One jitted search per (method, PRM, N, models), reused across seeds and difficulties."""
-    lm, cfg, kw = models["lm_fns"], step_config(config), _budget_args(name, n, config.search)
+    lm, cfg = models["lm_fns"], step_config(config)
+    budget, kw = _budget_args(name, n, config.search)
     fn = _search_fn(name)
 
     def run(k, prompts, mask, solutions):
         prm_fn = make_prm(kind, models, prompts, mask, solutions)
-        return fn(k, lm, prm_fn, prompts, mask, config=cfg, **kw)
+        return fn(k, lm, prm_fn, budget, prompts=prompts, prompt_mask=mask, config=cfg, **kw)
 
-    static = (name, kind, n, id(models["rm"]), cfg, tuple(sorted(kw.items())))
+    static = (name, kind, budget, id(models["rm"]), cfg, tuple(sorted(kw.items())))
     return common.jit_once("search", lm, static, lambda: run)
 
 
@@ -171,9 +176,10 @@ def evaluate(config, models: dict, problems, key) -> dict:
             for n in s.budgets:
                 k = jax.random.fold_in(key, name_index(name, kind, n))
                 res, info = compiled(name, kind, n, config, models)(k, *args)
-                sweeps = s.gibbs_iterations if name == "particle_gibbs" else 1
-                if name != "mcts" and int(info.sequences) > n * len(problems) * sweeps:
-                    raise RuntimeError(f"{name} used {info.sequences} sequences at N = {n}")
+                budget, _ = _budget_args(name, n, s)
+                spent = {u: int(np.max(np.asarray(v))) for u, v in info.spent().items()}
+                if budget.exceeded(spent):  # the contract: never over budget, per problem
+                    raise RuntimeError(f"{name} spent {spent} over {budget} at N = {n}")
                 flat = res.tokens.reshape(-1, res.tokens.shape[-1])
                 answers = np.asarray(ar.extract_answer_jax(flat)).reshape(res.tokens.shape[:2])
                 chosen = np.take_along_axis(answers, np.asarray(res.choice)[:, None], 1)[:, 0]
