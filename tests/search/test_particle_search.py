@@ -237,3 +237,58 @@ def test_budgets_are_never_exceeded():
         fsearch.smc(jax.random.key(0), MIX.velocity, reward, 100, event_shape=(1,))
     with pytest.raises(ValueError, match="kind"):
         fsearch.make_dynamics(MIX.velocity, "ve", 5)
+
+
+def test_rbf_lockstep_rows_are_counted_and_capped_at_the_budget():
+    """Regression: with several chains or blocks every chain's block is evaluated until the
+    slowest chain is done; those rows were not counted (2 chains, budget 150: 214 network
+    evaluations made, 143 reported). Now every row is counted and the rows are capped."""
+    vel, calls = _counting(MIX.velocity)
+    dyn = fsearch.make_dynamics(vel, "linear", 8)
+    reward = lambda y: jnp.sin(5 * y[:, 0])  # noqa: E731
+    for chains, block in ((2, 1), (2, 2), (3, 4)):
+        calls.clear()
+        _, info = jax.jit(
+            lambda k, c=chains, b=block: fsearch.rbf(
+                k, dyn, reward, 150, event_shape=(1,), num_chains=c, block_size=b
+            )
+        )(jax.random.key(0))
+        jax.effects_barrier()
+        assert int(info.nfe) == sum(calls) <= 150, (chains, block, sum(calls), int(info.nfe))
+        rows = np.asarray(info.trace["rows"])
+        assert int(info.nfe) == chains * 4 + rows[:-1].sum()
+
+
+def test_rbf_spends_its_rollover():
+    """A chain that accepts early draws more than its quota at a later step (the rollover
+    is spent, not only computed), and never more than quota + rollover."""
+    dyn = fsearch.make_dynamics(MIX.velocity, "linear", 8)
+    reward = lambda y: jnp.sin(5 * y[:, 0])  # noqa: E731
+    quota = 2
+    _, info = jax.jit(
+        lambda k: fsearch.rbf(
+            k, dyn, reward, 400, event_shape=(1,), num_chains=2, num_initial=2, quota=quota
+        )
+    )(jax.random.key(3))
+    drawn = np.asarray(info.trace["drawn"])
+    roll = np.asarray(info.trace["rollover"])
+    assert np.any(drawn > quota), drawn
+    assert np.all(drawn[1:] <= quota + roll[:-1]) and np.all(drawn[0] <= quota)
+
+
+def test_expand_keeps_children_with_their_parent():
+    """Child row i descends from parent i // m (repeat, not tile): per-parent weights travel
+    with their children, and SVDD's per-chain groups hold one chain's children."""
+    w = jnp.array([0.1, 0.6, 0.3])  # non-uniform parent weights
+    x = jnp.arange(3.0)[:, None]
+    ew, ex = fsearch.expand((w, x), 2)
+    np.testing.assert_array_equal(ew, w[jnp.array([0, 0, 1, 1, 2, 2])])
+    np.testing.assert_array_equal(ex[:, 0], [0, 0, 1, 1, 2, 2])
+    # On the ODE every child of a chain is the chain itself: SVDD's chains must stay the
+    # 3 distinct ODE solutions (children grouped across chains would duplicate the best).
+    dyn = fsearch.make_dynamics(MIX.velocity, "ode", 4)
+    _, info = fsearch.svdd(
+        jax.random.key(2), dyn, lambda y: y[:, 0], 3 * 4 * 2, event_shape=(1,), num_chains=3
+    )
+    pop = np.asarray(info.population[0]).reshape(-1)
+    assert len(np.unique(pop)) == 3, pop
