@@ -59,6 +59,10 @@ class NonFiniteError(FloatingPointError):
     """A state (loss or parameters) holds NaN or infinite values."""
 
 
+class DivergedError(NonFiniteError):
+    """Training diverged: a loss above the run's ceiling, or no improvement on the first losses."""
+
+
 class CorruptCheckpointError(RuntimeError):
     """A saved checkpoint fails its integrity check (or has no record to check)."""
 

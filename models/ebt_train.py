@@ -230,6 +230,7 @@ def fit(
     workdir: str | os.PathLike | None = None,
     checkpoint_every: int = 200,
     log_every: int = 100,
+    max_loss: float | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Trains by minibatch updates of ``loss_fn(params, batch, key, start)``, resumably.
 
@@ -250,6 +251,8 @@ def fit(
 
     Raises:
         NonFiniteError: at the first non-finite loss (the step is named).
+        DivergedError: a loss above ``max_loss`` (default: 1000x the first
+            loss), or a run of >= 50 steps whose loss did not go down.
     """
     num_steps = _checks.positive_int(num_steps, "num_steps")
     batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -274,6 +277,7 @@ def fit(
     state, losses = lm_train.run_updates(
         update, state, data, num_steps=num_steps, workdir=workdir,
         checkpoint_every=checkpoint_every, log_every=log_every, tag="ebt fit",
+        max_loss=max_loss,
     )  # fmt: skip
     return state["params"], losses
 

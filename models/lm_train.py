@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from inferax.models import checkpoint
+from inferax.models import checkpoint, train
 from inferax.models.cache import cache_record
 from inferax.models.checkpoint import Checkpointer, DirectoryLock, NonFiniteError
 from inferax.sampling import _checks
@@ -76,6 +76,7 @@ def fit(
     workdir: str | os.PathLike | None = None,
     checkpoint_every: int = 200,
     log_every: int = 100,
+    max_loss: float | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Trains ``params`` by minibatch optax updates, resuming from ``workdir``.
 
@@ -90,12 +91,15 @@ def fit(
         workdir: checkpoints under ``workdir/checkpoints``; None for none.
         checkpoint_every: steps between checkpoints.
         log_every: steps between absl log lines.
+        max_loss: loss ceiling (see ``run_updates``).
 
     Returns:
         ``(params, losses [num_steps])``.
 
     Raises:
         NonFiniteError: at the first non-finite loss (the step is named).
+        DivergedError: a loss above ``max_loss`` (default: 1000x the first
+            loss), or a run of >= 50 steps whose loss did not go down.
         ValueError: on bad arguments.
     """
     num_steps = _checks.positive_int(num_steps, "num_steps")
@@ -118,6 +122,7 @@ def fit(
     state, losses = run_updates(
         update, state, data, num_steps=num_steps, workdir=workdir,
         checkpoint_every=checkpoint_every, log_every=log_every, tag="fit",
+        max_loss=max_loss,
     )  # fmt: skip
     return state["params"], losses
 
@@ -125,19 +130,24 @@ def fit(
 def run_updates(
     update: Callable, state: Any, data: Any, *, num_steps: int,
     workdir: str | os.PathLike | None, checkpoint_every: int, log_every: int, tag: str,
+    max_loss: float | None = None,
 ) -> tuple[Any, np.ndarray]:  # fmt: skip
     """The resumable training loop shared by the trainers of this package.
 
     Calls ``state, loss = update(state, step, data)`` for the steps not yet done,
     checkpoints ``{"state", "losses"}`` under ``workdir/checkpoints`` every
     ``checkpoint_every`` steps (and at the end), resumes from the latest
-    checkpoint, and stops at the first non-finite loss.
+    checkpoint, and stops at the first non-finite loss or the first loss
+    above ``max_loss`` (default ``train.loss_ceiling``: 1000x the first loss),
+    and refuses a finished run whose loss did not go down
+    (``train.check_improvement``).
 
     Returns:
         ``(state, losses [num_steps])``.
 
     Raises:
         NonFiniteError: at the first non-finite loss (the step is named).
+        DivergedError: a loss above the ceiling, or no improvement.
     """
     ckpt, history, start = None, [], 0
     if workdir is not None:
@@ -167,6 +177,9 @@ def run_updates(
                 msg = f"{tag}: loss {chunk[~np.isfinite(chunk)][0]} at step {bad} is not finite"
                 logging.error("%s", msg)
                 raise NonFiniteError(msg)
+            first = np.concatenate(history)[0] if history else chunk[0]
+            train.check_ceiling(chunk, done - len(chunk) + 1, train.loss_ceiling(first, max_loss),
+                                tag)  # fmt: skip
             history.append(chunk)
             if done % log_every == 0 or done == num_steps:
                 logging.info("%s: step %d/%d loss %.4f", tag, done, num_steps, float(chunk.mean()))
@@ -175,7 +188,9 @@ def run_updates(
     finally:
         if ckpt is not None:
             ckpt.close()
-    return state, np.concatenate(history)
+    losses = np.concatenate(history)
+    train.check_improvement(losses, tag)
+    return state, losses
 
 
 def fit_or_restore(key: jax.Array, *, workdir: str | os.PathLike, spec: Any, **kwargs):

@@ -35,7 +35,7 @@ from absl import logging
 
 from inferax.models import checkpoint
 from inferax.models.cache import CACHE_VERSION, cache_record, record_differences
-from inferax.models.checkpoint import Checkpointer, DirectoryLock, NonFiniteError
+from inferax.models.checkpoint import Checkpointer, DirectoryLock, DivergedError, NonFiniteError
 from inferax.models.flow_matching import (
     ApplyFn,
     TrainState,
@@ -46,7 +46,11 @@ from inferax.sampling import _checks
 
 __all__ = [
     "CACHE_VERSION",
+    "MIN_STEPS_FOR_IMPROVEMENT",
     "cache_record",
+    "check_ceiling",
+    "check_improvement",
+    "loss_ceiling",
     "make_optimizer",
     "record_differences",
     "train",
@@ -89,6 +93,50 @@ def make_optimizer(
     )
     adam = optax.adamw(schedule, weight_decay=weight_decay)
     return adam if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+
+
+# Divergence checks shared by every trainer of this package (``train``, ``lm_train``,
+# ``ebt_train``): a run whose loss leaves a ceiling stops at once, and a finished run
+# whose loss did not go down is refused, so an experiment never publishes verdicts on a
+# model trained by gradient ascent or blown up to 1e33.
+MIN_STEPS_FOR_IMPROVEMENT = 50  # shorter runs (smoke tests) are too noisy to judge
+CEILING_FACTOR = 1e3
+
+
+def loss_ceiling(initial: float, max_loss: float | None = None) -> float:
+    """The loss above which training stops: ``max_loss`` if given, else
+    ``1e3 * max(|initial loss|, 1)``."""
+    if max_loss is not None:
+        return float(max_loss)
+    return CEILING_FACTOR * max(abs(float(initial)), 1.0)
+
+
+def check_ceiling(chunk: np.ndarray, first_step: int, ceiling: float, tag: str) -> None:
+    """``DivergedError`` naming the first step whose loss exceeds ``ceiling``."""
+    over = np.flatnonzero(chunk > ceiling)
+    if over.size:
+        i = int(over[0])
+        _fail(
+            f"{tag}: loss {chunk[i]:.4g} at step {first_step + i} is above the ceiling "
+            f"{ceiling:.4g} (max_loss); training diverged and stopped",
+            DivergedError,
+        )
+
+
+def check_improvement(losses: np.ndarray, tag: str) -> None:
+    """``DivergedError`` when a run of ``>= MIN_STEPS_FOR_IMPROVEMENT`` steps ends with a
+    mean loss (last 10%, at least 5 steps) no lower than it started (first 10%)."""
+    n = len(losses)
+    if n < MIN_STEPS_FOR_IMPROVEMENT:
+        return
+    w = max(5, n // 10)
+    first, last = float(np.mean(losses[:w])), float(np.mean(losses[-w:]))
+    if not last < first:
+        _fail(
+            f"{tag}: loss did not improve over {n} steps (mean of the first {w} steps "
+            f"{first:.4g}, of the last {w} {last:.4g}); training diverged",
+            DivergedError,
+        )
 
 
 def _batch_fn(data: Any, batch_size: int) -> Callable:
@@ -144,6 +192,7 @@ def train(
     log_every: int = 500,
     max_to_keep: int = 2,
     progress: bool = False,
+    max_loss: float | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Trains a velocity network by flow matching, resuming from ``workdir``.
 
@@ -172,6 +221,8 @@ def train(
         log_every: steps between absl log lines of the mean loss.
         max_to_keep: checkpoints kept on disk.
         progress: show a tqdm progress bar.
+        max_loss: stop (``DivergedError``) at the first loss above it; None:
+            ``loss_ceiling`` of the first loss (1000x it).
 
     Returns:
         ``(params, losses)``: the final parameters (their EMA when
@@ -182,6 +233,8 @@ def train(
             beyond ``num_steps`` or of a different model.
         NonFiniteError: at the first non-finite loss or parameters (the step
             is named; nothing non-finite is saved).
+        DivergedError: a loss above ``max_loss``, or a run of at least
+            ``MIN_STEPS_FOR_IMPROVEMENT`` steps whose loss did not go down.
         CorruptCheckpointError: when no checkpoint in ``workdir`` passes its
             integrity check.
     """
@@ -225,11 +278,13 @@ def train(
             state = _run(
                 state, key, step_fn, data, data_arr, labels_arr, batch_size,
                 start, num_steps, checkpoint_every, log_every, ckpt, history, progress,
+                max_loss,
             )  # fmt: skip
     finally:
         if ckpt is not None:
             ckpt.close()
     losses = np.concatenate(history) if history else np.zeros((0,), np.float32)
+    check_improvement(losses, "train")
     params = state.ema_params if ema_decay is not None else state.params
     bad = checkpoint.first_non_finite(params)
     if bad is not None:
@@ -237,14 +292,14 @@ def train(
     return params, losses
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, error: type = NonFiniteError) -> None:
     logging.error("%s", message)
-    raise NonFiniteError(message)
+    raise error(message)
 
 
 def _run(
     state, key, step_fn, data, data_arr, labels_arr, batch_size,
-    start, num_steps, checkpoint_every, log_every, ckpt, history, progress,
+    start, num_steps, checkpoint_every, log_every, ckpt, history, progress, max_loss,
 ) -> TrainState:  # fmt: skip
     batch = _batch_fn(data, batch_size)
 
@@ -283,6 +338,8 @@ def _run(
                 f"train: loss {chunk[idx]} at step {step - len(pending) + 1 + idx} "
                 f"(of {num_steps}) is not finite; training stopped{where}"
             )
+        first = np.concatenate(history)[0] if history else chunk[0]
+        check_ceiling(chunk, step - len(pending) + 1, loss_ceiling(first, max_loss), "train")
         history.append(chunk)
         if bar is not None:
             bar.update(len(pending))

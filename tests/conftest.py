@@ -27,3 +27,55 @@ def devices():
     devs = jax.devices()
     assert len(devs) == 4, f"conftest expected 4 CPU devices, got {len(devs)}"
     return devs
+
+
+# ------------------------------------------------------------------ the quick tier
+# `pytest -m "not slow"` is the quick tier (DESIGN.md, Tests). The slow tests are
+# marked here, by path, rather than by decorators in every file: whatever trains a
+# model, runs an experiment or a notebook, starts processes, times a benchmark, or
+# compiles the language-model searches. A test in a slow module whose name says it
+# checks bad input before any work is done stays quick (it fails before training).
+SLOW_PATHS = (
+    "tests/test_notebooks.py",
+    "tests/test_readme.py",
+    "tests/benchmarks/",
+    "tests/experiments/test_ebt_experiment.py",
+    "tests/experiments/test_fkc.py",
+    "tests/experiments/test_lm_scaling.py",
+    "tests/experiments/test_sway.py",
+    "tests/experiments/test_readme_results.py",
+    "tests/models/test_classifier.py",
+    "tests/models/test_ebt.py",
+    "tests/models/test_infill.py",
+    "tests/models/test_prm.py",
+    "tests/models/test_train.py",
+    "tests/sampling/test_distributed.py",
+    "tests/sampling/test_feynman_kac_hard.py",
+    "tests/sampling/test_multiprocess.py",
+    "tests/sampling/test_schedule_tuning.py",
+    "tests/search/test_flow_scaling_experiment.py",
+    "tests/search/test_lm_",
+    "tests/search/test_search_sharded.py",
+)
+# Single tests of quick modules measured at > 10 s on 2 loaded cores (--durations).
+SLOW_TESTS = (
+    "tests/sampling/test_flow.py::test_a_user_solver_plugs_in_with_its_order_and_cost",
+    "tests/sampling/test_resampling.py::test_resampled_moments_match_weighted",
+    "tests/sampling/test_resampling.py::test_variance_ordering",
+    "tests/sampling/test_energy.py::test_same_result_sharded_over_4_devices",
+    "tests/experiments/test_common.py::test_a_refused_lock_is_one_line_and_exit_status_1",
+)
+QUICK_NAMES = ("bad_config", "fails_before", "bad_input", "ceiling", "does_not_improve")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = str(config.rootpath)
+    for item in items:
+        node = item.nodeid.replace("\\", "/")
+        path = node.split("::", 1)[0]
+        if not path.startswith("tests/"):  # run from another directory
+            path = os.path.relpath(str(item.path), root).replace("\\", "/")
+            node = path + "::" + node.split("::", 1)[-1]
+        slow = path.startswith(SLOW_PATHS) or node.startswith(SLOW_TESTS)
+        if slow and not any(k in item.name for k in QUICK_NAMES):
+            item.add_marker(pytest.mark.slow)

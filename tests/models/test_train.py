@@ -272,3 +272,42 @@ def test_bad_arguments(tmp_path):
     assert losses.shape == (0,)
     assert_trees_equal(params, tiny_params())
     _ = optax  # the optimizer factory is exercised above
+
+
+def _quadratic_fit(lr, num_steps=60, workdir=None, **kw):
+    from inferax.models import lm_train
+
+    return lm_train.fit(
+        jax.random.key(0),
+        loss_fn=lambda p, batch: jnp.sum(p["w"] ** 2) + 0.0 * jnp.sum(batch["x"]),
+        params={"w": jnp.ones(3)},
+        data={"x": np.zeros((8, 1), np.float32)},
+        optimizer=optax.sgd(lr),
+        num_steps=num_steps,
+        batch_size=2,
+        workdir=workdir,
+        log_every=10,
+        checkpoint_every=10,
+        **kw,
+    )
+
+
+def test_gradient_ascent_stops_at_the_loss_ceiling(tmp_path):
+    from inferax.models.checkpoint import DivergedError
+
+    with pytest.raises(DivergedError, match=r"above the ceiling 3000 \(max_loss\)"):
+        _quadratic_fit(-0.2, workdir=tmp_path)  # loss 3 * 1.4^step: 1000x after ~21 steps
+    with pytest.raises(DivergedError, match="above the ceiling 10"):
+        _quadratic_fit(-0.2, max_loss=10.0)
+
+
+def test_a_run_that_does_not_improve_is_refused_and_a_good_one_passes():
+    from inferax.models.checkpoint import DivergedError, NonFiniteError
+
+    with pytest.raises(DivergedError, match="did not improve over 60 steps"):
+        _quadratic_fit(0.0)
+    assert issubclass(DivergedError, NonFiniteError)  # handlers of non-finite stops see it
+    _, losses = _quadratic_fit(0.1)
+    assert losses[-1] < 1e-3 * losses[0]
+    _, short = _quadratic_fit(0.0, num_steps=10)  # too short to judge: no check
+    assert len(short) == 10

@@ -1,0 +1,222 @@
+"""The battery of bad inputs (issue 18, "no silent garbage anywhere").
+
+Every entry is ``(id, call, expected error type, substring of the message)``:
+``call(workdir)`` must raise that error naming the argument or config field.
+A new case (search, LM, ...) is one more entry of ``CASES``. The experiment
+cases go through ``run(config, workdir)`` and must fail before the run takes
+its workdir, so none of them trains anything. What can only be seen at run time
+(a traced grid, a traced NaN) is counted in the samplers' info; those counts are
+tested below the battery.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import inferax
+from inferax.experiments import common, configs, ebt, flow_scaling, lm_scaling, schema, sway
+from inferax.models.checkpoint import Checkpointer
+from inferax.sampling import energy, flow, resampling, schedules
+
+X0 = jnp.ones((4, 2), jnp.float32)
+X0_INF = X0.at[0, 0].set(jnp.inf)  # concrete, closed over inside jit: checked at trace time
+
+
+def velocity(x, t):
+    return -x
+
+
+def quadratic(context, y):
+    return 0.5 * jnp.sum(y**2)
+
+
+def _minimize(**kw):
+    def call(_):
+        energy.minimize(jax.random.key(0), quadratic, None, X0, num_steps=5, step_size=0.1, **kw)
+
+    return call
+
+
+def _config(name: str, overrides: list[tuple[str, str]]):
+    """A quick config with command-line overrides applied (as ``--config.F=V`` would)."""
+    return common.apply_overrides(configs.load(f"{name}:quick"), overrides)
+
+
+def _run(module, name: str, *overrides: tuple[str, str]):
+    def call(workdir):
+        module.run(_config(name, list(overrides)), workdir)
+
+    return call
+
+
+def _checkified(fn):
+    """Runs ``fn`` under ``jit(checkify(...))`` and throws its run-time error."""
+
+    def call(_):
+        err, _ = jax.jit(checkify.checkify(fn))()
+        err.throw()
+
+    return call
+
+
+RuntimeCheckError = checkify.JaxRuntimeError
+
+CASES = [
+    # --- energy minimisation
+    ("minimize noise_scale < 0", _minimize(noise="langevin", noise_scale=-1.0),
+     ValueError, "noise_scale: expected a finite number >= 0"),
+    ("minimize unscaled noise_scale < 0", _minimize(noise="unscaled", noise_scale=-1.0),
+     ValueError, "noise_scale"),
+    ("minimize num_active_steps > num_steps", _minimize(num_active_steps=9),
+     ValueError, "num_active_steps: expected an int in [0, 5]"),
+    # --- the flow core
+    ("flow.step t1 = 1.5", lambda _: flow.step(velocity, X0, 0.5, 1.5),
+     ValueError, "t1: expected a time in [0, 1], got 1.5"),
+    ("flow.step t0 = -0.1", lambda _: flow.step(velocity, X0, -0.1, 0.5),
+     ValueError, "t0: expected a time in [0, 1]"),
+    ("flow.step backwards", lambda _: flow.step(velocity, X0, 0.5, 0.2),
+     ValueError, "t1: expected a time after t0 = 0.5"),
+    ("flow.sample NaN in x0",
+     lambda _: flow.sample(velocity, X0.at[2, 1].set(jnp.nan), schedules.uniform(4)),
+     ValueError, "x0: expected finite values, got 1 NaN/inf entries (the first in sample 2)"),
+    ("flow.sample NaN in x0 under jit",
+     lambda _: jax.jit(lambda: flow.sample(velocity, X0_INF, schedules.uniform(4)))(),
+     ValueError, "x0: expected finite values"),
+    ("flow.sample complex velocity",
+     lambda _: flow.sample(lambda x, t: x.astype(jnp.complex64), X0, schedules.uniform(4)),
+     TypeError, "velocity_fn: expected a real floating-point output"),
+    ("flow.sample decreasing grid",
+     lambda _: flow.sample(velocity, X0, jnp.array([0.0, 0.6, 0.3, 1.0])),
+     ValueError, "ts: expected a strictly increasing grid"),
+    ("flow.sample decreasing grid, jit, runtime_checks",
+     _checkified(lambda: jax.jit(lambda ts: flow.sample(velocity, X0, ts, runtime_checks=True))(
+         jnp.array([0.0, 0.6, 0.3, 1.0]))),
+     RuntimeCheckError, "ts: expected times in [0, 1], strictly increasing"),
+    ("flow.sample NaN velocity, runtime_checks",
+     _checkified(lambda: flow.sample(lambda x, t: x / (t - 0.5), X0, schedules.uniform(2),
+                                     runtime_checks=True)),
+     RuntimeCheckError, "velocity_fn: expected finite outputs, got 8 NaN/inf entries"),
+    ("flow.sample traced NaN x0, runtime_checks",
+     _checkified(lambda: jax.jit(lambda x: flow.sample(velocity, x, schedules.uniform(2),
+                                                       runtime_checks=True))(
+         X0.at[0, 0].set(jnp.nan))),
+     RuntimeCheckError, "x0: expected finite values, got 1 NaN/inf entries"),
+    ("sway_warp on a decreasing grid", lambda _: schedules.sway_warp([0.0, 0.6, 0.3, 1.0]),
+     ValueError, "ts: expected a strictly increasing grid"),
+    ("resampling.ess given weights", lambda _: resampling.ess(jnp.array([0.7, 0.2, 0.1])),
+     ValueError, "log_weights: expected log-weights, got what look like normalised weights"),
+    # --- experiments: the config fails before anything is trained
+    ("ebt digits.lr = -1", _run(ebt, "ebt", ("digits.lr", "-1")),
+     ValueError, "config.digits.lr: expected a float > 0, got -1.0"),
+    ("ebt digits.num_eval > test split", _run(ebt, "ebt", ("digits.num_eval", "100000")),
+     ValueError, "digits.num_eval: expected <= 359 (the digits test split), got 100000"),
+    ("lm_scaling lm.train_difficulty = 3",
+     _run(lm_scaling, "lm_scaling", ("lm.train_difficulty", "3")),
+     ValueError, "config.lm.train_difficulty: expected a tuple of exactly 2 items"),
+    ("sway toy.num_eval = 0", _run(sway, "sway", ("toy.num_eval", "0")),
+     ValueError, "config.toy.num_eval: expected an int >= 1, got 0"),
+    ("flow_scaling num_seeds = 0", _run(flow_scaling, "flow_scaling", ("num_seeds", "0")),
+     ValueError, "config.num_seeds: expected an int >= 1, got 0"),
+    ("fkc num_particles = 0",
+     lambda _: schema.check(_config("fkc", [("num_particles", "0")]), "fkc"),
+     ValueError, "config.num_particles: expected a list of >= 1 items, distinct, each an int >= 2"),
+    ("schema of an unknown experiment", lambda _: schema.check(_config("ebt", []), "ebtt"),
+     ValueError, "name: expected one of"),
+    # --- checkpoints
+    ("Checkpointer max_to_keep = 0", lambda w: Checkpointer(w, max_to_keep=0),
+     ValueError, "max_to_keep: expected a positive int, got 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error(tmp_path, call, error, message):
+    workdir = str(tmp_path / "run")
+    with pytest.raises(error) as info:
+        call(workdir)
+    assert message in str(info.value), str(info.value)
+    assert not os.path.exists(workdir) or not os.listdir(workdir)  # failed before any work
+
+
+def test_config_of_wrong_type_and_unknown_field_are_refused():
+    c = configs.load("ebt:quick").to_dict()  # (a ConfigDict itself refuses 1.5 for an int)
+    c["seed"] = 1.5
+    with pytest.raises(TypeError, match=r"config\.seed: expected an int >= 0 .*got 1\.5"):
+        schema.check(c, "ebt")
+    c = configs.load("ebt:quick")
+    c.digits.lr, c.tokens.num_eval = -1.0, 0
+    with pytest.raises(ValueError) as info:  # every problem in one message
+        schema.check(c, "ebt")
+    assert "config.digits.lr" in str(info.value) and "config.tokens.num_eval" in str(info.value)
+    c = configs.load("ebt:quick")
+    c.digits.new_field = 3
+    with pytest.raises(ValueError, match=r"config\.digits\.new_field: no such field"):
+        schema.check(c, "ebt")
+
+
+@pytest.mark.parametrize("spec", [f"{n}{v}" for n in configs.names() for v in ("", ":quick")])
+def test_every_shipped_config_passes_its_schema(spec):
+    schema.check(configs.load(spec), spec.partition(":")[0])
+    assert set(schema.SCHEMAS) == set(configs.names())  # one schema per config
+
+
+# ------------------------------------------------------------------ run-time counts
+def test_flow_info_counts_what_is_only_known_at_run_time():
+    sample = jax.jit(lambda x, ts: flow.sample(velocity, x, ts, solver="midpoint")[1])
+    good = sample(X0, jnp.array([0.0, 0.3, 0.6, 1.0]))
+    assert bool(good.grid_valid) and int(good.non_finite_inputs) == 0
+    assert int(good.non_finite_outputs) == 0
+    bad = sample(X0.at[1].set(jnp.nan), jnp.array([0.0, 0.6, 0.3, 1.0]))
+    assert not bool(bad.grid_valid)
+    assert int(bad.non_finite_inputs) == 2
+    # The NaN row feeds the velocity at every evaluation: 2 entries x 2 evals x 3 steps.
+    assert int(bad.non_finite_outputs) == 12
+    nan_v = flow.sample(lambda x, t: x * jnp.nan, X0, schedules.uniform(3))[1]
+    assert int(nan_v.non_finite_outputs) == 3 * X0.size
+
+
+def test_energy_info_flags_non_finite_candidates_and_self_verify_skips_them():
+    def log_energy(context, y):  # NaN for y <= 0
+        return jnp.sum(jnp.log(y))
+
+    y0 = jnp.array([[1.0], [-1.0]])
+    _, info = energy.minimize(None, log_energy, None, y0, num_steps=3, step_size=0.1)
+    np.testing.assert_array_equal(np.asarray(info.non_finite), [False, True])
+    chosen, _, verify = energy.self_verify(
+        None, lambda c, y: jnp.sum(jnp.log(y)), None, y0.reshape(1, 2, 1), num_candidates=2,
+        num_steps=3, step_size=0.1,
+    )  # fmt: skip
+    assert int(verify.chosen[0]) == 0 and np.isfinite(np.asarray(chosen)).all()
+
+
+def test_traced_num_active_steps_is_clipped_and_reported():
+    run = jax.jit(lambda n: energy.minimize(None, quadratic, None, X0, num_steps=5,
+                                            step_size=0.1, num_active_steps=n)[1])  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(run(9).stopped_at), [5] * 4)
+    np.testing.assert_array_equal(np.asarray(run(2).stopped_at), [2] * 4)
+
+
+def test_ess_takes_log_weights():
+    w = jnp.array([0.9, 0.1])
+    assert float(resampling.ess(jnp.log(w))) == pytest.approx(1 / (0.81 + 0.01), rel=1e-5)
+    # Log-weights that happen to look like weights are accepted once shifted (ESS is
+    # invariant to the shift).
+    assert float(resampling.ess(w - 1.0)) == pytest.approx(
+        float(jnp.exp(2 * jax.nn.logsumexp(w) - jax.nn.logsumexp(2 * w))), rel=1e-5
+    )
+    assert float(resampling.ess(jnp.full(4, 0.25))) == pytest.approx(4.0)  # equal: no harm
+
+
+def test_version():
+    from importlib import metadata
+
+    assert inferax.__version__ == metadata.version("inferax")
+    assert inferax.__version__ != "0+unknown"
+    from inferax.sampling import flow as flow_again  # the subpackages still import
+
+    assert flow_again is flow
