@@ -272,14 +272,19 @@ def _define_flags(name: str, fv, argv: Sequence[str]):
     from absl import flags
     from ml_collections import config_flags
 
+    from inferax.experiments import schema
+
     for flag in ("config", "workdir"):  # main() may run more than once in a process
         if flag in fv:
             delattr(fv, flag)
+    fields = ""
+    if name in schema.SCHEMAS:  # --help lists every field with its type and range
+        fields = "; fields (experiments/schema.py):\n" + schema.describe(name)
     config_flag = config_flags.DEFINE_config_file(
         "config",
         None,
         f"config: a shipped name ({name}, {name}:quick) or a file (path/{name}.py:quick); "
-        f"override fields with --config.FIELD=VALUE (lists: --config.FIELD=1,2,3)",
+        f"override fields with --config.FIELD=VALUE (lists: --config.FIELD=1,2,3){fields}",
         flag_values=fv,
         sys_argv=list(argv),
     )

@@ -126,6 +126,7 @@ def test_main_validates_before_run_and_passes_overrides(tmp_path):
     # --help lists --config and --workdir (flags defined by common.main, shown as the binary's).
     proc, _ = run_fake_binary(tmp_path, "--help")
     assert "--config:" in proc.stdout and "--workdir:" in proc.stdout
+    assert "toy.num_eval: an int >= 1" in proc.stdout  # the schema, shared with --help
 
 
 def test_prepare_workdir_locks_the_workdir(tmp_path):

@@ -239,7 +239,9 @@ def test_directory_lock(tmp_path):
         assert open(again.path).read().strip() == str(os.getpid())
 
 
-@pytest.mark.parametrize("damage", ["item folder deleted", "item folder emptied"])
+@pytest.mark.parametrize(
+    "damage", ["item folder deleted", "item folder emptied", "manifest emptied", "metadata emptied"]
+)
 def test_intact_older_step_restores_whatever_happened_to_a_newer_one(tmp_path, damage):
     # Regression: deleting the newest step's item folder made orbax's manager refuse
     # every later restore ("every step failed its integrity check"), though step 1
@@ -251,9 +253,14 @@ def test_intact_older_step_restores_whatever_happened_to_a_newer_one(tmp_path, d
     assert os.path.isdir(item)
     import shutil
 
-    shutil.rmtree(item)
+    if damage.startswith("item folder"):
+        shutil.rmtree(item)
     if damage == "item folder emptied":
         os.makedirs(item)
+    if damage != "item folder deleted":  # an empty file where orbax expects JSON / a manifest
+        name = {"manifest emptied": "manifest.ocdbt", "metadata emptied": "_METADATA"}
+        if damage in name:
+            open(os.path.join(item, name[damage]), "w").close()
     with Checkpointer(tmp_path, max_to_keep=3) as ckpt:
         with pytest.raises(CorruptCheckpointError, match="/2"):
             ckpt.restore(2, abstract_tree(make_tree()))
