@@ -33,3 +33,15 @@ def test_readme_python_examples_run():
     # The step-level search example: 8 particles per prompt, within their token budget.
     result, info = namespace["result"], namespace["info"]
     assert result.tokens.shape == (2, 8, 24) and int(info.generated_tokens) <= 2 * 8 * 24
+
+
+def test_readme_methods_table_is_the_registry():
+    """The README's table of search methods is ``core.methods_table()`` (regenerate it
+    with the snippet in ``search.core.methods_table``'s docstring when a method changes)."""
+    from inferax.search import core
+
+    text = README.read_text()
+    begin, end = "<!-- search-methods:begin -->\n", "<!-- search-methods:end -->"
+    assert begin in text and end in text, "the README lost its methods-table markers"
+    block = text[text.index(begin) + len(begin) : text.index(end)]
+    assert block == core.methods_table(), "README methods table differs from the registries"
