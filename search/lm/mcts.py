@@ -63,6 +63,7 @@ from inferax.search.lm import driver, steps
 POLICIES = ("muzero", "gumbel")
 CANDIDATES = ("first_token", "sampled")
 _INVALID = -1e9  # prior logit of an invalid candidate
+DEFAULT_CANDIDATES = 4  # k when neither num_candidates nor budget.sequences sets it
 
 
 class _Node(NamedTuple):
@@ -208,8 +209,9 @@ def plan(
 ) -> dict:  # fmt: skip
     """What ``budget`` buys MCTS (static; per prompt).
 
-    A plain int is ``budget.simulations``. ``k`` (candidate steps per node, the
-    rows that decode together) is ``num_candidates``, else ``budget.sequences``;
+    A plain int is ``budget.simulations``; a budget must cap simulations or
+    sequences. ``k`` (candidate steps per node, the rows that decode together) is
+    ``num_candidates``, else ``budget.sequences``, else ``DEFAULT_CANDIDATES``;
     the simulations of every commit's search are ``num_simulations``, else
     ``budget.simulations // config.max_steps`` (at least 1).
 
@@ -221,20 +223,22 @@ def plan(
         ``max_new_tokens``), capped by the budget.
 
     Raises:
-        ValueError naming ``budget``: no way to set ``k`` or ``S``, ``k`` above
+        ValueError naming ``budget``: neither simulations nor sequences capped, no
+        way to set ``S``, ``k`` above
         ``budget.sequences``, or one search above ``budget.simulations``.
     """
     if not isinstance(config, steps.StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
     config.checked()
     budget = core.as_budget(budget, "simulations")
-    if num_candidates is None and budget.sequences is None:
+    if budget.simulations is None and budget.sequences is None:
         raise ValueError(
-            f"budget: mcts needs budget.sequences (candidate steps per node) or "
-            f"num_candidates, got {budget!r}"
+            f"budget: mcts needs budget.simulations (its primary unit) or budget.sequences "
+            f"(candidate steps per node), got {budget!r}"
         )
-    k = _checks.positive_int(budget.sequences if num_candidates is None else num_candidates,
-                             "num_candidates")  # fmt: skip
+    if num_candidates is None:
+        num_candidates = DEFAULT_CANDIDATES if budget.sequences is None else budget.sequences
+    k = _checks.positive_int(num_candidates, "num_candidates")
     if budget.sequences is not None and k > budget.sequences:
         raise ValueError(
             f"budget: mcts decodes num_candidates = {k} sequences per prompt, above "
@@ -291,9 +295,9 @@ def _node_fns(lm, prm_fn, cfg, k: int, candidates: str, b: int, cap: int):
         costs = jnp.stack([spent, refed, scored, nan, stuck, loop1, loop2]).astype(jnp.int32)
         return _Node(s1, value, cand, prior, costs)
 
-    def root_node(u, s1, v):
+    def root_node(u, s1, v):  # the bare prompt's score: not counted (no row moved)
         nan = jnp.isnan(v)
-        return make_node(u, s1, jnp.nan_to_num(v, nan=0.0), 0, 1, nan, 0)
+        return make_node(u, s1, jnp.nan_to_num(v, nan=0.0), 0, 0, nan, 0)
 
     def expand(u, node: _Node, action, b_i):
         parent = node.state
@@ -429,7 +433,7 @@ def mcts(
         prompts: ``[B, P]`` left-padded prompts; prompt_mask: ``[B, P]`` bool.
         config: decoding settings; ``config.max_steps`` bounds the commits.
         num_candidates: ``k``, candidate next steps sampled at every expanded
-            node (the node's actions); default ``budget.sequences``.
+            node (the node's actions); default ``budget.sequences``, else 4.
         num_simulations: simulations of every search (one per committed step);
             default ``budget.simulations // config.max_steps``.
         policy: ``"muzero"`` (PUCT, commit the most visited child, ties broken
@@ -454,7 +458,10 @@ def mcts(
         ``(result, info)``: one trace per prompt (``K = 1``; its score is the PRM
         value of the committed final node; ``finished``: EOS or a full row).
         ``info.generated_tokens`` counts every token fed through ``decode_step``
-        after the prompt (sampled candidates + re-fed steps); ``info.sequences``
+        after the prompt (sampled candidates + re-fed steps); a PRM call is
+        counted per expansion whose step moved (as ``steps.extend`` counts rows
+        that moved: the root's score of the bare prompt is not counted);
+        ``info.sequences``
         is ``B k``; per prompt: ``tokens_per_prompt``, ``prm_calls_per_prompt``,
         ``simulations_per_prompt`` (``info.spent()``). ``info.trace`` has
         ``[max_steps, B]`` arrays per commit: ``visits`` and ``q`` (the committed
@@ -587,7 +594,8 @@ core.register(
         ("simulations", "sequences", "tokens", "prm_calls"),
         "heuristic",
         plan,
-        options={"num_candidates": (2, 3), "policy": ("muzero", "gumbel")},
+        options={"policy": ("muzero", "gumbel"), "candidates": ("first_token", "sampled")},
+        fixed={"num_simulations": 2},
         reference="Silver et al. 2017; Schrittwieser et al. 2020; Danihelka et al. 2022 "
         "(mctx); Zhang et al. 2024 (ReST-MCTS*)",
         summary="MCTS over reasoning steps (PUCT or Gumbel MuZero), PRM values, k sampled "

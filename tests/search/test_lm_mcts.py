@@ -113,8 +113,8 @@ def test_budget_is_respected_and_reported(tree):
     assert int(info.prm_calls) == t["prm_calls"].sum() <= P * (1 + rounds * S)
     assert int(info.generated_tokens) == t["sampled_tokens"].sum() + t["refed_tokens"].sum()
     # Every step of the tree is 2 tokens: each scored expansion re-feeds exactly one
-    # step (the root is scored without one), each unfinished node samples k steps.
-    assert t["refed_tokens"].sum() == 2 * (int(info.prm_calls) - P)
+    # step (the root's score is not counted), each unfinished node samples k steps.
+    assert t["refed_tokens"].sum() == 2 * int(info.prm_calls)
     assert t["sampled_tokens"].sum() % (2 * K) == 0
     assert t["sampled_tokens"].sum() <= 2 * K * int(info.prm_calls)
     assert int(info.generated_tokens) <= P * (1 + rounds * S) * (K + 1) * CFG.max_new_tokens
@@ -142,7 +142,7 @@ def test_same_key_same_answer(tree):
         (dict(dirichlet_fraction=2), r"dirichlet_fraction: expected a float in \[0, 1\], got 2"),
         (dict(dirichlet_fraction=-0.1), "dirichlet_fraction"),
         (dict(budget=0), "budget"),
-        (dict(budget=core.Budget(tokens=50), num_candidates=None), "needs budget.sequences"),
+        (dict(budget=core.Budget(tokens=50)), "budget: mcts needs budget.simulations"),
         (
             dict(budget=core.Budget(sequences=2), num_candidates=None, num_simulations=None),
             "budget: mcts .*simulations",
