@@ -222,7 +222,8 @@ def check_state(x0, name: str = "x0", *, finite: bool = False) -> jax.Array:
         raise ValueError(f"{name}: expected an array [N, *event], got a scalar")
     if not jnp.issubdtype(x0.dtype, jnp.floating):
         raise TypeError(f"{name}: expected a floating-point array, got dtype {x0.dtype}")
-    if finite and not isinstance(x0, jax.core.Tracer):
+    # (An array spread over several processes is left to the run-time count.)
+    if finite and not isinstance(x0, jax.core.Tracer) and getattr(x0, "is_fully_addressable", True):
         with jax.ensure_compile_time_eval():  # a concrete x0 closed over inside jit too
             bad = ~jnp.isfinite(x0)
             count = int(jnp.sum(bad))
