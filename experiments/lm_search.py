@@ -98,10 +98,12 @@ def padded_prompts(problems, length: int) -> np.ndarray:
     return np.pad(pr, ((0, 0), (length - pr.shape[1], 0)), constant_values=ar.PAD)
 
 
-def _budget_args(name: str, n: int, s) -> tuple[core.Budget, dict]:
+def _budget_args(name: str, n: int, s, max_steps: int) -> tuple[core.Budget, dict]:
     """The method's budget and options at budget N (sequences per problem, as each
     paper counts). Particle Gibbs runs N particles for each of its sweeps, so its
-    budget is N x sweeps sequences (its token and PRM counts are reported beside)."""
+    budget is N x sweeps sequences (its token and PRM counts are reported beside);
+    MCTS runs N simulations per committed step, so its budget is N x max_steps
+    simulations."""
     if name in ("beam", "dvts"):
         return core.Budget(sequences=n), {"beam_width": min(s.beam_width, n)}
     if name == "particle_filter":
@@ -111,8 +113,9 @@ def _budget_args(name: str, n: int, s) -> tuple[core.Budget, dict]:
         return core.Budget(sequences=n * it), {"num_iterations": it, "tau": float(s.tau)}
     # An arithmetic step starts by copying the previous result: candidates must be
     # distinct as whole steps, not at their first token; every candidate is tried once.
-    opts = {"num_candidates": s.mcts_candidates, "candidates": "sampled", "unvisited_value": 1.0}
-    return core.Budget(simulations=n), opts
+    opts = {"num_candidates": s.mcts_candidates, "num_simulations": n, "candidates": "sampled",
+            "unvisited_value": 1.0}  # fmt: skip
+    return core.Budget(simulations=n * max_steps), opts
 
 
 def _search_fn(name: str):
@@ -144,7 +147,7 @@ def make_prm(kind: str, models: dict, prompts, mask, solutions):
 def compiled(name: str, kind: str, n: int, config, models: dict):
     """One jitted search per (method, PRM, N, models), reused across seeds and difficulties."""
     lm, cfg = models["lm_fns"], step_config(config)
-    budget, kw = _budget_args(name, n, config.search)
+    budget, kw = _budget_args(name, n, config.search, cfg.max_steps)
     fn = _search_fn(name)
 
     def run(k, prompts, mask, solutions):
@@ -176,7 +179,7 @@ def evaluate(config, models: dict, problems, key) -> dict:
             for n in s.budgets:
                 k = jax.random.fold_in(key, name_index(name, kind, n))
                 res, info = compiled(name, kind, n, config, models)(k, *args)
-                budget, _ = _budget_args(name, n, s)
+                budget, _ = _budget_args(name, n, s, step_config(config).max_steps)
                 spent = {u: int(np.max(np.asarray(v))) for u, v in info.spent().items()}
                 if budget.exceeded(spent):  # the contract: never over budget, per problem
                     raise RuntimeError(f"{name} spent {spent} over {budget} at N = {n}")
