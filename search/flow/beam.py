@@ -86,19 +86,11 @@ def beam_search(
     Raises:
         TypeError: ``select`` not callable. ValueError naming ``budget``.
     """
-    dyn = dyn_lib.check_dynamics(dynamics)
     if not callable(select):
         raise TypeError(f"select: expected a callable (key, rewards, k) -> rows, got {select!r}")
-    r_cost = base.check_reward(reward_fn)
     width = _checks.positive_int(beam_width, "beam_width")
-    plan = beam_search_plan(
-        budget,
-        num_steps=dyn.num_steps,
-        beam_width=width,
-        num_children=num_children,
-        nfe_per_call=dyn.nfe_per_call,
-        reward_cost=r_cost,
-    )
+    options = dict(beam_width=width, num_children=num_children)
+    dyn, plan = dyn_lib.planned(beam_search_plan, dynamics, reward_fn, budget, **options)
     x, r, trace, nan = particles.branching_search(
         key,
         dyn,

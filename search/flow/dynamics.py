@@ -18,7 +18,8 @@ code's "exp" schedule: small steps at high noise, a long last step).
 
 ``advance`` is the one move every method makes: from particles at ``t0``
 whose velocity ``v`` is already known, an Euler-Maruyama step to ``t1`` using
-that ``v`` (no evaluation, ``sde.drift(..., velocity=v)``), then one velocity
+that ``v`` (no evaluation: ``sde.drift(..., velocity=v)`` moved by
+``sde.euler_maruyama``, the package's single EM step), then one velocity
 evaluation at the new point, which serves both the lookahead reward (the
 posterior mean E[x1 | x_t1]) and the next step. So one step costs 1 NFE per
 particle; at t1 = 1 the state is clean, the reward is taken on it and no
@@ -39,7 +40,7 @@ from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 from inferax.search.flow import base
 
-__all__ = ["DYNAMICS", "Dynamics", "advance", "init_particles", "make_dynamics"]
+__all__ = ["DYNAMICS", "Dynamics", "advance", "init_particles", "make_dynamics", "planned"]
 
 DYNAMICS = ("ode", "linear", "vp")
 
@@ -138,6 +139,16 @@ def check_dynamics(dynamics, name: str = "dynamics") -> Dynamics:
     return dynamics
 
 
+def planned(plan_fn, dynamics, reward_fn, budget, **options):
+    """``(dynamics, plan)``: checks the dynamics and the reward, then ``plan_fn(budget,
+    num_steps=, nfe_per_call=, reward_cost=, **options)`` on them (the prologue of every
+    particle method)."""
+    dyn = check_dynamics(dynamics)
+    r_cost = base.check_reward(reward_fn)
+    cost = dict(num_steps=dyn.num_steps, nfe_per_call=dyn.nfe_per_call, reward_cost=r_cost)
+    return dyn, plan_fn(budget, **cost, **options)
+
+
 def _velocity(dyn: Dynamics, x, t):
     return flow.check_velocity_output(dyn.velocity_fn(x, jnp.asarray(t, x.dtype)), x)
 
@@ -178,11 +189,10 @@ def advance(key, dyn: Dynamics, reward_fn, x, v, i: int | jax.Array, last: bool,
     """
     ts = jnp.asarray(dyn.grid, x.dtype)
     t0, t1 = ts[i], ts[i + 1]
-    d, g = sde.drift(dyn.velocity_fn, x, t0, dyn.g_fn, dyn.interpolant, velocity=v)
-    dt = t1 - t0
+    d0 = sde.drift(dyn.velocity_fn, x, t0, dyn.g_fn, dyn.interpolant, velocity=v)
     if eps is None:
         eps = flow.noise(key, x.shape[0], x.shape[1:], dtype=x.dtype)
-    x1 = x + dt * d + (g * jnp.sqrt(dt)) * eps
+    x1 = sde.euler_maruyama(None, x, t0, t1, eps, drift0=d0)[0]  # the package's one EM step
     if last:
         r, nan = base.safe_rewards(reward_fn, x1)
         return x1, jnp.zeros_like(x1), r, nan

@@ -73,11 +73,7 @@ def best_of_n(key, dynamics, reward_fn, budget, *, event_shape, dtype=None):
     ``budget`` is a ``core.Budget`` with ``nfe`` or an int. The trace holds the
     ``[N]`` final rewards (one round).
     """
-    dyn = dyn_lib.check_dynamics(dynamics)
-    r_cost = base.check_reward(reward_fn)
-    plan = best_of_n_plan(
-        budget, num_steps=dyn.num_steps, nfe_per_call=dyn.nfe_per_call, reward_cost=r_cost
-    )
+    dyn, plan = dyn_lib.planned(best_of_n_plan, dynamics, reward_fn, budget)
     n = plan["population"]
     shape = base.event_shape_of(event_shape)
     k0, k_steps = jax.random.split(key)
@@ -244,8 +240,8 @@ def svdd(
     budget,
     *,
     event_shape,
-    num_chains=1,
-    num_children=None,
+    num_chains: int = 1,
+    num_children: int | None = None,
     dtype=None,
 ):
     """SVDD (Li et al. 2024; Kim et al. 2025 baseline): per step, K children per chain, keep
@@ -273,9 +269,9 @@ def code(
     budget,
     *,
     event_shape,
-    num_chains=1,
-    num_children=None,
     block_length: int = 2,
+    num_chains: int = 1,
+    num_children: int | None = None,
     dtype=None,
 ):
     """CoDe (Singh et al. 2024; Kim et al. 2025 baseline): K children per chain run
@@ -293,17 +289,8 @@ def code(
         block_length: steps between selections (1 is SVDD).
         dtype: floating dtype of the noise.
     """
-    dyn = dyn_lib.check_dynamics(dynamics)
-    r_cost = base.check_reward(reward_fn)
-    plan = branching_plan(
-        budget,
-        num_steps=dyn.num_steps,
-        num_chains=num_chains,
-        num_children=num_children,
-        block_length=block_length,
-        nfe_per_call=dyn.nfe_per_call,
-        reward_cost=r_cost,
-    )
+    options = dict(num_chains=num_chains, num_children=num_children, block_length=block_length)
+    dyn, plan = dyn_lib.planned(branching_plan, dynamics, reward_fn, budget, **options)
     x, r, trace, nan = branching_search(
         key,
         dyn,
@@ -368,15 +355,7 @@ def smc(
         holds the final (resampled, equally weighted) particles and rewards;
         the trace has per-step ``ess``, ``resampled`` and ``best_reward``.
     """
-    dyn = dyn_lib.check_dynamics(dynamics)
-    r_cost = base.check_reward(reward_fn)
-    plan = smc_plan(
-        budget,
-        num_steps=dyn.num_steps,
-        num_particles=num_particles,
-        nfe_per_call=dyn.nfe_per_call,
-        reward_cost=r_cost,
-    )
+    dyn, plan = dyn_lib.planned(smc_plan, dynamics, reward_fn, budget, num_particles=num_particles)
     n = plan["population"]
     if isinstance(alpha, bool) or not (
         isinstance(alpha, int | float) or (hasattr(alpha, "dtype") and jnp.ndim(alpha) == 0)

@@ -171,16 +171,10 @@ def search_over_paths(
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
     r_cost = base.check_reward(reward_fn)
+    moves = dict(start_step=start_step, backward_steps=backward_steps, forward_steps=forward_steps)
+    population = dict(num_paths=num_paths, num_branches=num_branches, num_steps=num_steps)
     plan = search_over_paths_plan(
-        budget,
-        num_paths=num_paths,
-        num_branches=num_branches,
-        num_steps=num_steps,
-        start_step=start_step,
-        backward_steps=backward_steps,
-        forward_steps=forward_steps,
-        nfe_per_call=per_call,
-        reward_cost=r_cost,
+        budget, nfe_per_call=per_call, reward_cost=r_cost, **population, **moves
     )
     if grid is None:
         grid = np.linspace(0.0, 1.0, num_steps + 1)

@@ -237,16 +237,8 @@ def rbf(
     if n < 2:
         raise ValueError(f"dynamics: expected at least 2 steps for RBF, got {n}")
     r_cost = base.check_reward(reward_fn)
-    plan = rbf_plan(
-        budget,
-        num_steps=n,
-        num_chains=num_chains,
-        num_initial=num_initial,
-        block_size=block_size,
-        quota=quota,
-        nfe_per_call=per,
-        reward_cost=r_cost,
-    )
+    options = dict(num_chains=num_chains, num_initial=num_initial, block_size=block_size)
+    _, plan = dyn_lib.planned(rbf_plan, dyn, reward_fn, budget, quota=quota, **options)
     chains, k0_per, block, quota = (
         plan["population"],
         int(num_initial),

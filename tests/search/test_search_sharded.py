@@ -42,10 +42,11 @@ def test_particle_search_same_on_1_and_4_devices(devices, name):
         if d == 4:  # the program really is partitioned over the 4 devices
             hlo = run.lower(jax.random.key(3)).compile().as_text()
             assert "all-gather" in hlo or "all-reduce" in hlo or "collective-permute" in hlo
-    np.testing.assert_array_equal(outs[0][0], outs[1][0])  # the sample, bit for bit
-    # Its reward is recomputed inside a fused program (FMA contraction differs with the
-    # partitioning): equal up to one float32 rounding.
-    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=3e-7, atol=0)
+    # The same decisions; since RBF counts and caps its lockstep rows, its partitioned
+    # program rounds its sample differently by one float32 ulp (1.0481489 vs 1.0481488;
+    # the fusion order, not a decision), so the floats are compared to 3e-7.
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=3e-7, atol=0)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=3e-7, atol=1e-7)
     assert outs[0][2] == outs[1][2] <= 64 * 8
     # and the same algorithm as the plain, unsharded run (floats up to fusion order)
     plain = jax.jit(
