@@ -179,18 +179,22 @@ def _diagnostics(info) -> dict:
     return out
 
 
-def sampler_fn(build, factory, n: int, ts: jax.Array, weighted: bool, langevin: tuple = (0, 0.1)):
+def sampler_fn(
+    build, factory, n: int, ts: jax.Array, weighted: bool, langevin: tuple = (0, 0.1, True)
+):
     """Jitted ``(keys [R], theta) -> (samples [R, n, 2], diagnostics, nfe)``.
 
     ``build(callables) -> FKTransition``. FKC's weighted output is resampled by
     its final weights, so both methods hand equal-weight samples to the metrics.
-    ``langevin = (steps, step_size)``: FKC's resample-move (``fk.sample``'s
-    ``langevin_steps``); the unweighted SDE never moves.
+    ``langevin = (steps, step_size, adjusted)``: FKC's resample-move (``fk.sample``'s
+    ``langevin_steps``, ``langevin_step_size``, ``adjusted``: MALA when True); the
+    unweighted SDE never moves.
     """
 
     def one(key, theta):
         k_run, k_res = jax.random.split(key)
-        moves = {"langevin_steps": langevin[0], "langevin_step_size": langevin[1]}
+        moves = {"langevin_steps": langevin[0], "langevin_step_size": langevin[1],
+                 "adjusted": bool(langevin[2])}  # fmt: skip
         x, log_w, info = fk.sample(
             k_run, build(factory(theta)), n, ts, event_shape=(2,), weighted=weighted,
             **(moves if weighted and langevin[0] else {}),
@@ -249,7 +253,8 @@ def run_seed(config, problems, velocities, key, raw: dict, compiled: dict, plot_
                         build = functools.partial(
                             _build, target, setting, config=config, transport=transport
                         )
-                        moves = (config.langevin_steps, config.langevin_step_size)
+                        moves = (config.langevin_steps, config.langevin_step_size,
+                                 config.get("langevin_adjusted", True))  # fmt: skip
                         compiled[ck] = sampler_fn(build, factory, n, ts, method == "fkc", moves)
                     xs, diag, nfe = compiled[ck](keys, theta)
                     xs = np.asarray(xs)
