@@ -441,8 +441,9 @@ def main(
 
             if name in schema.SCHEMAS:  # every binary's fields, whatever its validate covers
                 schema.check(config, name)
-        except (ValueError, TypeError) as e:
-            raise app.UsageError(f"invalid config: {e}") from None
+        except (ValueError, TypeError) as e:  # one line, not the module's whole usage text
+            print(f"{name}: invalid config: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         from inferax.models.checkpoint import quiet_orbax_logging
 
         quiet_orbax_logging()

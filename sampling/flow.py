@@ -67,6 +67,7 @@ __all__ = [
     "check_velocity_output",
     "cost",
     "count_non_finite",
+    "grid_flag",
     "grid_is_valid",
     "integrate",
     "integrate_counted",
@@ -488,7 +489,7 @@ def sample(
         num_steps=steps,
         nfe=nfe.astype(jnp.int32),
         trajectory=traj,
-        grid_valid=_grid_valid(ts, n),
+        grid_valid=grid_flag(ts, n),
         non_finite_inputs=count_non_finite(x0),
         non_finite_outputs=bad_out,
     )
@@ -496,9 +497,9 @@ def sample(
     return x1, info
 
 
-def _grid_valid(ts: jax.Array, n) -> jax.Array:
-    """True for a grid that ``prepare_grid`` value-checked before tracing, else the
-    run-time ``grid_is_valid``."""
+def grid_flag(ts: jax.Array, n) -> jax.Array:
+    """``FlowInfo.grid_valid`` of a grid from ``prepare_grid``: True for a grid that was
+    value-checked before tracing, else the run-time ``grid_is_valid``."""
     if _checks.concrete_value(ts) is not None and (n is None or isinstance(n, int)):
         return jnp.asarray(True)
     return grid_is_valid(ts, n)
