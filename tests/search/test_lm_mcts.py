@@ -10,12 +10,15 @@ PRM reads each node's next-token logits, so the values the search stored
 prefixes: the cache went through the per-prompt split, the tree's storage and
 gather, and the re-feed of each step from a stored parent row.
 
-Same result on 1 and 4 devices is not tested: mctx's batch axis is the prompts
-(each prompt's tree lives on one row of it), there is no particle population to
-shard. Same key, same answer is.
+With ``mesh``, mctx's batch axis (the prompts: each prompt's tree) is sharded; PUCT at
+T = 1.5 and Gumbel at T = 0.7 give the same answer on 1 and 4 devices (Q to float
+rounding). Caps: tokens decoded per prompt are counted on the host (a decode_step
+callback) and equal ``info``; tokens, PRM calls and simulations never exceed the budget.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -249,3 +252,108 @@ def test_sampled_candidates_are_distinct_whole_steps():
             config=cfg,
             candidates="greedy",
         )
+
+
+def _ladder_case(seed=1):
+    lm, _ = st.make(seed=0, k=K, depth=D, problems=P, scale=2.0)
+    rng = np.random.default_rng(seed)
+    best = rng.integers(0, K**D, P)
+    values = exact_values(ladder(rng, best))
+    return lm, best, values
+
+
+@pytest.mark.parametrize("policy, temperature", [("muzero", 1.5), ("gumbel", 0.7)])
+def test_puct_and_gumbel_at_temperature_on_1_and_4_devices(policy, temperature, devices):
+    """PUCT (first-play urgency) at T = 1.5 and Gumbel MuZero at T = 0.7 store, for every
+    commit, the exact value of the prefix they committed (the re-fed steps, forced token by
+    token under the tempered law, decode the right nodes), spend exactly S simulations per
+    commit, and give the same answer with the prompts' trees sharded over 4 devices."""
+    from inferax.sampling import distributed
+
+    lm, best, values = _ladder_case()
+    cfg = CFG._replace(temperature=temperature)
+    prm = st.prm_fn(lm, values, np.arange(P))
+    kw = dict(unvisited_value=1.0) if policy == "muzero" else {}
+
+    sims = 16
+
+    def run(key, mesh=None):
+        pr = st.prompts(np.arange(P))
+        return lm_mcts.mcts(key, lm, prm, sims * cfg.max_steps, prompts=pr, num_candidates=K,
+                            config=cfg, policy=policy, mesh=mesh, **kw)  # fmt: skip
+
+    res, info = st.jit(run)(jax.random.key(2))
+    mesh = distributed.particle_mesh(devices[:4])
+    res4, info4 = st.jit(functools.partial(run, mesh=mesh))(jax.random.key(2))
+    for a, b in zip(jax.tree.leaves((res, info)), jax.tree.leaves((res4, info4)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)  # Q: rounding
+    np.testing.assert_array_equal(np.asarray(res.tokens), np.asarray(res4.tokens))
+    code, depth = leaves(lm, res)
+    assert (depth == D).all() and np.asarray(res.finished).all()
+    rounds = int(info.num_rounds)
+    np.testing.assert_array_equal(np.asarray(info.simulations_per_prompt), sims * rounds)
+    toks, num = np.asarray(res.tokens[:, 0]), np.asarray(res.num_tokens[:, 0])
+    for r in range(rounds):  # the node committed in round r: the first r + 1 steps
+        c, d = st.decode_rows(lm, toks, np.minimum(num, 2 * (r + 1)))
+        want = values[np.arange(P), st.offset(K, np.asarray(d)) + np.asarray(c)]
+        np.testing.assert_allclose(np.asarray(info.trace["value"][r]), want, atol=1e-6)
+    assert code.shape == best.shape
+
+
+class _DecodeCounter:
+    """Tokens decoded per problem, counted by a host callback in ``decode_step``."""
+
+    def __init__(self, lm, problems):
+        self.lm, self.tokens = lm, np.zeros(problems, np.int64)
+
+    def __getattr__(self, name):
+        return getattr(self.lm, name)
+
+    def _count(self, valid, problem):
+        np.add.at(self.tokens, np.asarray(problem)[np.asarray(valid)], 1)
+
+    def decode_step(self, cache, token, valid):
+        jax.debug.callback(self._count, valid, cache["problem"], ordered=True)
+        return self.lm.decode_step(cache, token, valid)
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [
+        core.Budget(simulations=5, sequences=K),  # 2 per commit: 2 commits, then stop
+        core.Budget(simulations=400, tokens=60),
+        core.Budget(simulations=400, prm_calls=20),
+    ],
+    ids=["simulations", "tokens", "prm_calls"],
+)
+def test_caps_are_never_exceeded_counted_at_run_time(budget):
+    """Tokens decoded per prompt (counted on the host) equal info's and, with the PRM
+    calls and simulations, never exceed the budget; the cap binds (a prompt stops)."""
+    lm, _, values = _ladder_case()
+    counter = _DecodeCounter(lm, P)
+    prm = st.prm_fn(lm, values, np.arange(P))
+    cfg = CFG._replace(max_steps=5)
+    sims = 2 if budget.simulations == 5 else None
+    res, info = st.jit(
+        lambda k: lm_mcts.mcts(
+            k,
+            counter,
+            prm,
+            budget,
+            prompts=st.prompts(np.arange(P)),
+            num_candidates=K,
+            num_simulations=sims,
+            config=cfg,
+        )  # fmt: skip
+    )(jax.random.key(4))
+    jax.effects_barrier()
+    spent = {u: np.asarray(v) for u, v in info.spent().items()}
+    np.testing.assert_array_equal(spent["tokens"], counter.tokens)
+    assert not budget.exceeded({u: int(v.max()) for u, v in spent.items()})
+    p = lm_mcts.plan(budget, config=cfg, num_candidates=K, num_simulations=sims)
+    assert all(np.all(spent[u] <= p[u]) for u in ("tokens", "prm_calls", "simulations"))
+    if sims:  # two commits of 2 simulations fit in 5, a third does not
+        np.testing.assert_array_equal(spent["simulations"], 4)
+    stopped = np.asarray(info.trace["out_of_budget"]).sum(0)
+    assert np.all(stopped[~np.asarray(res.finished)[:, 0]] == 1)
+    assert np.any(stopped)  # the cap did bind
