@@ -53,7 +53,7 @@ def test_ornstein_uhlenbeck_stationary_variance_of_the_discrete_chain():
         )
         return x1, None
 
-    x, _ = jax.jit(lambda x: jax.lax.scan(body, x, jnp.arange(60))[0])(x)
+    x = jax.jit(lambda x: jax.lax.scan(body, x, jnp.arange(60))[0])(x)
     var = float(jnp.var(x))
     # standard error of a variance from 20000 draws: 1.11 sqrt(2 / n) = 0.011
     assert abs(var - 1.0 / (1.0 - dt / 2)) < 0.045, var
