@@ -57,13 +57,18 @@ SLOW_PATHS = (
     "tests/search/test_lm_",
     "tests/search/test_search_sharded.py",
 )
-# Single tests of quick modules measured at > 10 s on 2 loaded cores (--durations).
+# Single tests of quick modules measured at > 10 s on 2 loaded cores (--durations), or
+# starting a subprocess binary.
 SLOW_TESTS = (
     "tests/sampling/test_flow.py::test_a_user_solver_plugs_in_with_its_order_and_cost",
     "tests/sampling/test_resampling.py::test_resampled_moments_match_weighted",
     "tests/sampling/test_resampling.py::test_variance_ordering",
     "tests/sampling/test_energy.py::test_same_result_sharded_over_4_devices",
     "tests/experiments/test_common.py::test_a_refused_lock_is_one_line_and_exit_status_1",
+    "tests/experiments/test_common.py::test_main_validates_before_run_and_passes_overrides",
+    "tests/experiments/test_common.py::test_import_changes_no_global_state",
+    "tests/sampling/test_flow.py::test_euler_many_steps_reproduces_mixture_moments",
+    "tests/sampling/test_resampling.py::test_zero_weights_never_chosen",
 )
 QUICK_NAMES = ("bad_config", "fails_before", "bad_input", "ceiling", "does_not_improve")
 
