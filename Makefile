@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo test bench docs lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,11 @@ format: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+$(VENV)/.docs: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[docs]"
+	touch $@ $(VENV)/.base
+
+## make docs: the documentation site, strict build into build/site (MkDocs Material)
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

