@@ -111,7 +111,19 @@ def verdicts(config, entries: list[dict]) -> dict:
                                           noise_floor=0.01,
                                           effect_size=eff["prm_auc_below_oracle"]),
     }  # fmt: skip
-    return stats.correct_family(family)
+    out = stats.correct_family(family)
+    # A metric that is undefined on this data (not a numerical failure) decides nothing:
+    # an AUC needs both label classes among the scored steps; a held-out fit needs at
+    # least four k (three to fit, one held out).
+    undefined = {}
+    if any(len(e["coverage"]) < 4 for e in entries):
+        undefined["along_fitted_law"] = "fewer than 4 values of k: no held-out fit"
+    if any(e["prm_auc"] is None or not np.isfinite(e["prm_auc"]) for e in entries):
+        why = "AUC undefined: a held-out set whose scored steps have one label class"
+        undefined["prm_above_chance"] = undefined["prm_below_oracle"] = why
+    for name, why in undefined.items():
+        out[name] = {**out[name], "verdict": stats.NOT_DECIDABLE, "reason": why}
+    return out
 
 
 def collect(config, per_seed: dict, models: dict) -> dict:

@@ -106,3 +106,15 @@ def test_held_out_residual_is_measured():
     assert np.isnan(rep.held_out_residual({1: 0.2, 2: 0.3, 4: 0.4}))  # too few points
     with pytest.raises(ValueError, match="effect_sizes"):
         rep.effect_sizes(ml_collections.ConfigDict({"effect_sizes": {"nope": 1.0}}))
+
+
+def test_undefined_metrics_are_not_decidable_but_a_diverged_metric_fails():
+    """An AUC with one label class is undefined on this data: not decidable. A NaN that
+    is a numerical failure still fails."""
+    es = entries({"auc": [None] * SEEDS})
+    v = rep.verdicts(config(), es)
+    assert v["prm_above_chance"]["verdict"] == stats.NOT_DECIDABLE
+    assert "one label class" in v["prm_below_oracle"]["reason"]
+    assert v["coverage_rises"]["verdict"] == stats.HOLDS  # the other claims still decide
+    broken = entries({"gain": [float("nan")] + [0.3] * (SEEDS - 1)})
+    assert rep.verdicts(config(), broken)["coverage_rises"]["verdict"] == stats.FAILS
