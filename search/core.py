@@ -20,8 +20,9 @@ and the options that change how it batches work. Its ``plan(budget, **options)``
 says, before anything is traced, what the budget buys: the population the
 method will run and the most it can spend in every unit. Work counted at run
 time never exceeds the budget and equals what ``info`` reports; the tests in
-``tests/search/test_flow_registry.py`` and ``test_lm_registry.py`` check this for every registered method, with
-no per-method test code. Adding a method is one file plus one ``register`` call.
+``tests/search/test_flow_registry.py`` and ``test_lm_registry.py`` check this for
+every registered method, with no per-method test code. Adding a method is one
+file plus one ``register`` call.
 
 Budgets of language-model searches are per prompt (a batch of prompts is data
 parallel: each prompt gets the same budget).
