@@ -217,6 +217,7 @@ SWAY = {
     "solvers": List(Str(*_SOLVERS), distinct=True),
     "nfes": List(POS_INT, distinct=True),
     "sway_coefs": List(Float(-1.0, 2.0 / (math.pi - 2.0)), distinct=True),
+    "effect_size_relative": POS_FLOAT,
     "toy.dataset": Str(*_TOY),
     "toy.use_oracle": Bool(),
     "toy.num_train": POS_INT,

@@ -252,7 +252,10 @@ def verdicts(results: dict, nfes) -> dict:
     """``[setting][grid][N]``: ``stats.compare`` of grid at N NFE vs uniform at 2N NFE.
 
     Paired by seed; lower is better; the noise floor is the seed-to-seed
-    standard deviation of the metric on real data of the same size.
+    standard deviation of the metric on real data of the same size; the effect
+    size is the paper's relative effect (``sway_infill.paper_effect``: 14 % of
+    uniform at 2N, F5-TTS Table 5); Holm over each setting's family (every grid
+    at every N: ``sway_infill.correct_setting``).
     """
     out: dict = {}
     for part, (branch, metric) in SETTINGS.items():
@@ -271,11 +274,14 @@ def verdicts(results: dict, nfes) -> dict:
                             row[n][metric]["values"],
                             uni[2 * n][metric]["values"],
                             noise_floor=floor,
+                            effect_size=sway_infill.paper_effect(
+                                results, uni[2 * n][metric]["values"]
+                            ),
                         )  # fmt: skip
                         for n in nfes
                         if n in row and 2 * n in uni
                     }
-    return out
+    return {k: sway_infill.correct_setting(v) for k, v in out.items()}
 
 
 def _log_verdicts(verdicts_: dict) -> None:
