@@ -68,3 +68,21 @@ def test_floor_and_effect_size_come_from_the_config():
     assert v["verdict"] == stats.NOT_DECIDABLE and v["effect_size"] == 0.001
     with pytest.raises(ValueError, match="config.effect_sizes"):
         flow_scaling.verdicts(raw, config(effect_sizes={"nfe": 1.0}))
+
+
+@pytest.mark.parametrize("variant", ["quick", "full"])
+def test_config_declares_floors_and_effects_and_verdicts_read_them(variant):
+    from inferax.experiments import schema
+    from inferax.experiments.configs import flow_scaling as fs_config
+
+    c = fs_config.get_config(variant)
+    schema.check(c, "flow_scaling")
+    assert dict(c.noise_floors) == flow_scaling.NOISE_FLOORS
+    assert dict(c.effect_sizes) == flow_scaling.EFFECT_SIZES
+    if variant == "full":
+        assert max(c.budgets) == 1000  # the papers' largest budget
+        assert 2.0**-c.num_seeds < stats.ALPHA / 22  # the family can be decided
+    c.budgets, c.num_steps = [16, B], N0
+    c.effect_sizes.reward, c.noise_floors.reward = 0.7, 0.02
+    v = flow_scaling.verdicts(raw_for("rbf:vp > rbf:ode", stats.HOLDS), c)["rbf:vp > rbf:ode"]
+    assert (v["effect_size"], v["noise_floor"]) == (0.7, 0.02)
