@@ -7,7 +7,7 @@ heading dropped), so the site shows the README's text and results as they are
 committed, without a second copy to keep in step. Links in included text are
 rewritten: to the site's page for files the site has (the notebooks,
 benchmarks/RESULTS.md, the README), else to the file in the repository.
-The notebooks (``colab/*.ipynb``) are added to the site as ``notebooks/*.ipynb``
+The notebooks (``colab/*.ipynb``) are added to the site at their repository paths
 and rendered, not executed, by mkdocs-jupyter (the test suite executes them).
 """
 
@@ -18,6 +18,7 @@ import os
 import posixpath
 import re
 
+from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,13 +79,10 @@ def on_config(config):
     return config
 
 
+@event_priority(100)  # before mkdocs-jupyter's on_files, which converts them
 def on_files(files, config):
     for name in NOTEBOOKS:
-        files.append(
-            File.generated(
-                config, f"notebooks/{name}", abs_src_path=os.path.join(ROOT, "colab", name)
-            )
-        )
+        files.append(File(f"colab/{name}", ROOT, config["site_dir"], config["use_directory_urls"]))
     return files
 
 
@@ -111,7 +109,7 @@ def _link(target: str, page_uri: str, repo_url: str) -> str:
     path, _, anchor = target.partition("#")
     anchor = f"#{anchor}" if anchor else ""
     if path.startswith("colab/") and path.endswith(".ipynb"):
-        site = "notebooks/" + path.removeprefix("colab/")
+        site = path
     else:
         site = SITE_PAGES.get(path)
     if site is None:
