@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,8 +24,24 @@
 #
 # Here every model is an exact 1-D Gaussian mixture (its flow velocity is known
 # in closed form), so no training is needed and each target density can be
-# computed on a grid. On Colab, first run
-# `!pip install "inferax @ git+<this repository>"`.
+# computed on a grid.
+
+# %% [markdown]
+# **What it needs:** a CPU is enough (about 1 minute; every model is an exact Gaussian mixture,
+# nothing is trained); a GPU or TPU is not needed. Nothing is downloaded besides the package
+# itself.
+
+# %%
+# Colab: install inferax from its repository (skipped where inferax is already importable).
+import importlib.util
+import subprocess
+import sys
+
+INFERAX_REPO = "https://github.com/inferax/inferax"  # the repository to install from
+if importlib.util.find_spec("inferax") is None:
+    subprocess.check_call(
+        [sys.executable, "-m", "pip", "install", "-q", f"inferax @ git+{INFERAX_REPO}"]
+    )
 
 # %%
 import os

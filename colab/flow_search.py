@@ -25,7 +25,24 @@
 #
 # The model here is the exact flow of the 2-D eight-Gaussians mixture (no
 # training); the reward prefers points near (2, 1), which sits between two
-# modes. On Colab, first run `!pip install "inferax @ git+<this repository>"`.
+# modes.
+
+# %% [markdown]
+# **What it needs:** a CPU is enough (about 1 minute; the model is the exact eight-Gaussians
+# flow, nothing is trained); a GPU or TPU is not needed. Nothing is downloaded besides the
+# package itself.
+
+# %%
+# Colab: install inferax from its repository (skipped where inferax is already importable).
+import importlib.util
+import subprocess
+import sys
+
+INFERAX_REPO = "https://github.com/inferax/inferax"  # the repository to install from
+if importlib.util.find_spec("inferax") is None:
+    subprocess.check_call(
+        [sys.executable, "-m", "pip", "install", "-q", f"inferax @ git+{INFERAX_REPO}"]
+    )
 
 # %%
 import os

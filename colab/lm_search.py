@@ -24,6 +24,23 @@
 #
 # Set `QUICK = False` for a longer training run and more problems.
 
+# %% [markdown]
+# **What it needs:** a CPU is enough (about 3 minutes with `QUICK = True`: it trains a tiny
+# transformer); a GPU runtime speeds up `QUICK = False`. Nothing is downloaded besides the
+# package itself.
+
+# %%
+# Colab: install inferax from its repository (skipped where inferax is already importable).
+import importlib.util
+import subprocess
+import sys
+
+INFERAX_REPO = "https://github.com/inferax/inferax"  # the repository to install from
+if importlib.util.find_spec("inferax") is None:
+    subprocess.check_call(
+        [sys.executable, "-m", "pip", "install", "-q", f"inferax @ git+{INFERAX_REPO}"]
+    )
+
 # %%
 import os
 
