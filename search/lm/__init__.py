@@ -12,6 +12,7 @@ this package fills ``core.LM_SEARCHES``.
 
 from inferax.search.lm import (
     beam,
+    conformance,
     decoding,
     driver,
     gibbs,
@@ -41,6 +42,7 @@ __all__ = [
     "beam",
     "beam_search",
     "budget_forcing",
+    "conformance",
     "decoding",
     "driver",
     "dvts",
