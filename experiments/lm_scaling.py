@@ -190,6 +190,8 @@ def evaluate(config, models: dict, seed: int, difficulty: int) -> dict:
     toks = np.asarray(s.num_tokens).reshape(b, n)
     fin = np.asarray(s.finished).reshape(b, n)
     out: dict = {"accuracy": {}, "tokens": {}}
+    # Per-problem outcomes: the paired units of the verdicts (lm_scaling_report).
+    per: dict = {"correct": {}}
     for budget in config.budgets:
         a = answers[:, :budget]
         picks = {k: ls.best_of_n(a, v[:, :budget]) for k, v in sc.items()}
@@ -198,21 +200,79 @@ def evaluate(config, models: dict, seed: int, difficulty: int) -> dict:
         ff = ls.first_finish(a, toks[:, :budget], fin[:, :budget])
         picks["first_finish"] = ff.answer
         for m, p in picks.items():
-            out["accuracy"].setdefault(m, {})[budget] = float(np.mean(np.asarray(p) == truth))
+            hit = np.asarray(p) == truth
+            out["accuracy"].setdefault(m, {})[budget] = float(np.mean(hit))
+            per["correct"].setdefault(m, {})[budget] = hit.astype(int).tolist()
         out["tokens"][budget] = float(toks[:, :budget].sum(1).mean())
         out["tokens_first_finish_" + str(budget)] = float(np.mean(ff.tokens_spent))
     ks = [k for k in 2 ** np.arange(12) if k <= n]
     cov = ls.coverage(correct.sum(1), n, ks)
     out["coverage"] = {int(k): float(v) for k, v in zip(ks, cov, strict=True)}
     out["single_sample"] = float(correct.mean())
+    num_correct = correct.sum(1)
+    per["coverage"] = {int(k): ls.pass_at_k(n, num_correct, int(k)).astype(float).tolist()
+                       for k in ks}  # fmt: skip
+    per["single"] = correct.mean(1).astype(float).tolist()
+    per["halves"] = disjoint_halves(config, answers, correct, truth)
     lab = np.asarray(oracle)[np.asarray(scored)]
     out["prm_auc"] = prm.auc(np.asarray(learned)[np.asarray(scored)], lab > 0.5)
     out["oracle_auc"] = prm.auc(lab, lab > 0.5)
+    per["auc"] = per_problem_auc(np.asarray(learned), np.asarray(oracle), np.asarray(scored), b)
+    out["per_problem"] = per
     try:
         out["fit"] = ls.fit_coverage(ks, cov)
     except ValueError as e:
         logging.warning("lm_scaling: no coverage fit at difficulty %d: %s", difficulty, e)
         out["fit"] = None
+    return out
+
+
+def disjoint_halves(config, answers, correct, truth) -> dict | None:
+    """Coverage's and majority vote's gains on DISJOINT sample sets, per problem.
+
+    Coverage's gain pass@N - pass@(N/4) is estimated (unbiased pass@k) from the
+    first half of each problem's samples, majority vote's gain from the second
+    half: the two gains share no sample, so the comparison of them is not tied
+    by construction. N is the largest budget that fits in a half.
+
+    Returns:
+        ``{"from", "to", "coverage_gain": [per problem], "majority_gain": [...]}``,
+        or None with fewer than 2 samples per problem.
+    """
+    h = answers.shape[1] // 2
+    fits = [b for b in config.budgets if b <= h]
+    if h < 1 or not fits:
+        return None
+    hi = max(fits)
+    lo = max(1, hi // 4)
+    c1 = correct[:, :h].sum(1)
+    cov = ls.pass_at_k(h, c1, hi) - ls.pass_at_k(h, c1, lo)
+    second = answers[:, h:]
+
+    def maj(n):
+        return (np.asarray(ls.majority_vote(second[:, :n], 10)) == truth).astype(int)
+
+    return {"from": int(lo), "to": int(hi), "coverage_gain": cov.astype(float).tolist(),
+            "majority_gain": (maj(hi) - maj(lo)).tolist()}  # fmt: skip
+
+
+def per_problem_auc(learned, oracle, scored, b: int) -> dict:
+    """Within-problem AUC of the learned and the oracle PRM (all scored steps of one
+    problem's samples), for the problems whose steps have both labels.
+
+    Returns:
+        ``{"learned": [...], "oracle": [...]}`` over the same problems (paired).
+    """
+    out = {"learned": [], "oracle": []}
+    rows = learned.shape[0] // b
+    for i in range(b):
+        sl = slice(i * rows, (i + 1) * rows)
+        m = scored[sl]
+        lab = oracle[sl][m] > 0.5
+        if lab.all() or not lab.any():
+            continue
+        out["learned"].append(float(prm.auc(learned[sl][m], lab)))
+        out["oracle"].append(float(prm.auc(oracle[sl][m], lab)))
     return out
 
 

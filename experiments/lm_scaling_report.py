@@ -32,11 +32,14 @@ METHOD_NAMES = {
 # What each verdict claims (the negation is a possible outcome of the data).
 CLAIMS = {
     "coverage_rises": "coverage's gain from k/4 to k exceeds the noise floor (1 problem)",
-    "majority_plateaus": "majority vote's gain from N/4 to N is below coverage's gain",
+    "majority_plateaus": "majority vote's gain from N/4 to N is below coverage's gain, the two "
+    "measured on disjoint halves of each problem's samples",
     "along_fitted_law": "coverage at the largest k lies within {tol} of exp(a k^b) fitted "
     "to the smaller k (held out)",
-    "prm_above_chance": "the learned PRM's AUC is above chance (0.5)",
-    "prm_below_oracle": "the learned PRM is imperfect: its AUC is below the oracle PRM's",
+    "prm_above_chance": "the learned PRM ranks a problem's correct steps above its wrong ones "
+    "(within-problem AUC above chance, 0.5)",
+    "prm_below_oracle": "the learned PRM is imperfect: its within-problem AUC is below the "
+    "oracle PRM's",
 }
 
 
@@ -67,69 +70,108 @@ def held_out_residual(coverage: dict) -> float:
     return float(cov[ks[-1]] - ls.coverage_law([ks[-1]], fit["a"], fit["b"])[0])
 
 
+def pooled(entries: list[dict], *path) -> np.ndarray:
+    """The per-problem values at ``entry["per_problem"][path...]`` of every seed, concatenated:
+    the paired units of the verdicts (a seed only redraws the problems and the noise, and
+    every method sees the same problems with the same samples, so per-problem outcomes
+    are paired across methods). Integer keys also match their JSON string form."""
+    out = []
+    for e in entries:
+        node = e["per_problem"]
+        for p in path:
+            node = node[p] if p in node else node[str(p)]
+        out.append(np.asarray(node, np.float64))
+    return np.concatenate(out)
+
+
+def num_units(entries: list[dict]) -> int:
+    """Held-out problems pooled over the seeds (the unit count of the verdicts)."""
+    return int(sum(len(e["per_problem"]["single"]) for e in entries))
+
+
+def law_residuals(entries: list[dict]) -> tuple[np.ndarray, float]:
+    """Per-problem residuals of coverage at the largest k from the law ``exp(a k^b)``
+    fitted to the POOLED coverage at the smaller k (held out), and their mean.
+
+    ``pass@kmax_i - law(kmax)``: their mean is the pooled coverage's held-out
+    residual (the fit is taken as given). Empty with fewer than 4 k or no fit.
+    """
+    ks = sorted(int(k) for k in entries[0]["per_problem"]["coverage"])
+    if len(ks) < 4:
+        return np.zeros(0), float("nan")
+    cov = {k: pooled(entries, "coverage", k) for k in ks}
+    try:
+        fit = ls.fit_coverage(ks[:-1], [float(cov[k].mean()) for k in ks[:-1]])
+    except ValueError:
+        return np.zeros(0), float("nan")
+    r = cov[ks[-1]] - float(ls.coverage_law([ks[-1]], fit["a"], fit["b"])[0])
+    return r, float(r.mean())
+
+
 def verdicts(config, entries: list[dict]) -> dict:
-    """The claims of one difficulty, from per-seed entries, Holm-corrected as one family.
+    """The claims of one difficulty, decided over held-out PROBLEMS pooled over seeds,
+    Holm-corrected as one family.
 
     Args:
-        config: the run's config (``budgets``, ``num_problems``, optional
-            ``effect_sizes``).
-        entries: per seed, ``{"coverage": {k: pass@k}, "accuracy": {method: {N: acc}},
-            "prm_auc", "oracle_auc"}``.
+        config: the run's config (``budgets``, optional ``effect_sizes``).
+        entries: per seed, ``{"per_problem": {"coverage": {k: [pass@k per problem]},
+            "halves": {"coverage_gain": [...], "majority_gain": [...], "from", "to"},
+            "auc": {"learned": [...], "oracle": [...]}, "single": [...]}}``.
 
     Returns:
         ``{name: stats.compare dict}`` for the names of ``CLAIMS``.
     """
     eff = effect_sizes(config)
-    floor = 1.0 / config.num_problems  # one problem: the resolution of an accuracy
-    budgets = sorted(config.budgets)
-    top = budgets[-1]
-    lo_b = max(1, top // 4)
-    kmax = max(int(k) for k in entries[0]["coverage"])
-    k_lo = max(1, kmax // 4)
-
-    def cov(e, k):
-        return {int(a): b for a, b in e["coverage"].items()}[k]
-
-    def acc(e, m, n):
-        return {int(a): b for a, b in e["accuracy"][m].items()}[n]
-
-    gain_cov = [cov(e, kmax) - cov(e, k_lo) for e in entries]
-    gain_cov_n = [cov(e, top) - cov(e, lo_b) for e in entries]
-    gain_maj = [acc(e, "majority", top) - acc(e, "majority", lo_b) for e in entries]
-    resid = np.abs([held_out_residual(e["coverage"]) for e in entries])
-    auc = [np.nan if e["prm_auc"] is None else e["prm_auc"] for e in entries]
-    oracle = [np.nan if e["oracle_auc"] is None else e["oracle_auc"] for e in entries]
-    family = {
-        "coverage_rises": stats.exceeds(gain_cov, floor, effect_size=eff["coverage_gain"]),
-        "majority_plateaus": stats.compare(
-            gain_cov_n, gain_maj, lower_is_better=False, noise_floor=floor,
-            effect_size=eff["majority_gain_below_coverage_gain"]),
-        "along_fitted_law": stats.exceeds(resid, LAW_TOLERANCE, lower_is_better=True,
-                                          effect_size=eff["law_residual"]),
-        "prm_above_chance": stats.exceeds(auc, 0.5, effect_size=eff["prm_auc_above_chance"]),
-        "prm_below_oracle": stats.compare(oracle, auc, lower_is_better=False,
-                                          noise_floor=0.01,
-                                          effect_size=eff["prm_auc_below_oracle"]),
-    }  # fmt: skip
-    out = stats.correct_family(family)
-    # A metric that is undefined on this data (not a numerical failure) decides nothing:
-    # an AUC needs both label classes among the scored steps; a held-out fit needs at
-    # least four k (three to fit, one held out).
+    floor = 1.0 / num_units(entries)  # one problem: the resolution of an accuracy
+    ks = sorted(int(k) for k in entries[0]["per_problem"]["coverage"])
+    kmax = ks[-1]
+    k_lo = max(k for k in ks if k <= max(1, kmax // 4))
+    gain_cov = pooled(entries, "coverage", kmax) - pooled(entries, "coverage", k_lo)
+    family = {"coverage_rises": stats.exceeds(gain_cov, floor, effect_size=eff["coverage_gain"])}
     undefined = {}
-    if any(len(e["coverage"]) < 4 for e in entries):
-        undefined["along_fitted_law"] = "fewer than 4 values of k: no held-out fit"
-    if any(e["prm_auc"] is None or not np.isfinite(e["prm_auc"]) for e in entries):
-        why = "AUC undefined: a held-out set whose scored steps have one label class"
-        undefined["prm_above_chance"] = undefined["prm_below_oracle"] = why
+    if all(e["per_problem"].get("halves") for e in entries):
+        family["majority_plateaus"] = stats.compare(
+            pooled(entries, "halves", "coverage_gain"), pooled(entries, "halves", "majority_gain"),
+            lower_is_better=False, noise_floor=floor,
+            effect_size=eff["majority_gain_below_coverage_gain"])  # fmt: skip
+    else:
+        undefined["majority_plateaus"] = "fewer than 2 samples: no disjoint halves"
+    resid, mean = law_residuals(entries)
+    if resid.size:
+        # The binding side of the two one-sided tests of |residual| < tolerance.
+        if mean >= 0:
+            family["along_fitted_law"] = stats.exceeds(
+                resid, LAW_TOLERANCE, lower_is_better=True, effect_size=eff["law_residual"]
+            )
+        else:
+            family["along_fitted_law"] = stats.exceeds(
+                resid, -LAW_TOLERANCE, effect_size=eff["law_residual"]
+            )
+    else:
+        undefined["along_fitted_law"] = "fewer than 4 values of k or no fit: no held-out fit"
+    auc_l, auc_o = pooled(entries, "auc", "learned"), pooled(entries, "auc", "oracle")
+    if auc_l.size:
+        family["prm_above_chance"] = stats.exceeds(
+            auc_l, 0.5, effect_size=eff["prm_auc_above_chance"]
+        )
+        family["prm_below_oracle"] = stats.compare(
+            auc_o, auc_l, lower_is_better=False, noise_floor=0.01,
+            effect_size=eff["prm_auc_below_oracle"])  # fmt: skip
+    else:
+        # An AUC needs both label classes among one problem's scored steps.
+        undefined["prm_above_chance"] = undefined["prm_below_oracle"] = (
+            "AUC undefined: no held-out problem whose scored steps have both labels"
+        )
+    out = stats.correct_family(family)
     for name, why in undefined.items():
-        out[name] = {**out[name], "verdict": stats.NOT_DECIDABLE, "reason": why}
-    return out
+        out[name] = {"verdict": stats.NOT_DECIDABLE, "reason": why}
+    return {k: out[k] for k in CLAIMS}
 
 
 def collect(config, per_seed: dict, models: dict) -> dict:
-    """Per-seed numbers, their intervals and the verdicts, per difficulty."""
+    """Pooled per-problem numbers with intervals over problems, and the verdicts, per
+    difficulty (the per-seed entries are kept under ``per_seed``)."""
     budgets = list(config.budgets)
-    top, lo_b = max(budgets), max(1, max(budgets) // 4)
     out = {"config": config.to_dict(), "claim": stats_claim(), "difficulty": {}}
     out["train"] = {
         "lm_loss_final": float(np.mean(models["lm_loss"][-50:])),
@@ -137,27 +179,36 @@ def collect(config, per_seed: dict, models: dict) -> dict:
         "prm_train_fraction_correct": models["prm_data_correct"],
     }
     for d, entries in per_seed.items():
-        acc = {m: {b: [e["accuracy"][m][b] for e in entries] for b in budgets}
-               for m in entries[0]["accuracy"]}  # fmt: skip
-        cov = {k: [e["coverage"][k] for e in entries] for k in entries[0]["coverage"]}
-        gain_cov = [e["coverage"][top] - e["coverage"][lo_b] for e in entries]
-        gain_maj = [e["accuracy"]["majority"][top] - e["accuracy"]["majority"][lo_b]
-                    for e in entries]  # fmt: skip
-        resid = [held_out_residual(e["coverage"]) for e in entries]
-        fits = [e["fit"] for e in entries if e["fit"] is not None]
+        methods = list(entries[0]["per_problem"]["correct"])
+        acc = {m: {b: stats.t_interval(pooled(entries, "correct", m, b)) for b in budgets}
+               for m in methods}  # fmt: skip
+        ks = sorted(int(k) for k in entries[0]["per_problem"]["coverage"])
+        cov = {k: stats.t_interval(pooled(entries, "coverage", k)) for k in ks}
+        halves = entries[0]["per_problem"].get("halves")
+        gain = None
+        if all(e["per_problem"].get("halves") for e in entries):
+            gain = {"coverage": stats.t_interval(pooled(entries, "halves", "coverage_gain")),
+                    "majority": stats.t_interval(pooled(entries, "halves", "majority_gain")),
+                    "from": halves["from"], "to": halves["to"]}  # fmt: skip
+        resid, _ = law_residuals(entries)
+        fits = [e["fit"] for e in entries if e.get("fit") is not None]
         fit = {k: stats.t_interval([f[k] for f in fits]) for k in ("a", "b")} if fits else None
+        auc_l = pooled(entries, "auc", "learned")
         out["difficulty"][d] = {
             "per_seed": entries,
-            "accuracy": stats.summarize_tree(acc),
-            "coverage": stats.summarize_tree(cov),
-            "single_sample": stats.t_interval([e["single_sample"] for e in entries]),
+            "num_problems": num_units(entries),
+            "accuracy": acc,
+            "coverage": cov,
+            "single_sample": stats.t_interval(pooled(entries, "single")),
             "tokens": {b: stats.t_interval([e["tokens"][b] for e in entries]) for b in budgets},
             "fit": fit,
-            "held_out_residual": stats.t_interval(resid),
+            "held_out_residual": (stats.t_interval(resid) if resid.size
+                                  else stats.t_interval([float("nan")])),
             "prm_auc": stats.t_interval([e["prm_auc"] for e in entries]),
+            "prm_auc_within_problem": (stats.t_interval(auc_l) if auc_l.size
+                                       else stats.t_interval([float("nan")])),
             "oracle_auc": float(np.mean([e["oracle_auc"] for e in entries])),
-            "gain": {"coverage": stats.t_interval(gain_cov),
-                     "majority": stats.t_interval(gain_maj), "from": lo_b, "to": top},
+            "gain": gain,
             "verdicts": verdicts(config, entries),
         }  # fmt: skip
     return out
@@ -190,40 +241,57 @@ def plots(results: dict, workdir: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _settings(d, r, cfg) -> dict:
+def _settings(d, r) -> dict:
     """The verdict rows' setting text, with the numbers each claim is decided on."""
-    g, kmax = r["gain"], max(int(k) for k in r["coverage"])
+    kmax, n = max(int(k) for k in r["coverage"]), r.get("num_problems", "?")
+    g = r["gain"] or {"from": "-", "to": "-"}
     return {
-        "coverage_rises": (f"{d} ops: coverage gain k={max(1, kmax // 4)}->{kmax} exceeds "
-                           f"1/{cfg['num_problems']} problems"),
-        "majority_plateaus": f"{d} ops: gain N={g['from']}->{g['to']}, majority below coverage",
-        "along_fitted_law": (f"{d} ops: coverage at k={kmax} within {LAW_TOLERANCE} of the law "
-                             "fitted to smaller k"),
-        "prm_above_chance": f"{d} ops: learned PRM AUC above 0.5",
-        "prm_below_oracle": f"{d} ops: learned PRM AUC below oracle ({r['oracle_auc']:.2f})",
+        "coverage_rises": (f"{d} ops ({n} problems): coverage gain k={max(1, kmax // 4)}->"
+                           f"{kmax} exceeds 1/{n}"),
+        "majority_plateaus": (f"{d} ops ({n} problems): gain N={g['from']}->{g['to']}, majority "
+                              "(2nd half of the samples) below coverage (1st half)"),
+        "along_fitted_law": (f"{d} ops ({n} problems): coverage at k={kmax} within "
+                             f"{LAW_TOLERANCE} of the law fitted to smaller k"),
+        "prm_above_chance": f"{d} ops: learned PRM within-problem AUC above 0.5",
+        "prm_below_oracle": (f"{d} ops: learned PRM within-problem AUC below oracle "
+                             f"({r['oracle_auc']:.2f})"),
     }  # fmt: skip
 
 
 def _measured(key, r, v) -> str:
     g = r["gain"]
-    if key == "majority_plateaus":
+    if key == "majority_plateaus" and g:
         return (f"coverage {stats.format_interval(g['coverage'])} vs majority "
                 f"{stats.format_interval(g['majority'])}")  # fmt: skip
     if key == "along_fitted_law":
         return f"held-out residual {stats.format_interval(r['held_out_residual'])}"
     if key in ("prm_above_chance", "prm_below_oracle"):
-        return f"AUC {stats.format_interval(r['prm_auc'])}"
+        return (f"AUC {stats.format_interval(r['prm_auc_within_problem'])} within problems, "
+                f"{stats.format_interval(r['prm_auc'])} over all steps")  # fmt: skip
+    if "improvement" not in v:
+        return "-"
     return f"gain minus floor {stats.format_interval(v['improvement'])}"
+
+
+def describe(v: dict) -> str:
+    """``stats.describe`` over problems, with the MDE named where it decides."""
+    if "improvement" not in v:  # undefined on this data
+        return f"{v['verdict']} ({v['reason']})"
+    text = stats.describe(v).replace(" seeds", " problems")
+    if v["verdict"] == stats.NOT_DECIDABLE:
+        mde = v["mde"]
+        mde_text = f"{mde:.3g}" if np.isfinite(mde) else str(mde)
+        text = f"{stats.NOT_DECIDABLE}, MDE = {mde_text}" + text[len(stats.NOT_DECIDABLE) :]
+    return text
 
 
 def summary(results: dict) -> dict:
     """``{"claim", "rows": [(setting, measured, verdict)]}``: one row per verdict."""
     rows = []
     for d, r in results["difficulty"].items():
-        text = _settings(d, r, results["config"])
+        text = _settings(d, r)
         for key, v in r["verdicts"].items():
-            rows.append((text.get(key, f"{d} ops: {key}"), _measured(key, r, v),
-                         stats.describe(v)))  # fmt: skip
+            rows.append((text.get(key, f"{d} ops: {key}"), _measured(key, r, v), describe(v)))
     if "search" in results:
         from inferax.experiments import lm_search_report as srep
 
@@ -236,8 +304,9 @@ def report(results: dict) -> str:
              f"Claim: {results['claim']}.", ""]  # fmt: skip
     for d, r in results["difficulty"].items():
         budgets = list(next(iter(r["accuracy"].values())))
-        lines += [f"### {d} operations (single-sample accuracy "
-                  f"{stats.format_interval(r['single_sample'])})", "",
+        lines += [f"### {d} operations ({r.get('num_problems', '?')} held-out problems; "
+                  f"single-sample accuracy {stats.format_interval(r['single_sample'])}; "
+                  f"intervals over problems)", "",
                   "| method | " + " | ".join(f"N={b}" for b in budgets) + " |",
                   "|---" * (len(budgets) + 1) + "|"]  # fmt: skip
         for m, v in r["accuracy"].items():

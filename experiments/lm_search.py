@@ -162,9 +162,11 @@ def evaluate(config, models: dict, problems, key) -> dict:
     """Every search method at every budget with every PRM on one set of problems.
 
     Returns:
-        ``{"accuracy": {method: {prm: {N: acc}}}, "tokens": {...}, "prm_calls": {...}}``
-        (tokens and PRM calls per problem); ``particle_filter_vote`` is the particle
-        filter's PRM-weighted vote over its final particles.
+        ``{"accuracy": {method: {prm: {N: acc}}}, "correct": {method: {prm: {N: [0/1
+        per problem]}}}, "tokens": {...}, "prm_calls": {...}}`` (tokens and PRM calls
+        per problem; the per-problem outcomes are the verdicts' paired units);
+        ``particle_filter_vote`` is the particle filter's PRM-weighted vote over its
+        final particles.
     """
     s = config.search
     p_len, new = shapes(config)
@@ -172,7 +174,7 @@ def evaluate(config, models: dict, problems, key) -> dict:
     mask = prompts != ar.PAD
     sol = ar.solutions(problems, new)
     truth = np.asarray([p.answer for p in problems])
-    out: dict = {"accuracy": {}, "tokens": {}, "prm_calls": {}}
+    out: dict = {"accuracy": {}, "correct": {}, "tokens": {}, "prm_calls": {}}
     args = (jnp.asarray(prompts), jnp.asarray(mask), jnp.asarray(sol))
     for name in s.methods:
         for kind in s.prms:
@@ -186,12 +188,14 @@ def evaluate(config, models: dict, problems, key) -> dict:
                 flat = res.tokens.reshape(-1, res.tokens.shape[-1])
                 answers = np.asarray(ar.extract_answer_jax(flat)).reshape(res.tokens.shape[:2])
                 chosen = np.take_along_axis(answers, np.asarray(res.choice)[:, None], 1)[:, 0]
-                acc = {name: float(np.mean(chosen == truth))}
+                hits = {name: chosen == truth}
                 if name == "particle_filter":
                     vote = ls.weighted_vote(answers, np.asarray(res.weights), 10)
-                    acc["particle_filter_vote"] = float(np.mean(np.asarray(vote) == truth))
-                for m, a in acc.items():
-                    out["accuracy"].setdefault(m, {}).setdefault(kind, {})[n] = a
+                    hits["particle_filter_vote"] = np.asarray(vote) == truth
+                for m, h in hits.items():
+                    out["accuracy"].setdefault(m, {}).setdefault(kind, {})[n] = float(np.mean(h))
+                    out["correct"].setdefault(m, {}).setdefault(kind, {})[n] = (
+                        h.astype(int).tolist())  # fmt: skip
                     out["tokens"].setdefault(m, {}).setdefault(kind, {})[n] = float(
                         info.generated_tokens) / len(problems)  # fmt: skip
                     out["prm_calls"].setdefault(m, {}).setdefault(kind, {})[n] = float(

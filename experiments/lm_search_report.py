@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from inferax.experiments import common, stats
+from inferax.experiments.lm_scaling_report import describe
 from inferax.experiments.lm_search import NAMES
 
 CLAIMS = (
@@ -19,27 +20,48 @@ CLAIMS = (
 BASELINES = {"learned": {"bon": "bon_prm", "weighted_vote": "weighted_prm"},
              "oracle": {"bon": "bon_oracle"}}  # fmt: skip
 LABELS = {**NAMES, "bon": "best-of-N", "weighted_vote": "PRM-weighted vote"}
-# The smallest accuracy effect each claim is about (overridable by
-# ``config.search.effect_sizes``): Puri et al. 2025 (Fig. 1, Table 1) report particle
-# filtering ahead of beam search and best-of-N by >= 10 points of accuracy at equal
-# budget under a learned PRM; we take 0.10 for every accuracy comparison.
-EFFECT_SIZES = {"accuracy": 0.10}
+# The smallest effect each claim is about (overridable by ``config.search.effect_sizes``):
+# Puri et al. 2025 (Fig. 1, Table 1) report particle filtering ahead of beam search and
+# best-of-N by >= 10 points of accuracy at equal budget under a learned PRM, and a 4-16x
+# better scaling rate: their filter gains ~0.3 of accuracy over 7 doublings of N
+# (~0.04 per doubling) where best-of-N / beam search stay nearly flat.
+EFFECT_SIZES = {"accuracy": 0.10, "rate": 0.04}
 
 
-def _table(search: list[dict], base: list[dict], kind: str, budgets) -> dict:
-    """``{method: {N: [per-seed accuracy]}}`` for one PRM, baselines included."""
-    out: dict = {}
-    for m in search[0]["accuracy"]:
-        if kind in search[0]["accuracy"][m]:
-            out[m] = {n: [e["accuracy"][m][kind][n] for e in search] for n in budgets}
-    for name, key in BASELINES[kind].items():
-        if key in base[0]["accuracy"]:
-            out[name] = {n: [e["accuracy"][key][n] for e in base] for n in budgets}
+def _pool(entries: list[dict], *path) -> list[float]:
+    """Per-problem values at ``entry[path...]`` of every seed, concatenated (the paired
+    units: every method sees the same problems in the same order)."""
+    out: list[float] = []
+    for e in entries:
+        node = e
+        for p in path:
+            node = node[p] if p in node else node[str(p)]
+        out += [float(x) for x in node]
     return out
 
 
-def _gain(acc: dict, m: str, lo, hi) -> list[float]:
-    return [b - a for a, b in zip(acc[m][lo], acc[m][hi], strict=True)]
+def _table(search: list[dict], base: list[dict], kind: str, budgets) -> dict:
+    """``{method: {N: [per-problem 0/1 outcome, pooled over seeds]}}`` for one PRM,
+    baselines (from the repeated-sampling pool, same problems) included."""
+    out: dict = {}
+    for m in search[0]["correct"]:
+        if kind in search[0]["correct"][m]:
+            out[m] = {n: _pool(search, "correct", m, kind, n) for n in budgets}
+    for name, key in BASELINES[kind].items():
+        if key in base[0]["per_problem"]["correct"]:
+            out[name] = {n: _pool(base, "per_problem", "correct", key, n) for n in budgets}
+    return out
+
+
+def slopes(per_n: dict, budgets) -> list[float]:
+    """Per problem, the least-squares slope of its outcome against log2 N over ``budgets``:
+    the method's scaling rate (accuracy per doubling of N). Linear in the outcomes, so
+    their mean is the slope of the mean accuracy, and two methods' slopes are paired
+    per problem."""
+    x = np.log2(np.asarray(budgets, np.float64))
+    w = (x - x.mean()) / np.sum((x - x.mean()) ** 2)
+    y = np.asarray([per_n[n] for n in budgets], np.float64)  # [budgets, problems]
+    return (w @ y).tolist()
 
 
 def budget_ratio(acc_a: dict, acc_b: dict, budgets) -> float | None:
@@ -63,32 +85,39 @@ def budget_ratio(acc_a: dict, acc_b: dict, budgets) -> float | None:
     return None
 
 
-def _effect(config) -> float:
+def _effect(config) -> dict:
     given = config.search.get("effect_sizes", None) or {}
     unknown = set(given) - set(EFFECT_SIZES)
     if unknown:
         raise ValueError(f"search.effect_sizes: expected keys from {sorted(EFFECT_SIZES)}, "
                          f"got {sorted(unknown)}")  # fmt: skip
-    return {**EFFECT_SIZES, **dict(given)}["accuracy"]
+    return {**EFFECT_SIZES, **dict(given)}
 
 
-def verdicts(acc: dict, single: list[float], budgets, floor: float, effect: float) -> dict:
-    """The claims at one difficulty, from per-seed accuracies.
+def verdicts(acc: dict, single: list[float], budgets, floor: float, effect) -> dict:
+    """The claims at one difficulty, from per-problem outcomes pooled over seeds.
 
     Args:
-        acc: ``{prm: {method: {N: [per-seed accuracy]}}}`` (``_table`` per PRM).
-        single: per-seed single-sample accuracy.
+        acc: ``{prm: {method: {N: [per-problem 0/1 outcome]}}}`` (``_table`` per PRM).
+        single: per-problem single-sample accuracy (same problems, same order).
         budgets: the budgets N.
         floor: the accuracy's noise floor (one problem: 1 / problems).
-        effect: the papers' accuracy effect size.
+        effect: the papers' effect sizes ``{"accuracy", "rate"}`` (a float: accuracy,
+            and ``EFFECT_SIZES["rate"]``).
 
     Returns:
         ``{name: compare dict}`` (one Holm family) plus ``"beats_single_sample"``:
         ``{"family": {label: compare dict} (its own Holm family), "verdict", "below",
         "undecided"}`` for "every method at every N beats single-sample accuracy".
+        ``pf_rate_vs_<other>`` compares the per-problem scaling rates (``slopes``).
     """
+    if not isinstance(effect, dict):
+        effect = {**EFFECT_SIZES, "accuracy": float(effect)}
     lo, hi = min(budgets), max(budgets)
-    kw = {"lower_is_better": False, "noise_floor": floor, "effect_size": effect}
+    kw = {"lower_is_better": False, "noise_floor": floor, "effect_size": effect["accuracy"]}
+    # A slope resolves one problem's outcome change over the span of log2 N.
+    rate_kw = {"lower_is_better": False, "effect_size": effect["rate"],
+               "noise_floor": floor / max(np.log2(hi / lo), 1.0)}  # fmt: skip
     v: dict = {}
     learned, oracle = acc.get("learned", {}), acc.get("oracle", {})
     if "particle_filter" in learned:
@@ -97,10 +126,10 @@ def verdicts(acc: dict, single: list[float], budgets, floor: float, effect: floa
                 v[f"pf_vs_{other}_at_{hi}"] = stats.compare(
                     learned["particle_filter"][hi], learned[other][hi], **kw
                 )
-                if lo < hi:
-                    v[f"pf_gain_vs_{other}_gain"] = stats.compare(
-                        _gain(learned, "particle_filter", lo, hi), _gain(learned, other, lo, hi),
-                        **kw)  # fmt: skip
+                if len(budgets) > 1:
+                    v[f"pf_rate_vs_{other}"] = stats.compare(
+                        slopes(learned["particle_filter"], budgets),
+                        slopes(learned[other], budgets), **rate_kw)  # fmt: skip
     if "beam" in learned and "beam" in oracle:
         v["beam_learned_below_oracle"] = stats.compare(
             oracle["beam"][hi], learned["beam"][hi], **kw
@@ -132,18 +161,22 @@ def verdicts(acc: dict, single: list[float], budgets, floor: float, effect: floa
 
 
 def collect(config, search_per_seed: dict, base_per_seed: dict) -> dict:
-    """Per difficulty: accuracy tables with intervals, tokens, verdicts, the optimal method."""
+    """Per difficulty: accuracy tables and scaling rates with intervals over problems,
+    tokens, verdicts (paired over problems pooled over seeds), the optimal method."""
     budgets = list(config.search.budgets)
-    floor, effect = 1.0 / config.num_problems, _effect(config)
-    kw = {"lower_is_better": False, "noise_floor": floor, "effect_size": effect}
+    effect = _effect(config)
     out = {"claim": CLAIMS, "budgets": budgets, "difficulty": {}}
     for d, search in search_per_seed.items():
         base = base_per_seed[d]
-        single = [e["single_sample"] for e in base]
+        single = _pool(base, "per_problem", "single")
+        floor = 1.0 / len(single)
+        kw = {"lower_is_better": False, "noise_floor": floor, "effect_size": effect["accuracy"]}
         acc = {k: _table(search, base, k, budgets) for k in config.search.prms}
         tokens = {m: {k: {n: [e["tokens"][m][k][n] for e in search] for n in budgets}
                       for k in v} for m, v in search[0]["tokens"].items()}  # fmt: skip
         v = verdicts(acc, single, budgets, floor, effect)
+        rates = ({k: {m: stats.t_interval(slopes(per_n, budgets)) for m, per_n in t.items()}
+                  for k, t in acc.items()} if len(budgets) > 1 else {})  # fmt: skip
         learned = acc.get("learned", {})
         ratios = {}
         if "particle_filter" in learned:
@@ -163,8 +196,9 @@ def collect(config, search_per_seed: dict, base_per_seed: dict) -> dict:
                 optimal.setdefault(kind, {})[n] = {"method": best, "accuracy": means[best],
                                                    "runner_up": second, "verdict": sep}  # fmt: skip
         out["difficulty"][d] = {
+            "num_problems": len(single),
             "accuracy": stats.summarize_tree(acc), "tokens": stats.summarize_tree(tokens),
-            "single_sample": stats.t_interval(single), "verdicts": v,
+            "rates": rates, "single_sample": stats.t_interval(single), "verdicts": v,
             "budget_ratio": ratios, "optimal": optimal, "per_seed": search,
         }  # fmt: skip
     return out
@@ -198,16 +232,24 @@ def summary_rows(results: dict) -> list[tuple]:
         for key, text in [
             (f"pf_vs_beam_at_{hi}", f"{d} ops, learned PRM, N={hi}: particle filter above beam"),
             (f"pf_vs_bon_at_{hi}", f"{d} ops, learned PRM, N={hi}: particle filter above BoN"),
-            ("pf_gain_vs_beam_gain", f"{d} ops, learned PRM: PF gains more than beam"),
-            ("pf_gain_vs_bon_gain", f"{d} ops, learned PRM: PF gains more than BoN"),
+            ("pf_rate_vs_beam", f"{d} ops, learned PRM: PF's scaling rate (accuracy per "
+             "doubling of N) above beam's"),
+            ("pf_rate_vs_bon", f"{d} ops, learned PRM: PF's scaling rate above BoN's"),
             ("beam_learned_below_oracle", f"{d} ops, N={hi}: beam below with the learned PRM "
              "than with the oracle"),
             ("oracle_gap_closes", f"{d} ops, N={hi}: PF's lead over beam smaller with the oracle "
              "PRM than with the learned one"),
         ]:  # fmt: skip
             if key in v:
-                rows.append((text, stats.format_interval(v[key]["improvement"]),
-                             stats.describe(v[key])))  # fmt: skip
+                measured = stats.format_interval(v[key]["improvement"])
+                if key.startswith("pf_rate_vs_"):
+                    other = key.removeprefix("pf_rate_vs_")
+                    rt = r["rates"]["learned"]
+                    measured = (
+                        f"{measured} (PF {stats.format_interval(rt['particle_filter'])}"
+                        f", {LABELS[other]} {stats.format_interval(rt[other])})"
+                    )
+                rows.append((text, measured, describe(v[key])))  # fmt: skip
         for other, ratio in r["budget_ratio"].items():
             rows.append((f"{d} ops: budget {LABELS[other]} needs to match the particle filter",
                          _fmt_ratio(ratio), "-"))  # fmt: skip
@@ -226,15 +268,19 @@ def report_lines(results: dict) -> list[str]:
              f"Claim: {results['claim']}.", ""]  # fmt: skip
     for d, r in results["difficulty"].items():
         for kind, table in r["accuracy"].items():
-            lines += [f"#### {d} operations, {kind} PRM (single sample "
+            lines += [f"#### {d} operations, {kind} PRM ({r.get('num_problems', '?')} problems; "
+                      "single sample "
                       f"{stats.format_interval(r['single_sample'])})", "",
                       "| method | " + " | ".join(f"N={n}" for n in budgets) + " | tokens at N="
-                      f"{max(budgets)} |", "|---" * (len(budgets) + 2) + "|"]  # fmt: skip
+                      f"{max(budgets)} | rate (accuracy per doubling of N) |",
+                      "|---" * (len(budgets) + 3) + "|"]  # fmt: skip
             for m, per_n in table.items():
                 tok = r["tokens"].get(m, {}).get(kind, {}).get(max(budgets))
                 tok_text = f"{tok['mean']:.0f}" if tok else "-"
                 cells = " | ".join(stats.format_interval(per_n[n]) for n in budgets)
-                lines.append(f"| {LABELS.get(m, m)} | {cells} | {tok_text} |")
+                rate = r.get("rates", {}).get(kind, {}).get(m)
+                rate_text = stats.format_interval(rate) if rate else "-"
+                lines.append(f"| {LABELS.get(m, m)} | {cells} | {tok_text} | {rate_text} |")
             lines.append("")
         lines += ["Compute-optimal method (highest mean accuracy; verdict against the runner-up):",
                   "", "| PRM | " + " | ".join(f"N={n}" for n in budgets) + " |",

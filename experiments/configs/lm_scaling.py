@@ -3,8 +3,10 @@ best-of-N / voting as in search-and-learn).
 
 Claims checked: (1) coverage (pass@k) keeps rising with the number of samples
 k, along the law coverage(k) = exp(a k^b); (2) majority voting plateaus:
-its gain from N/4 to N samples is smaller than coverage's; best-of-N with a
-reward model sits between them.
+its gain from N/4 to N is smaller than coverage's; best-of-N with a
+reward model sits between them; (3) step-level search (``lm_search``): particle
+filtering scales better than beam search and best-of-N under the learned PRM,
+and the gap closes with the oracle PRM (Puri et al. 2025).
 
 Run (full):
 
@@ -16,41 +18,49 @@ Quick (used by `make demo` and the tests, which shrink it further):
 
 Any field can be overridden, e.g. ``--config.difficulty=3,5 --config.budgets=1,4,16``.
 
-Measured (quick, 3 seeds, 16 problems per difficulty, 2026-12-01 on 2 CPU cores under
-load 15 from other jobs: training about 6 min (LM ~3.5, reward model ~2.5), then
-evaluation 3.5 min; a rerun with the cached models: 3.5 min).
-Single-sample accuracy 0.49 (2 ops) / 0.39 (4 ops); coverage at k = 32 is 1.00 at both,
-following exp(a k^b) within 0.03 / 0.045 (a = -0.74 / -1.03, b = -1.2 / -1.0); majority
-vote at N = 32 reaches 0.83 / 0.67, below coverage by 0.17 [-0.07, 0.40] (tie) / 0.33
-[0.01, 0.66] (holds): the plateau shows at 4 operations. The gain from N = 8 to 32 is
-a tie (coverage is already ~0.96 at k = 8). Best-of-N with the oracle PRM reaches 0.98 /
-0.96; with the learned PRM (AUC 0.72 / 0.69, oracle 1.0) or the outcome RM it *falls*
-with N (0.35 / 0.19 at N = 32): the small reward model is informative on average but its
-highest scores go to wrong traces, so picking the argmax of more samples finds more of
-them (reward over-optimisation). ``results.json`` holds every number per seed.
+Design of the verdicts (``lm_scaling_report``, ``lm_search_report``): the paired unit
+is the held-out PROBLEM, not the seed. Every method (each selection rule over the
+same N samples, each step-level search) runs on the same problems, and its 0/1
+outcome per problem is stored in ``results.json`` (``per_problem`` / ``correct``).
+A seed only redraws the problems and the sampling noise, so the verdicts pool the
+problems of all seeds (``num_seeds x num_problems`` units per difficulty) and use
+the exact paired sign-flip tests of ``experiments/stats.py`` over them, with Holm's
+correction within each family of verdicts; the noise floor is one problem (1 / units).
+Every verdict row reports its minimum detectable effect at this size; where the
+paper's effect (the reports' ``EFFECT_SIZES``) is below it the verdict is "not
+decidable at this size, MDE = ...". Intervals in the tables are over problems.
 
-Step-level search (quick, 3 seeds, fresh-clone demo of 2026-12-02 on a quiet 2-core
-machine, lm_scaling 287 s in all with training; N = 1, 4, 16): with the oracle PRM
-particle filtering / Gibbs, beam search and DVTS reach 0.96-1.00 at N = 16 (best-of-N
-0.90 / 0.96) and particle filter minus beam is a tie (-0.02 [-0.11, 0.07] at 2 ops,
-0.04 [-0.05, 0.13] at 4 ops): the gap closes. With the learned PRM nothing scales:
-particle filter minus beam at N = 16 is -0.08 [-0.17, 0.01] / 0.04 [-0.28, 0.36], minus
-best-of-N 0.00 / 0.04 [-0.20, 0.28] (ties), and the filter falls below single-sample
-accuracy at 4 ops (0.27 vs 0.39). Beam search over-exploits the learned PRM: oracle
-minus learned at N = 16 is 0.52 [0.34, 0.70] / 0.73 [0.28, 1.18] (holds). Puri et al.'s
-4-16x better scaling of the filter does not show with this reward model.
+- Coverage rises: per problem, unbiased pass@kmax - pass@(kmax/4) from all samples.
+- Majority plateaus: coverage's gain from N/4 to N is estimated from the FIRST half of
+  each problem's samples and majority vote's from the SECOND half (disjoint sample sets,
+  N the largest budget that fits in a half).
+- Along the law: exp(a k^b) fitted to the pooled coverage at the smaller k; the
+  per-problem residuals at the largest k are tested against ``LAW_TOLERANCE``.
+- Reward model: the within-problem AUC of the learned PRM (a problem's correct steps
+  ranked above its wrong ones) against 0.5 and against the oracle's, per problem; the
+  AUC over all steps is reported beside it.
+- Scaling rates (Puri et al.): per problem, the least-squares slope of the outcome
+  against log2 N over ``search.budgets`` (its mean is the slope of the accuracy curve);
+  the particle filter's rate is compared with beam search's and best-of-N's, paired
+  per problem.
+
+The quick variant trades seeds for problems (the decoding loop and every search are
+compiled once and batched over a seed's problems) and runs particle filtering, beam
+search and DVTS (particle Gibbs and MCTS are in the full variant and tests/search).
+Measured numbers are in the committed run's ``results.json`` and report.
 
 Fields:
     seed: first seed; seeds seed .. seed + num_seeds - 1 each draw the held-out
         problems and the sampling noise. The models are trained once, from
         ``model_seed`` (training them per seed would multiply the run time).
-    num_seeds: seeds per number (mean and 95% t-interval).
+    num_seeds: seeds; each draws num_problems held-out problems and their noise (the
+        verdicts pool the problems of all seeds).
     model_seed: key of the LM and PRM training runs.
     cache_dir: where trained models are cached ("" = <workdir>/models).
     difficulty: numbers of operations of the held-out problems (2..7).
     budgets: sample counts N for best-of-N and voting (each <= num_samples).
     num_samples: samples per problem (coverage is reported for k up to it).
-    num_problems: held-out problems per difficulty per seed.
+    num_problems: held-out problems per difficulty per seed (batched in one call).
     temperature: sampling temperature.
     aggregation: PRM aggregation for best-of-N ("last", "min", "prod").
     lm.num_layers / d_model / num_heads: the transformer.
@@ -82,13 +92,13 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     quick = variant == "quick"
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.num_seeds = 3
+    c.num_seeds = 2 if quick else 3
     c.model_seed = 0
     c.cache_dir = ""
     c.difficulty = [2, 4] if quick else [2, 3, 4, 5, 6]
     c.budgets = [1, 2, 4, 8, 16, 32] if quick else [1, 2, 4, 8, 16, 32, 64]
     c.num_samples = 32 if quick else 256
-    c.num_problems = 16 if quick else 100
+    c.num_problems = 64 if quick else 200
     c.temperature = 1.0
     c.aggregation = "min"
 
@@ -104,7 +114,11 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.lm.lr = 3e-3 if quick else 1e-3
 
     c.search = ml_collections.ConfigDict()
-    c.search.methods = ["beam", "dvts", "particle_filter", "particle_gibbs", "mcts"]
+    c.search.methods = (
+        ["beam", "dvts", "particle_filter"]
+        if quick
+        else ["beam", "dvts", "particle_filter", "particle_gibbs", "mcts"]
+    )
     c.search.prms = ["learned", "oracle"]
     c.search.budgets = [1, 4, 16] if quick else [1, 2, 4, 8, 16, 32, 64]
     c.search.beam_width = 4
