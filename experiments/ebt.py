@@ -1,7 +1,8 @@
 """Energy-Based Transformers (Gladstone et al. 2025) reproduced at small scale, over seeds.
 
-For every seed an EBT and a feed-forward transformer of the same size, data and
-training steps are trained (or restored) on two tasks: completing the bottom
+For every seed and every model size (``<task>.d_models``, the trunk's width) an EBT
+and a feed-forward transformer of the same size, data and training steps are trained
+(or restored) on two tasks: completing the bottom
 half of 8x8 digits (MSE, PSNR) and predicting the next token of arithmetic
 traces (cross-entropy, perplexity, accuracy). On held-out data the EBT's
 metric is read after 1..16 inference steps (one run, the trajectory read at
@@ -9,7 +10,9 @@ each count) and for G = 1..16 self-verification candidates (the first G of
 one run of max G, the lowest final energy kept), beside the baseline; also
 on harder inputs (noisier digit contexts; the computed result digits of the
 traces) and the correlation of the chosen candidates' energy with their true
-error. Verdicts come from paired per-seed intervals (``experiments.stats``).
+error. Results are ``results[task][subset][d_model]``. Verdicts (``ebt_report.verdicts``,
+also stored in results.json) are paired over seeds: the claims at each size and the
+trend from the smallest to the largest size (``experiments.stats``).
 Library entry point: ``run(config, workdir)``; the report is in ``ebt_report``.
 """
 
@@ -24,7 +27,7 @@ from absl import logging
 from scipy import stats as sps
 from tqdm import tqdm
 
-from inferax.experiments import common, plots, schema, stats
+from inferax.experiments import common, ebt_report, plots, schema, stats
 from inferax.models import arithmetic, data, ebt, ebt_train
 
 TASKS = ("digits", "tokens")
@@ -61,8 +64,9 @@ def validate(config) -> None:
     for t in TASKS:
         c = config[t]
         ebt_train.EBTTraining.from_config(c).validate(t)
-        if c.d_model % c.num_heads:
-            _fail(f"{t}.num_heads", f"a divisor of d_model = {c.d_model}", c.num_heads)
+        if any(d % c.num_heads for d in c.d_models):
+            _fail(f"{t}.num_heads", f"a divisor of every d_models = {list(c.d_models)}",
+                  c.num_heads)  # fmt: skip
         if not 0 <= c.warmup_steps < c.train_steps:
             _fail(f"{t}.warmup_steps", f"0 <= warmup_steps < {c.train_steps}", c.warmup_steps)
     for n in config.tokens.ops:
@@ -71,13 +75,13 @@ def validate(config) -> None:
 
 
 # ------------------------------------------------------------------ tasks
-def digits_task(config) -> dict:
+def digits_task(config, d_model: int) -> dict:
     c = config.digits
     top, bottom = ebt.digits_halves(data.load_digits("train")[0])
     te_top, te_bottom = ebt.digits_halves(data.load_digits("test")[0][: c.num_eval])
     noisy = np.random.default_rng(0).normal(0.0, c.ood_noise, te_top.shape)
-    ebm = ebt.DigitsEBT(c.d_model, c.num_layers, c.num_heads)
-    ff = ebt.DigitsFF(c.d_model, c.num_layers, c.num_heads)
+    ebm = ebt.DigitsEBT(d_model, c.num_layers, c.num_heads)
+    ff = ebt.DigitsFF(d_model, c.num_layers, c.num_heads)
     return {
         "train": {"context": top, "target": bottom},
         "eval": {"clean": te_top, "noisy": np.clip(te_top + noisy, -1.0, 1.0)},
@@ -90,10 +94,11 @@ def digits_task(config) -> dict:
         "ff_apply": ff.apply,
         "ff_init": lambda k: ff.init(k, jnp.zeros(ebt.HALF)),
         "loss": ebt.smooth_l1,
+        "d_model": d_model,
     }
 
 
-def tokens_task(config) -> dict:
+def tokens_task(config, d_model: int) -> dict:
     c = config.tokens
     length = max(arithmetic.prompt_length(n) + arithmetic.solution_length(n) for n in c.ops)
     rng = np.random.default_rng(0)
@@ -106,8 +111,8 @@ def tokens_task(config) -> dict:
     # Harder inputs: the positions whose next token is a computed result (after "=").
     hard = ev["context"]["tokens"][np.arange(c.num_eval), ev["context"]["t"]] == _EQ
     v = arithmetic.VOCAB_SIZE
-    ebm = ebt.TokenEBT(v, length, c.d_model, c.num_layers, c.num_heads)
-    ff = ebt.TokenFF(v, length, c.d_model, c.num_layers, c.num_heads)
+    ebm = ebt.TokenEBT(v, length, d_model, c.num_layers, c.num_heads)
+    ff = ebt.TokenFF(v, length, d_model, c.num_layers, c.num_heads)
     encode, energy_fn = ebt.token_energy(ebm)
     return {
         "train": ex,
@@ -122,6 +127,7 @@ def tokens_task(config) -> dict:
         "ff_apply": lambda p, ctx: ff.apply(p, ctx["tokens"], ctx["t"]),
         "ff_init": lambda k: ff.init(k, jnp.zeros(length, jnp.int32), 0),
         "loss": ebt.cross_entropy,
+        "d_model": d_model,
     }
 
 
@@ -157,18 +163,19 @@ def train_models(config, workdir, task_name, task, seed):
     c = config[task_name]
     cfg = task["cfg"]
     k_init, k_ebt, k_ff = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7), 3)
-    spec = {"experiment": "ebt", "task": task_name, **c.to_dict()}
+    d = task["d_model"]
+    spec = {"experiment": "ebt", "task": task_name, **c.to_dict(), "d_model": d}
     common_kw = {"data": task["train"], "event_shape": task["event"],
                  "num_steps": c.train_steps, "batch_size": c.batch_size,
                  "checkpoint_every": max(c.train_steps // 2, 1),
                  "log_every": max(c.train_steps // 4, 1)}  # fmt: skip
     params, losses = ebt_train.fit_or_restore(
-        k_ebt, workdir=common.cache_dir(config, workdir, f"{task_name}_ebt"), spec=spec,
+        k_ebt, workdir=common.cache_dir(config, workdir, f"{task_name}_d{d}_ebt"), spec=spec,
         loss_fn=task["ebt_loss"], params=ebt_train.ebt_params(task["ebm_init"](k_init), cfg),
         opt=task["opt"], cfg=cfg, **common_kw,
     )  # fmt: skip
     ff_params, ff_losses = ebt_train.fit_or_restore(
-        k_ff, workdir=common.cache_dir(config, workdir, f"{task_name}_ff"),
+        k_ff, workdir=common.cache_dir(config, workdir, f"{task_name}_d{d}_ff"),
         spec={**spec, "model": "feed-forward"}, loss_fn=task["ff_loss"],
         params=task["ff_init"](k_init), opt=task["ff_opt"], **common_kw,
     )  # fmt: skip
@@ -211,7 +218,8 @@ def _subsets(task_name, task):
 
 
 def evaluate(config, task_name, task, cfg, params, ff_params, seed, raw, images) -> None:
-    """One seed's held-out metrics: vs steps, vs G, the baseline, energy-error correlation."""
+    """One seed's held-out metrics at one size (``task["d_model"]``): vs steps, vs G, the
+    baseline, energy-error correlation."""
     key = jax.random.fold_in(jax.random.key(seed), 11)
     target = jnp.asarray(task["target"])
     kmax, gmax = max(config.steps), max(config.candidates)
@@ -224,7 +232,7 @@ def evaluate(config, task_name, task, cfg, params, ff_params, seed, raw, images)
             ff_pred = task["ff_predict"](ff_params, ctx)
             done[split] = (ctx, traj, ys, final_e, ff_pred)
         ctx, traj, ys, final_e, ff_pred = done[split]
-        path = (task_name, name)
+        path = (task_name, name, task["d_model"])
         for k in config.steps:
             per = _per_example(task_name, traj[k], target)
             stats.append_per_seed(raw, path + ("steps", k), _aggregate(task_name, per, mask))
@@ -255,46 +263,23 @@ def evaluate(config, task_name, task, cfg, params, ff_params, seed, raw, images)
             "spearman_pooled": pooled,
             "spearman_within_context": float(np.mean(within)) if within else np.nan,
         })  # fmt: skip
-        if task_name == "digits" and split == "clean" and seed == config.seed:
+        largest = task["d_model"] == max(config[task_name].d_models)
+        if task_name == "digits" and split == "clean" and seed == config.seed and largest:
             top = np.asarray(task["eval"]["clean"][:8])
             rows = [("held-out truth", ebt.join_halves(top, task["target"][:8]))]
-            rows += [(f"EBT, {k} step(s)", ebt.join_halves(top, np.asarray(traj[k][:8])))
+            rows += [(f"EBT d={task['d_model']}, {k} step(s)",
+                      ebt.join_halves(top, np.asarray(traj[k][:8])))
                      for k in IMAGE_STEPS if k <= kmax]  # fmt: skip
             rows.append(("feed-forward", ebt.join_halves(top, np.asarray(ff_pred[:8]))))
             images.extend((t, data.digits_to_unit(np.clip(im, -1, 1))) for t, im in rows)
 
 
-def verdicts(results: dict, config) -> dict:
-    """Per task and subset: the three claims as paired-seed comparisons (lower is better)."""
-    out = {}
-    for task_name in TASKS:
-        if task_name not in results:
-            continue
-        metric = METRIC[task_name]
-        for name, node in results[task_name].items():
-            if name == "scalars":
-                continue
-
-            def vals(branch, k, node=node, metric=metric):
-                return (
-                    node[branch][k][metric]["values"]
-                    if k is not None
-                    else node[branch][metric]["values"]
-                )
-
-            ks, gs = config["claim_steps"], max(config["candidates"])
-            one = vals("steps", 1)
-            best = vals("candidates", gs)
-            ff = vals("ff", None)
-            out[f"{task_name}/{name}"] = {
-                f"{ks} steps vs 1 step": stats.compare(vals("steps", ks), one),
-                f"G={gs} vs G=1 ({config['verify_steps']} steps)":
-                    stats.compare(best, vals("candidates", 1)),
-                f"EBT best (G={gs}) vs 1 step (compute gain; feed-forward gain is 0)":
-                    stats.compare(best, one),
-                f"EBT best (G={gs}) vs feed-forward": stats.compare(best, ff),
-            }  # fmt: skip
-    return out
+def verdicts(results: dict, config=None) -> dict:
+    """The verdicts of ``ebt_report.verdicts`` (the claims at each size, Holm per family,
+    and the size trend), recomputed from the per-seed values in ``results``; ``config``
+    is unused (``results["config"]`` is read), kept for the old call signature."""
+    del config
+    return ebt_report.verdicts(results)
 
 
 def _plots(workdir, results, config) -> None:
@@ -303,18 +288,34 @@ def _plots(workdir, results, config) -> None:
             continue
         metric = METRIC[task_name]
         label = "MSE (held-out bottom halves)" if task_name == "digits" else "cross-entropy (nats)"
+        sizes = sorted(config[task_name].d_models)
+        gs = max(config.candidates)
         for branch, xs, xlabel in (("steps", config.steps, "inference steps"),
                                    ("candidates", config.candidates, "candidates G")):  # fmt: skip
             panels = []
-            for name, node in results[task_name].items():
+            for name, per_size in results[task_name].items():
                 if name == "scalars":
                     continue
-                ff = node["ff"][metric]
-                series = {"EBT": (list(xs), [node[branch][k][metric] for k in xs]),
-                          "feed-forward (same size)": (list(xs), [ff] * len(xs))}  # fmt: skip
+                series = {}
+                for d in sizes:
+                    node = per_size[d]
+                    series[f"EBT d={d}"] = (list(xs), [node[branch][k][metric] for k in xs])
+                    series[f"feed-forward d={d}"] = (list(xs), [node["ff"][metric]] * len(xs))
                 panels.append((f"{task_name} / {name}", series))
             plots.errorbar_plot(os.path.join(workdir, f"{task_name}_{branch}.png"), panels,
                                 xlabel=xlabel, ylabel=label)  # fmt: skip
+        panels = []
+        for name, per_size in results[task_name].items():
+            if name == "scalars":
+                continue
+            series = {
+                "EBT, 1 step": (sizes, [per_size[d]["steps"][1][metric] for d in sizes]),
+                f"EBT, G={gs}": (sizes, [per_size[d]["candidates"][gs][metric] for d in sizes]),
+                "feed-forward": (sizes, [per_size[d]["ff"][metric] for d in sizes]),
+            }
+            panels.append((f"{task_name} / {name}", series))
+        plots.errorbar_plot(os.path.join(workdir, f"{task_name}_sizes.png"), panels,
+                            xlabel="model width d_model", ylabel=label)  # fmt: skip
 
 
 def run(config, workdir: str) -> dict:
@@ -325,19 +326,20 @@ def run(config, workdir: str) -> dict:
         seeds = stats.seeds(config.seed, config.num_seeds)
         raw: dict = {}
         images: list = []
-        tasks = {t: prepare(config, t, (digits_task if t == "digits" else tokens_task)(config))
-                 for t in TASKS if config[t].enabled}  # fmt: skip
+        build = {"digits": digits_task, "tokens": tokens_task}
+        tasks = [(t, prepare(config, t, build[t](config, d))) for t in TASKS
+                 if config[t].enabled for d in sorted(config[t].d_models)]  # fmt: skip
         for seed in tqdm(seeds, desc="ebt seeds", leave=False):
-            for name, task in tasks.items():
-                logging.info("ebt: seed %d, %s", seed, name)
+            for name, task in tasks:
+                logging.info("ebt: seed %d, %s, d_model %d", seed, name, task["d_model"])
                 cfg, params, ff_params, loss, ff_loss = train_models(config, workdir, name, task,
                                                                      seed)  # fmt: skip
-                stats.append_per_seed(raw, (name, "scalars"), {
+                stats.append_per_seed(raw, (name, "scalars", task["d_model"]), {
                     "train_loss_final": loss, "ff_train_loss_final": ff_loss,
                     "alpha": float(ebt.alpha_of(params))})  # fmt: skip
                 evaluate(config, name, task, cfg, params, ff_params, seed, raw, images)
         results = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
-        results["verdicts"] = verdicts(results, config)
+        results["verdicts"] = verdicts(results)
         for setting, checks in results["verdicts"].items():
             for claim, v in checks.items():
                 logging.info("ebt: %s: %s: %s (improvement %s)", setting, claim, v["verdict"],

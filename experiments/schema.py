@@ -170,7 +170,7 @@ CACHE_DIR = Str()
 def _ebt_task(prefix: str) -> dict[str, Field]:
     return {
         f"{prefix}.enabled": Bool(),
-        f"{prefix}.d_model": POS_INT,
+        f"{prefix}.d_models": List(POS_INT, distinct=True),
         f"{prefix}.num_layers": POS_INT,
         f"{prefix}.num_heads": POS_INT,
         f"{prefix}.train_steps": POS_INT,
@@ -201,6 +201,9 @@ EBT = {
     "candidates": List(POS_INT, distinct=True),
     "verify_steps": POS_INT,
     "claim_steps": POS_INT,
+    "noise_floors.mse": NONNEG_FLOAT,
+    "noise_floors.ce": NONNEG_FLOAT,
+    "effect_size_relative": POS_FLOAT,
     **_ebt_task("digits"),
     "digits.ood_noise": NONNEG_FLOAT,
     **_ebt_task("tokens"),
