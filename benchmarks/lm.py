@@ -63,7 +63,7 @@ def make_ours(model, params, cfg: Config, temperature=0.0, top_p=None):
 
     def fn(key, prompts):
         s, _ = dec.sample(key, lm, prompts, num_samples=1, max_new_tokens=cfg.new_tokens,
-                          eos_id=-1, temperature=temperature, top_p=top_p)  # fmt: skip
+                          eos_id=None, temperature=temperature, top_p=top_p)  # fmt: skip
         return s.tokens
 
     return fn

@@ -33,6 +33,23 @@ def _reweight(old_log_weights: jax.Array, inc: jax.Array, expand: int):
     return log_weights, increment, invalid, ess, num_nan, num_posinf
 
 
+def _non_finite_rows(tree, axes, m: int) -> jax.Array:
+    """``bool [m]``: particles with a NaN/inf entry in a floating leaf of ``tree``
+    (``axes``: each leaf's particle axis, None for a shared leaf, which flags every
+    particle when it is non-finite). Integer and bool leaves are skipped."""
+    out = jnp.zeros((m,), bool)
+    for leaf, ax in zip(jax.tree_util.tree_leaves(tree), axes, strict=True):
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            continue
+        bad = ~jnp.isfinite(leaf)
+        if ax is None or jnp.ndim(leaf) == 0:
+            out = out | jnp.any(bad)
+        else:
+            other = tuple(d for d in range(jnp.ndim(leaf)) if d != ax)
+            out = out | jnp.any(bad, axis=other)
+    return out
+
+
 def _resolve_resampler(resampling) -> Resampler:
     if callable(resampling):
         return resampling

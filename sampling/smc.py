@@ -65,7 +65,12 @@ counted in ``SMCInfo.num_nan``; ``+inf`` log-weights are counted in
 ``SMCInfo.num_posinf`` and make ``log_Z`` ``+inf`` (the ``+inf`` particles
 share the mass when resampling). If every log-weight is invalid after a
 reweighting, ``SMCInfo.all_invalid`` is set, no resampling happens and
-``log_Z`` becomes ``-inf`` (it stays so afterwards).
+``log_Z`` becomes ``-inf`` (it stays so afterwards). Particles the transition
+left with a NaN/``inf`` entry in a floating leaf are counted in
+``SMCInfo.num_non_finite_particles``. ``build(..., runtime_checks=True)`` turns
+both (any non-finite particle, every log-weight invalid) into ``checkify``
+errors: the caller runs under ``jax.experimental.checkify.checkify`` and calls
+``err.throw()``; without it nothing is added and the outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ from inferax.sampling._mesh import explicit_mesh as _explicit_mesh
 from inferax.sampling._mesh import on_whole_vector as _on_whole_vector
 from inferax.sampling._smc_parts import (
     Resampler,
+    _non_finite_rows,
     _num_steps,
     _resolve_resampler,
     _reweight,
@@ -127,6 +133,10 @@ class SMCInfo(NamedTuple):
         num_nan: int32, increments that were NaN (counted as ``-inf``).
         num_posinf: int32, log-weights that were ``+inf`` after reweighting.
         aux: the transition's auxiliary output, or None.
+        num_non_finite_particles: int32, particles (of the ``N``, or ``K N`` when
+            expanding, after the transition) with a NaN/``±inf`` entry in a
+            floating per-particle leaf; a non-finite shared leaf counts every
+            particle. Integer leaves are not looked at.
     """
 
     ess: jax.Array
@@ -137,6 +147,7 @@ class SMCInfo(NamedTuple):
     num_nan: jax.Array | None = None
     num_posinf: jax.Array | None = None
     aux: Any = None
+    num_non_finite_particles: jax.Array | None = None
 
 
 class SMC(NamedTuple):
@@ -208,6 +219,7 @@ def build(
     ess_threshold: float = 0.5,
     particle_axes: Any = 0,
     move_fn: Callable[..., Any] | None = None,
+    runtime_checks: bool = False,
 ) -> SMC:
     """Builds an adaptive-resampling SMC algorithm.
 
@@ -262,6 +274,8 @@ def build(
         raise TypeError(f"move_fn: expected None or a callable, got {type(move_fn).__name__}")
     resample_fn = _resolve_resampler(resampling)
     threshold = _checks.unit_interval(ess_threshold, "ess_threshold")
+    if not isinstance(runtime_checks, bool):
+        raise TypeError(f"runtime_checks: expected a Python bool, got {runtime_checks!r}")
     particle_axes = particles_lib.ParticleAxes.of(particle_axes)
 
     def init_fn(particles, log_weights=None):
@@ -303,6 +317,18 @@ def build(
             new_particles = particles_lib.where(done, state.particles, new_particles, axes)
             inc = jnp.where(done, jnp.zeros((), dtype), inc)
         m_g = m // groups
+        non_finite = _non_finite_rows(new_particles, axes, m)
+        num_non_finite = (
+            jnp.sum(non_finite.reshape(groups, m_g), axis=1, dtype=jnp.int32)
+            if grouped
+            else jnp.sum(non_finite, dtype=jnp.int32)
+        )
+        _checks.runtime_check(
+            ~jnp.any(non_finite),
+            "transition_fn: expected finite particles, got {} particles with NaN/inf entries",
+            runtime_checks,
+            jnp.sum(non_finite, dtype=jnp.int32),
+        )
 
         def per_group(fn):  # groups: the [n] weight algebra on every row of [G, n]
             return jax.vmap(fn) if grouped else fn
@@ -311,6 +337,13 @@ def build(
             per_group(lambda lw, i: _reweight(lw, i, expand))
         )(state.log_weights, inc.reshape(groups, m_g) if grouped else inc)
 
+        _checks.runtime_check(
+            ~jnp.any(invalid),
+            "log_weights: expected some finite log-weight after reweighting, got every "
+            "log-weight -inf/NaN (all_invalid) in {} group(s)",
+            runtime_checks,
+            jnp.sum(invalid, dtype=jnp.int32),
+        )
         trigger = jnp.array(True) if threshold >= 1.0 else ess < threshold * m_g
         if expand > 1:
             trigger = jnp.array(True)
@@ -390,7 +423,10 @@ def build(
                 log_weights, jax.typeof(state.log_weights).sharding.spec
             )
         new_state = SMCState(particles, log_weights, (state.log_Z + increment).astype(dtype))
-        info = SMCInfo(ess, do_resample, ancestors, increment, invalid, num_nan, num_posinf, aux)
+        info = SMCInfo(
+            ess, do_resample, ancestors, increment, invalid, num_nan, num_posinf, aux,
+            num_non_finite,
+        )  # fmt: skip
         return new_state, info
 
     def step(key, state: SMCState, step_input, may_resample=True):

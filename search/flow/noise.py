@@ -157,15 +157,33 @@ def neighbors(key, pivot, num: int, c: float = 0.95):
         c: cosine of the angle to the pivot, in [-1, 1].
 
     Returns:
-        ``[num, *event]`` neighbours in ``pivot.dtype``.
+        ``[num, *event]`` neighbours in ``pivot.dtype``. A zero pivot has no
+        direction: known at trace time it is a ValueError; traced (under ``jit``)
+        its shell has radius 0 and every neighbour is the zero pivot itself (not NaN).
+
+    Raises:
+        ValueError: for ``num < 1``, ``c`` outside [-1, 1], or a concrete pivot that
+            is zero or not finite.
     """
     num = _checks.positive_int(num, "num")
     if isinstance(c, bool) or not isinstance(c, int | float) or not -1.0 <= c <= 1.0:
         raise ValueError(f"c: expected a cosine in [-1, 1], got {c!r}")
     pivot = _checks.floating_array(pivot, "pivot")
+    concrete = _checks.concrete_value(pivot)
+    if concrete is not None:
+        if not np.isfinite(concrete).all():
+            raise ValueError(
+                f"pivot: expected finite values, got {int((~np.isfinite(concrete)).sum())} "
+                "NaN/inf entries"
+            )
+        if not np.any(concrete):
+            raise ValueError(
+                f"pivot: expected a non-zero array (its direction defines the shell), got all "
+                f"zeros of shape {concrete.shape}"
+            )
     flat = pivot.reshape(-1)
     norm = jnp.linalg.norm(flat)
-    u = flat / norm
+    u = flat / jnp.where(norm > 0, norm, jnp.ones_like(norm))  # zero pivot: u = 0, y = 0
     z = flow.noise(key, num, flat.shape, dtype=flat.dtype)
     w = z - (z @ u)[:, None] * u[None, :]
     w = w / jnp.linalg.norm(w, axis=1, keepdims=True)

@@ -73,6 +73,10 @@ class DecodeInfo(NamedTuple):
             (``generate`` with ``tokens_left``; else None).
         out_of_budget: ``[N]`` bool rows this call finished because their group's
             token cap was reached (``generate`` with ``tokens_left``; else None).
+        bad_prompt_tokens: int32 prompt ids outside ``[0, lm.vocab_size)`` at
+            unmasked positions (``start`` / ``sample``; else None). Concrete
+            prompts with such ids are refused (ValueError); only prompts traced
+            under ``jit`` can get here, and the model's output for them is garbage.
     """
 
     sequences: int
@@ -81,6 +85,7 @@ class DecodeInfo(NamedTuple):
     prompt_tokens: jax.Array
     tokens_per_group: jax.Array | None = None
     out_of_budget: jax.Array | None = None
+    bad_prompt_tokens: jax.Array | None = None
 
 
 def state_axes(lm: Any) -> DecodeState:
@@ -88,10 +93,60 @@ def state_axes(lm: Any) -> DecodeState:
     return DecodeState(0, 0, 0, 0, 0, lm.cache_axes)
 
 
-def _check_lm(lm: Any) -> None:
+def _check_lm(lm: Any) -> int:
+    """Checks the protocol's attributes; returns ``lm.vocab_size`` as an int."""
     for name in ("init_cache", "prefill", "decode_step", "cache_axes", "vocab_size"):
         if not hasattr(lm, name):
             raise TypeError(f"lm: expected the decoding protocol (missing {name!r}), got {lm!r}")
+    return _checks.positive_int(lm.vocab_size, "lm.vocab_size")
+
+
+def check_token_id(value: Any, name: str, vocab_size: int, *, optional: bool = False):
+    """A static token id in ``[0, vocab_size)`` (``None`` too when ``optional``).
+
+    An id outside the vocabulary is never drawn (an EOS of -1 never ends a row)
+    and indexes past the embedding (NaN logits), so it is refused.
+
+    Raises:
+        TypeError: for a non-integer (a float, a bool, a traced array).
+        ValueError: for an id outside ``[0, vocab_size)``.
+    """
+    if value is None and optional:
+        return None
+    what = f"a token id in [0, {vocab_size}) (lm.vocab_size = {vocab_size})"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        concrete = None
+        if isinstance(value, np.ndarray | jax.Array) and jnp.ndim(value) == 0:
+            if jnp.issubdtype(value.dtype, jnp.integer):
+                concrete = _checks.concrete_value(value)
+        if concrete is None:
+            raise TypeError(f"{name}: expected {what}, got {value!r}")
+        value = concrete
+    value = int(value)
+    if not 0 <= value < vocab_size:
+        hint = " (use eos_id=None to decode without an EOS)" if name == "eos_id" else ""
+        raise ValueError(f"{name}: expected {what}, got {value}{hint}")
+    return value
+
+
+def check_prompt_ids(prompts: jax.Array, prompt_mask: jax.Array | None, vocab_size: int) -> None:
+    """Refuses prompt ids outside ``[0, vocab_size)`` at unmasked positions, when the
+    prompts are known at trace time (a traced prompt is counted in
+    ``DecodeInfo.bad_prompt_tokens`` instead)."""
+    vals = _checks.concrete_value(prompts)
+    if vals is None:
+        return
+    bad = (vals < 0) | (vals >= vocab_size)
+    mask = None if prompt_mask is None else _checks.concrete_value(prompt_mask)
+    if mask is not None:
+        bad = bad & mask.astype(bool)
+    if bad.any():
+        b, p = np.argwhere(bad)[0]
+        raise ValueError(
+            f"prompts: expected token ids in [0, {vocab_size}) (lm.vocab_size = {vocab_size}), "
+            f"got {int(bad.sum())} out-of-range ids (the first {int(vals[b, p])} in prompt "
+            f"{int(b)} at position {int(p)})"
+        )
 
 
 def start(
@@ -115,9 +170,10 @@ def start(
 
     Raises:
         ValueError: if the prompt plus ``max_new_tokens`` exceeds ``lm.max_len``,
-            or shapes disagree.
+            shapes disagree, or a (concrete) prompt id at an unmasked position is
+            outside ``[0, lm.vocab_size)`` (traced prompts: ``info.bad_prompt_tokens``).
     """
-    _check_lm(lm)
+    vocab = _check_lm(lm)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     max_new_tokens = _checks.positive_int(max_new_tokens, "max_new_tokens")
     prompts = jnp.asarray(prompts)
@@ -137,6 +193,8 @@ def start(
     prompt_mask = jnp.asarray(prompt_mask, bool)
     if prompt_mask.shape != (b, p):
         raise ValueError(f"prompt_mask: expected shape {(b, p)}, got {prompt_mask.shape}")
+    check_prompt_ids(prompts, prompt_mask, vocab)
+    num_bad = jnp.sum(prompt_mask & ((prompts < 0) | (prompts >= vocab)), dtype=jnp.int32)
     cache = lm.init_cache(b, p + max_new_tokens)
     logits, cache = lm.prefill(cache, prompts.astype(jnp.int32), prompt_mask)
     rows = jnp.repeat(jnp.arange(b), num_samples)
@@ -151,7 +209,9 @@ def start(
         cache=cache,
     )
     zero = jnp.zeros((), jnp.int32)
-    return state, DecodeInfo(n, zero, zero, jnp.asarray(b * p, jnp.int32))
+    return state, DecodeInfo(
+        n, zero, zero, jnp.asarray(b * p, jnp.int32), bad_prompt_tokens=num_bad
+    )
 
 
 def check_sampling(temperature, top_k, top_p, vocab_size: int) -> tuple[float, int | None, float]:
@@ -221,7 +281,7 @@ def last_token(state: DecodeState, pad_id: int = 0) -> jax.Array:
 
 
 def advance(
-    lm: Any, s: DecodeState, tok: jax.Array, active: jax.Array, *, eos_id: int,
+    lm: Any, s: DecodeState, tok: jax.Array, active: jax.Array, *, eos_id: int | None,
     step_id: int | None, pad_id: int = 0,
 ) -> tuple[DecodeState, jax.Array]:  # fmt: skip
     """One decoding iteration's bookkeeping, shared by every decoding loop.
@@ -240,7 +300,8 @@ def advance(
     tokens = s.tokens.at[rows, col].set(jnp.where(active, tok, s.tokens[rows, col]))
     num_tokens = s.num_tokens + active
     is_step = active & (tok == step_id) if step_id is not None else jnp.zeros_like(active)
-    finished = s.finished | (active & (tok == eos_id)) | (num_tokens >= cap)
+    is_eos = active & (tok == eos_id) if eos_id is not None else jnp.zeros_like(active)
+    finished = s.finished | is_eos | (num_tokens >= cap)
     new_logits, cache = lm.decode_step(s.cache, tok, active)
     logits = jnp.where(active[:, None], new_logits.astype(s.logits.dtype), s.logits)
     return DecodeState(tokens, num_tokens, s.num_steps + is_step, finished, logits, cache), is_step
@@ -251,7 +312,7 @@ def generate(
     lm: Any,
     state: DecodeState,
     *,
-    eos_id: int,
+    eos_id: int | None,
     step_id: int | None = None,
     until: str = "eos",
     temperature: float = 1.0,
@@ -274,14 +335,16 @@ def generate(
         key: PRNG key of this call.
         lm: the decoding protocol.
         state: the population (from ``start`` or an earlier ``generate``).
-        eos_id: end-of-sequence token (the row finishes).
-        step_id: step delimiter token (counted in ``num_steps``).
+        eos_id: end-of-sequence token (the row finishes), in ``[0, lm.vocab_size)``;
+            None decodes every row to its capacity (no EOS).
+        step_id: step delimiter token (counted in ``num_steps``), in ``[0, lm.vocab_size)``.
         until: ``"eos"`` (decode to the end) or ``"step"`` (stop each row after
             its next step delimiter: one reasoning step for every particle).
         temperature, top_k, top_p: the sampling distribution (``process_logits``).
         logits_hook: ``hook(logits [N, V], state) -> logits``, applied before
-            sampling (constraints; see ``budget_forcing``).
-        pad_id: written for rows that are held.
+            sampling (constraints; see ``budget_forcing``); it must keep the
+            shape ``[N, V]`` (else ValueError when traced).
+        pad_id: written for rows that are held, in ``[0, lm.vocab_size)``.
         first_index: global index of row 0 (for splitting a batch over calls).
         group_index: ``[N]`` int32 group (prompt) of every row, with ``tokens_left``.
         tokens_left: ``[G]`` int32 token cap of every group. A group takes a decoding
@@ -291,9 +354,19 @@ def generate(
 
     Returns:
         ``(state, info)``.
+
+    Raises:
+        ValueError / TypeError: naming the argument: a token id (``eos_id``,
+            ``step_id``, ``pad_id``) outside the vocabulary, a ``logits_hook`` output
+            of the wrong shape, bad sampling settings.
     """
-    _check_lm(lm)
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p, lm.vocab_size)
+    vocab = _check_lm(lm)
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p, vocab)
+    eos_id = check_token_id(eos_id, "eos_id", vocab, optional=True)
+    step_id = check_token_id(step_id, "step_id", vocab, optional=True)
+    pad_id = check_token_id(pad_id, "pad_id", vocab)
+    if logits_hook is not None and not callable(logits_hook):
+        raise TypeError(f"logits_hook: expected None or a callable, got {logits_hook!r}")
     if until not in UNTIL:
         raise ValueError(f"until: expected one of {UNTIL}, got {until!r}")
     if until == "step" and step_id is None:
@@ -326,7 +399,7 @@ def generate(
     def body(carry):
         s, stopped, spent, calls, left, oob = carry
         active = active_of(s, stopped)
-        logits = s.logits if logits_hook is None else logits_hook(s.logits, s)
+        logits = s.logits if logits_hook is None else _hooked(logits_hook, s)
         keys = row_keys(key, first_index, n, s.num_tokens)
         tok = sample_tokens(keys, logits, temperature, top_k, top_p)
         out, is_step = advance(lm, s, tok, active, eos_id=eos_id, step_id=step_id, pad_id=pad_id)
@@ -348,6 +421,18 @@ def generate(
     return state, DecodeInfo(n, spent, calls, zero, left0 - left, oob)
 
 
+def _hooked(hook: Callable, s: DecodeState) -> jax.Array:
+    out = hook(s.logits, s)
+    if jnp.shape(out) != s.logits.shape:
+        raise ValueError(
+            f"logits_hook: expected logits of shape {s.logits.shape} (rows, vocabulary), "
+            f"got {jnp.shape(out)}"
+        )
+    if not jnp.issubdtype(jnp.result_type(out), jnp.floating):
+        raise TypeError(f"logits_hook: expected floating logits, got {jnp.result_type(out)}")
+    return out
+
+
 def sample(
     key: jax.Array,
     lm: Any,
@@ -356,7 +441,7 @@ def sample(
     *,
     num_samples: int = 1,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | None,
     **kwargs,
 ) -> tuple[DecodeState, DecodeInfo]:
     """``start`` then ``generate``: ``num_samples`` completions of every prompt.
@@ -368,7 +453,9 @@ def sample(
         lm, prompts, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens
     )
     state, info = generate(key, lm, state, eos_id=eos_id, **kwargs)
-    return state, info._replace(prompt_tokens=info0.prompt_tokens)
+    return state, info._replace(
+        prompt_tokens=info0.prompt_tokens, bad_prompt_tokens=info0.bad_prompt_tokens
+    )
 
 
 def budget_forcing(
@@ -385,7 +472,15 @@ def budget_forcing(
     Before ``min_steps`` step delimiters the answer delimiter (and EOS) are
     suppressed; at the start of a line after ``max_steps`` steps the answer
     delimiter is forced.
+
+    The token ids must be ints >= 0 (checked here) and below the vocabulary size
+    (checked against the logits' last axis when the hook is traced).
     """
+    answer_id = _checks.non_negative_int(answer_id, "answer_id")
+    step_id = _checks.non_negative_int(step_id, "step_id")
+    if eos_id is not None:
+        eos_id = _checks.non_negative_int(eos_id, "eos_id")
+    pad_id = _checks.non_negative_int(pad_id, "pad_id")
     min_steps = _checks.non_negative_int(min_steps, "min_steps")
     if max_steps is not None:
         max_steps = _checks.non_negative_int(max_steps, "max_steps")
@@ -393,6 +488,10 @@ def budget_forcing(
             raise ValueError(f"max_steps: expected >= min_steps {min_steps}, got {max_steps}")
 
     def hook(logits: jax.Array, state: DecodeState) -> jax.Array:
+        vocab = logits.shape[-1]
+        for name, value in (("answer_id", answer_id), ("step_id", step_id), ("eos_id", eos_id)):
+            if value is not None:
+                check_token_id(value, f"budget_forcing {name}", vocab)
         too_few = (state.num_steps < min_steps)[:, None]
         cols = jnp.arange(logits.shape[-1])[None, :]
         banned = (cols == answer_id) | ((cols == eos_id) if eos_id is not None else False)

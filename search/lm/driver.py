@@ -8,7 +8,8 @@ best, expand). A search is a ``Policy``; ``run`` owns what they share:
 - the ``lax.while_loop`` over rounds and its stopping rule (every row
   finished, or ``config.max_steps`` rounds);
 - the counters, per prompt (``steps.Ledger``: tokens, PRM calls, decode steps,
-  NaN scores, rows stopped out of budget);
+  NaN scores, scores outside ``[0, 1]`` (treated as NaN), rows stopped out of
+  budget);
 - the budget caps (per prompt): a ``Round`` hands the policy an ``extend``
   that decodes a group only while its token cap allows and scores it only
   while its PRM calls fit (``steps.extend``), so no search can overspend;
@@ -164,6 +165,9 @@ def run(
         ``(pstate, ledger, trace, rounds)``: the trace's arrays are
         ``[max_steps, B]`` (rounds after ``rounds`` repeat the last one).
     """
+    if not isinstance(config, steps.StepConfig):
+        raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
+    config.checked_for(lm)
     t = config.max_steps
     b = ledger.tokens.shape[0]
 
@@ -215,8 +219,9 @@ def info_of(
     budget: core.Budget | None,
     **extra,
 ) -> steps.LMSearchInfo:
-    """``LMSearchInfo`` from ``run``'s ledger and trace (``trace["num_nan_scores"]`` added)."""
-    trace = dict(trace, num_nan_scores=ledger.num_nan)
+    """``LMSearchInfo`` from ``run``'s ledger and trace (``trace["num_nan_scores"]`` and
+    ``trace["num_bad_scores"]``, PRM scores outside ``[0, 1]`` treated as NaN, added)."""
+    trace = dict(trace, num_nan_scores=ledger.num_nan, num_bad_scores=jnp.asarray(ledger.num_bad))
     return steps.LMSearchInfo(
         sequences, jnp.sum(ledger.tokens), jnp.sum(ledger.prm_calls), ledger.decode_steps,
         prompt_tokens, rounds, trace, ledger.tokens, ledger.prm_calls, budget, **extra,

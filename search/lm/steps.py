@@ -11,7 +11,12 @@ select / resample / expand rows. This module holds the parts they share:
 - the PRM protocol: ``prm_fn(state, prompt_index) -> [R]`` scores in ``[0, 1]``
   of each row's current prefix (the prompt is known to the closure through
   ``prompt_index``, the prompt each row continues; rows keep their prompt under
-  resampling because selection never crosses prompts);
+  resampling because selection never crosses prompts). Scores are never
+  clipped into range: a concrete score outside ``[0, 1]`` is a ValueError; under
+  ``jit`` (every search's round loop) it is counted (``Ledger.num_bad``, the
+  searches' ``trace["num_bad_scores"]``) and treated as NaN. A NaN score is
+  counted (``trace["num_nan_scores"]``) and is the worst score: never chosen by
+  a best-of / beam selection, resampling weight 0;
 - ``start`` (prefill each prompt once, copy its cache to its rows) and
   ``extend`` (one step for every live row, then one PRM call per row that
   moved), with the spent tokens / PRM calls counted;
@@ -32,6 +37,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from inferax.sampling import _checks, particles
 from inferax.search import core
@@ -76,6 +82,15 @@ class StepConfig(NamedTuple):
             _checks.non_negative_int(getattr(self, name), name)
         if self.eos_id == self.step_id:
             raise ValueError(f"step_id: expected a token other than eos_id, got {self.step_id}")
+        return self
+
+    def checked_for(self, lm: Any) -> StepConfig:
+        """``checked()`` plus the token ids against the vocabulary ``[0, lm.vocab_size)``
+        (an EOS or step delimiter outside it can never be drawn)."""
+        self.checked()
+        vocab = dec._check_lm(lm)
+        for name in ("eos_id", "step_id", "pad_id"):
+            dec.check_token_id(getattr(self, name), name, vocab)
         return self
 
 
@@ -217,6 +232,8 @@ class Ledger(NamedTuple):
         decode_steps: int32 batched ``decode_step`` calls.
         num_nan: int32 scores that were NaN.
         out_of_budget: ``[B]`` int32 rows stopped because a cap was reached.
+        num_bad: int32 scores outside ``[0, 1]`` (not NaN), treated as NaN. A ledger
+            built with five fields (a search that scores rows itself) has it 0.
     """
 
     tokens: jax.Array
@@ -224,11 +241,13 @@ class Ledger(NamedTuple):
     decode_steps: jax.Array
     num_nan: jax.Array
     out_of_budget: jax.Array
+    num_bad: jax.Array = np.zeros((), np.int32)
 
     @staticmethod
     def zeros(num_prompts: int) -> Ledger:
         z = jnp.zeros((num_prompts,), jnp.int32)
-        return Ledger(z, z, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), z)
+        zero = jnp.zeros((), jnp.int32)
+        return Ledger(z, z, zero, zero, z, zero)
 
     def left(self, budget: core.Budget | None) -> tuple[jax.Array, jax.Array]:
         """``[B]`` tokens and PRM calls each prompt may still spend (``UNCAPPED`` if no cap)."""
@@ -259,6 +278,9 @@ def start(
         ``(state [B * n rows], prompt_index [B * n], info)``; row ``b * n + j``
         continues prompt ``b``.
     """
+    if not isinstance(cfg, StepConfig):
+        raise TypeError(f"config: expected a StepConfig, got {type(cfg).__name__}")
+    cfg.checked_for(lm)
     state, info = dec.start(
         lm, prompts, prompt_mask, num_samples=rows_per_prompt, max_new_tokens=cfg.max_new_tokens
     )
@@ -266,13 +288,40 @@ def start(
     return state, jnp.repeat(jnp.arange(b, dtype=jnp.int32), rows_per_prompt), info
 
 
-def scores_of(prm_fn: PRMFn, state: dec.DecodeState, prompt_index: jax.Array) -> jax.Array:
-    """``prm_fn`` on every row as float32 ``[R]``; checks the shape (NaN is kept: callers
-    count it and treat it as the worst score)."""
+def raw_scores(
+    prm_fn: PRMFn, state: dec.DecodeState, prompt_index: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """``prm_fn`` on every row: ``(scores, bad)``, float32 ``[R]`` scores with those
+    outside ``[0, 1]`` replaced by NaN, and ``bad [R]`` marking them.
+
+    Raises:
+        ValueError: for scores of the wrong shape, or (scores known at trace time,
+            i.e. outside ``jit``) a score outside ``[0, 1]``. NaN is kept (callers
+            count it and treat it as the worst score).
+    """
     r = jnp.asarray(prm_fn(state, prompt_index))
     if r.shape != prompt_index.shape:
         raise ValueError(f"prm_fn: expected scores of shape {prompt_index.shape}, got {r.shape}")
-    return r.astype(jnp.float32)
+    if not jnp.issubdtype(r.dtype, jnp.floating) and not jnp.issubdtype(r.dtype, jnp.integer):
+        raise TypeError(f"prm_fn: expected real scores in [0, 1], got dtype {r.dtype}")
+    r = r.astype(jnp.float32)
+    concrete = _checks.concrete_value(r)
+    if concrete is not None:
+        out = (concrete < 0) | (concrete > 1)
+        if out.any():
+            i = int(np.argmax(out))
+            raise ValueError(
+                f"prm_fn: expected scores in [0, 1] (or NaN), got {int(out.sum())} outside "
+                f"(the first {float(concrete[i])} for row {i})"
+            )
+    bad = (r < 0) | (r > 1)
+    return jnp.where(bad, jnp.nan, r), bad
+
+
+def scores_of(prm_fn: PRMFn, state: dec.DecodeState, prompt_index: jax.Array) -> jax.Array:
+    """``prm_fn`` on every row as float32 ``[R]`` (``raw_scores``: shape checked, a score
+    outside ``[0, 1]`` an error when concrete and NaN under ``jit``; NaN is kept)."""
+    return raw_scores(prm_fn, state, prompt_index)[0]
 
 
 class StepOut(NamedTuple):
@@ -310,6 +359,10 @@ def extend(
     of budget), and decodes only while its token cap allows
     (``decoding.generate(tokens_left=...)``). The ledger is updated.
 
+    Scores outside ``[0, 1]`` are an error when concrete (``raw_scores``); under
+    ``jit`` they become NaN and are counted in ``ledger.num_bad`` (NaN scores in
+    ``ledger.num_nan``).
+
     Returns:
         ``(state, scores [R], StepOut)``.
     """
@@ -328,7 +381,7 @@ def extend(
         logits_hook=cfg.logits_hook, pad_id=cfg.pad_id, first_index=first_index, **caps,
     )  # fmt: skip
     moved = state.num_tokens > before
-    new = scores_of(prm_fn, state, prompt_index)
+    new, bad = raw_scores(prm_fn, state, prompt_index)
     scores = jnp.where(moved, new, old_scores)
     calls = jnp.sum(moved, dtype=jnp.int32)
     if ledger is not None:
@@ -340,8 +393,9 @@ def extend(
             ledger.tokens + info.tokens_per_group,
             ledger.prm_calls + per_prompt(moved.astype(jnp.int32)),
             ledger.decode_steps + info.decode_steps,
-            ledger.num_nan + jnp.sum(moved & jnp.isnan(new), dtype=jnp.int32),
+            ledger.num_nan + jnp.sum(moved & jnp.isnan(new) & ~bad, dtype=jnp.int32),
             ledger.out_of_budget + stopped,
+            ledger.num_bad + jnp.sum(moved & bad, dtype=jnp.int32),
         )
     return state, scores, StepOut(moved, info.generated_tokens, info.decode_steps, calls, ledger)
 

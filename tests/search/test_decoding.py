@@ -162,7 +162,7 @@ def test_second_lm_cached_equals_full_and_greedy_loop():
     # greedy decoding through the sampler == argmax loop over the full forward pass
     s, info = jax.jit(
         lambda k: dec.sample(k, lm, toks[:, :5], num_samples=1, max_new_tokens=6,
-                             eos_id=-1, temperature=0.0)
+                             eos_id=None, temperature=0.0)
     )(jax.random.key(0))  # fmt: skip
     seq = toks[:, :5]
     for _ in range(6):
@@ -183,7 +183,7 @@ def test_temperature_zero_is_greedy(tiny):
     model, params, lm = tiny
     pr = jnp.asarray(ar.prompts(ar.split("test", 3, 3)))
     s, _ = jax.jit(
-        lambda k: dec.sample(k, lm, pr, num_samples=2, max_new_tokens=10, eos_id=-1,
+        lambda k: dec.sample(k, lm, pr, num_samples=2, max_new_tokens=10, eos_id=None,
                              temperature=0.0)
     )(jax.random.key(0))  # fmt: skip
     apply = jax.jit(model.apply)
