@@ -22,7 +22,12 @@ from jax.experimental import checkify
 import inferax
 from inferax.experiments import common, configs, ebt, flow_scaling, lm_scaling, schema, sway
 from inferax.models.checkpoint import Checkpointer
-from inferax.sampling import energy, flow, resampling, schedules
+from inferax.sampling import energy, flow, resampling, schedules, smc
+from inferax.search.flow import noise as flow_noise
+from inferax.search.lm import decoding as dec
+from inferax.search.lm import particle as lm_particle
+from inferax.search.lm import steps as lm_steps
+from tests.search import step_tree as st
 
 X0 = jnp.ones((4, 2), jnp.float32)
 X0_INF = X0.at[0, 0].set(jnp.inf)  # concrete, closed over inside jit: checked at trace time
@@ -66,6 +71,49 @@ def _checkified(fn):
 
 
 RuntimeCheckError = checkify.JaxRuntimeError
+
+# --- language models: the tiny exact tree LM of the search tests (vocabulary 6)
+LM, _REWARD = st.make(k=3, depth=2, problems=1)
+PROMPTS = st.prompts([0])
+STEP_CFG = lm_steps.StepConfig(eos_id=st.EOS, step_id=st.STEP, max_new_tokens=4, max_steps=2)
+PRM_HALF = lambda state, prompt_index: jnp.full(prompt_index.shape, 0.5)  # noqa: E731
+PRM_TOO_HIGH = lambda state, prompt_index: jnp.full(prompt_index.shape, 1.5)  # noqa: E731
+
+
+def _sample(prompts=PROMPTS, **kw):
+    def call(_):
+        kw.setdefault("eos_id", st.EOS)
+        dec.sample(jax.random.key(0), LM, prompts, max_new_tokens=4, **kw)
+
+    return call
+
+
+def _generate(**kw):
+    def call(_):
+        state, _ = dec.start(LM, PROMPTS, max_new_tokens=4)
+        kw.setdefault("eos_id", st.EOS)
+        dec.generate(jax.random.key(0), LM, state, **kw)
+
+    return call
+
+
+def _extend(prm=PRM_HALF, cfg=STEP_CFG):
+    def call(_):
+        state, pidx, _ = lm_steps.start(LM, PROMPTS, None, 2, STEP_CFG)
+        lm_steps.extend(jax.random.key(0), LM, state, pidx, prm, jnp.zeros(2), cfg)
+
+    return call
+
+
+def _smc_nan_transition():
+    alg = smc.build(lambda k, x, i: (x.at[0].set(jnp.nan), jnp.zeros(4)), runtime_checks=True)
+    return alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2))
+
+
+def _smc_all_invalid():
+    alg = smc.build(lambda k, x, i: (x, jnp.full(4, -jnp.inf)), runtime_checks=True)
+    return alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2))
+
 
 CASES = [
     # --- energy minimisation
@@ -111,6 +159,68 @@ CASES = [
      ValueError, "ts: expected a strictly increasing grid"),
     ("resampling.ess given weights", lambda _: resampling.ess(jnp.array([0.7, 0.2, 0.1])),
      ValueError, "log_weights: expected log-weights, got what look like normalised weights"),
+    # --- language models: token ids against lm.vocab_size (6), hooks, PRM scores
+    ("decoding.sample prompt id 999", _sample(prompts=PROMPTS.at[0, 1].set(999)),
+     ValueError, "prompts: expected token ids in [0, 6) (lm.vocab_size = 6), got 1 out-of-range "
+     "ids (the first 999 in prompt 0 at position 1)"),
+    ("decoding.sample prompt id -3", _sample(prompts=PROMPTS.at[0, 1].set(-3)),
+     ValueError, "prompts: expected token ids in [0, 6)"),
+    ("decoding.sample eos_id = 999", _sample(eos_id=999),
+     ValueError, "eos_id: expected a token id in [0, 6) (lm.vocab_size = 6), got 999"),
+    ("decoding.sample eos_id = -1", _sample(eos_id=-1),
+     ValueError, "eos_id: expected a token id in [0, 6) (lm.vocab_size = 6), got -1 (use "
+     "eos_id=None"),
+    ("decoding.generate step_id = 999", _generate(step_id=999),
+     ValueError, "step_id: expected a token id in [0, 6) (lm.vocab_size = 6), got 999"),
+    ("decoding.generate step_id = -1", _generate(step_id=-1, until="step"),
+     ValueError, "step_id: expected a token id in [0, 6)"),
+    ("decoding.generate pad_id = 6", _generate(pad_id=6),
+     ValueError, "pad_id: expected a token id in [0, 6)"),
+    ("decoding.generate eos_id a float", _generate(eos_id=2.0),
+     TypeError, "eos_id: expected a token id in [0, 6)"),
+    ("decoding.generate logits_hook of the wrong shape",
+     _generate(logits_hook=lambda logits, s: logits[:, :3]),
+     ValueError, "logits_hook: expected logits of shape (1, 6) (rows, vocabulary), got (1, 3)"),
+    ("budget_forcing answer_id = 999",
+     _generate(logits_hook=dec.budget_forcing(answer_id=999, step_id=st.STEP)),
+     ValueError, "budget_forcing answer_id: expected a token id in [0, 6)"),
+    ("budget_forcing step_id = -1", lambda _: dec.budget_forcing(answer_id=3, step_id=-1),
+     ValueError, "step_id: expected a non-negative int"),
+    ("steps.start step_id = 999",
+     lambda _: lm_steps.start(LM, PROMPTS, None, 2, STEP_CFG._replace(step_id=999)),
+     ValueError, "step_id: expected a token id in [0, 6) (lm.vocab_size = 6), got 999"),
+    ("steps.start eos_id = -1",
+     lambda _: lm_steps.start(LM, PROMPTS, None, 2, STEP_CFG._replace(eos_id=-1)),
+     ValueError, "eos_id: expected a non-negative int"),
+    ("steps.extend eos_id = 999", _extend(cfg=STEP_CFG._replace(eos_id=999)),
+     ValueError, "eos_id: expected a token id in [0, 6)"),
+    ("steps.extend PRM score 1.5 (concrete)", _extend(prm=PRM_TOO_HIGH),
+     ValueError, "prm_fn: expected scores in [0, 1] (or NaN), got 2 outside (the first 1.5 for "
+     "row 0)"),
+    ("particle_filter eos_id = 999",
+     lambda _: lm_particle.particle_filter(jax.random.key(0), LM, PRM_HALF, 2, prompts=PROMPTS,
+                                           config=STEP_CFG._replace(eos_id=999)),
+     ValueError, "eos_id: expected a token id in [0, 6)"),
+    ("particle_filter prompt id 999",
+     lambda _: lm_particle.particle_filter(jax.random.key(0), LM, PRM_HALF, 2,
+                                           prompts=PROMPTS.at[0, 0].set(999), config=STEP_CFG),
+     ValueError, "prompts: expected token ids in [0, 6)"),
+    # --- flow search
+    ("flow neighbors of a zero pivot",
+     lambda _: flow_noise.neighbors(jax.random.key(0), jnp.zeros((2, 3)), 4),
+     ValueError, "pivot: expected a non-zero array (its direction defines the shell), got all "
+     "zeros of shape (2, 3)"),
+    ("flow neighbors of a NaN pivot",
+     lambda _: flow_noise.neighbors(jax.random.key(0), X0.at[0, 0].set(jnp.nan), 4),
+     ValueError, "pivot: expected finite values, got 1 NaN/inf entries"),
+    # --- the SMC core: run-time failures under runtime_checks
+    ("smc NaN particles, runtime_checks", _checkified(_smc_nan_transition),
+     RuntimeCheckError, "transition_fn: expected finite particles, got 1 particles with NaN/inf"),
+    ("smc every log-weight -inf, runtime_checks", _checkified(_smc_all_invalid),
+     RuntimeCheckError, "log_weights: expected some finite log-weight after reweighting"),
+    ("smc runtime_checks not a bool",
+     lambda _: smc.build(lambda k, x, i: (x, jnp.zeros(4)), runtime_checks=1),
+     TypeError, "runtime_checks: expected a Python bool, got 1"),
     # --- experiments: the config fails before anything is trained
     ("ebt digits.lr = -1", _run(ebt, "ebt", ("digits.lr", "-1")),
      ValueError, "config.digits.lr: expected a float > 0, got -1.0"),
@@ -220,3 +330,90 @@ def test_version():
     from inferax.sampling import flow as flow_again  # the subpackages still import
 
     assert flow_again is flow
+
+
+# ------------------------------------------------------------------ search / LM counts
+def test_traced_prompt_ids_are_counted():
+    run = st.jit(lambda p: dec.sample(jax.random.key(0), LM, p, max_new_tokens=4,
+                                      eos_id=st.EOS)[1].bad_prompt_tokens)  # fmt: skip
+    assert int(run(PROMPTS)) == 0
+    assert int(run(PROMPTS.at[0, 1].set(999))) == 1
+    mask = jnp.array([[False, True]])  # a masked (pad) position is not looked at
+    state, info = dec.start(LM, PROMPTS.at[0, 0].set(-1), mask, max_new_tokens=4)
+    assert int(info.bad_prompt_tokens) == 0
+
+
+def test_eos_id_none_decodes_to_capacity():
+    state, info = dec.sample(jax.random.key(0), LM, PROMPTS, max_new_tokens=4, eos_id=None)
+    assert int(state.num_tokens[0]) == 4 and bool(state.finished[0])
+
+
+def test_prm_scores_out_of_range_under_jit_are_nan_and_counted():
+    def prm(state, prompt_index):  # 1.5 once a row has two tokens, else in range
+        return jnp.where(state.num_tokens >= 2, 1.5, 0.25)
+
+    run = st.jit(lambda key, scale: lm_particle.particle_filter(
+        key, LM, lambda s, i: prm(s, i) * scale, 4, prompts=PROMPTS, config=STEP_CFG))  # fmt: skip
+    res, info = run(jax.random.key(0), 1.0)
+    # Every row reaches two tokens in round 0: 4 bad scores, each scored once per round.
+    assert int(info.trace["num_bad_scores"]) == int(info.prm_calls) > 0
+    assert int(info.trace["num_nan_scores"]) == 0
+    assert np.isnan(np.asarray(res.scores)).all()  # treated as NaN: never clipped to 1
+    _, ok = run(jax.random.key(0), 0.5)  # 0.75 and 0.125: all in range
+    assert int(ok.trace["num_bad_scores"]) == 0 and int(ok.trace["num_nan_scores"]) == 0
+
+
+def test_traced_zero_pivot_gives_the_pivot_itself():
+    nb = jax.jit(lambda p: flow_noise.neighbors(jax.random.key(0), p, 3))
+    np.testing.assert_array_equal(np.asarray(nb(jnp.zeros((2, 3)))), np.zeros((3, 2, 3)))
+    pivot = jnp.arange(1.0, 7.0).reshape(2, 3)
+    out = nb(pivot)  # a non-zero pivot: neighbours on its shell, as before
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out).reshape(3, -1), axis=1),
+                               np.linalg.norm(np.asarray(pivot)), rtol=1e-5)  # fmt: skip
+
+
+# ------------------------------------------------------------------ SMC counts
+def _nan_row(k, x, i):
+    """Particle 1 (and, on step 1, particle 2 too) gets a NaN; increments stay finite."""
+    x = x.at[1, 0].set(jnp.nan)
+    return jnp.where((i == 1) & (jnp.arange(4) == 2)[:, None], jnp.inf, x), jnp.zeros(4)
+
+
+def test_smc_counts_non_finite_particles():
+    alg = smc.build(_nan_row, ess_threshold=0.0)
+    _, infos = jax.jit(lambda: alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2)))()
+    np.testing.assert_array_equal(np.asarray(infos.num_non_finite_particles), [1, 2])
+    np.testing.assert_array_equal(np.asarray(infos.num_nan), [0, 0])  # the weights are fine
+    # Groups: a [G] count; an int leaf and a shared leaf.
+    tree = {"x": jnp.ones((4, 2)), "n": jnp.arange(4), "shared": jnp.ones(())}
+    grouped = smc.build(
+        lambda k, t, i: (dict(t, x=t["x"].at[3].set(jnp.nan)), jnp.zeros(4)),
+        particle_axes={"x": 0, "n": 0, "shared": None},
+    )
+    st0 = grouped.init(tree, jnp.zeros((2, 2)))
+    _, info = grouped.step(jax.random.key(0), st0, 0)
+    np.testing.assert_array_equal(np.asarray(info.num_non_finite_particles), [0, 1])
+    shared_nan = smc.build(
+        lambda k, t, i: (dict(t, shared=jnp.nan * t["shared"]), jnp.zeros(4)),
+        particle_axes={"x": 0, "n": 0, "shared": None},
+    )
+    _, info = shared_nan.step(jax.random.key(0), shared_nan.init(tree), 0)
+    assert int(info.num_non_finite_particles) == 4
+
+
+def test_smc_runtime_checks_keep_the_outputs():
+    def move(k, x, i):
+        x = x + 0.1 * jax.random.normal(k, x.shape)
+        return x, -jnp.sum(x**2, axis=1)
+
+    def run(checks):
+        alg = smc.build(move, runtime_checks=checks, ess_threshold=0.7)
+        return alg.run(jax.random.key(3), alg.init(X0), jnp.arange(5))
+
+    plain = jax.jit(lambda: run(False))()
+    err, checked = jax.jit(checkify.checkify(lambda: run(True)))()
+    err.throw()  # nothing failed
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(checked),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(jnp.sum(plain[1].num_non_finite_particles)) == 0
