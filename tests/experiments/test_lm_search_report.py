@@ -1,5 +1,6 @@
 """Every verdict of lm_search_report comes out holds, fails, tie and not decidable on
-synthetic per-seed accuracies built for each outcome (no search is run)."""
+synthetic paired values built for each outcome (no search is run): the verdicts take
+paired units (per-problem outcomes in the experiment, here any paired numbers)."""
 
 import ml_collections
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from inferax.experiments import lm_search_report as srep
 from inferax.experiments import stats
 
-SEEDS = 9  # a family of 6 needs 2^-n < 0.05 / 6: n >= 7
+SEEDS = 9  # paired units; a family of 6 needs 2^-n < 0.05 / 6: n >= 7
 BUDGETS = [4, 16]
 FLOOR, EFFECT = 1 / 16, 0.10
 OUTCOMES = (stats.HOLDS, stats.FAILS, stats.TIE, stats.NOT_DECIDABLE)
@@ -50,13 +51,14 @@ CASES = {
         stats.TIE: ({"bon_hi": alternating(0.7, 0.005)}, None),
         stats.NOT_DECIDABLE: ({"bon_hi": alternating(0.7, 0.3)}, None),
     },
-    "pf_gain_vs_beam_gain": {
+    # Rates over log2 N (two doublings): PF 0.15 per doubling, beam / BoN 0.05.
+    "pf_rate_vs_beam": {
         stats.HOLDS: ({}, None),
         stats.FAILS: ({"beam_lo": 0.1, "beam_hi": 0.9}, None),
         stats.TIE: ({"beam_hi": alternating(0.7, 0.005)}, None),
         stats.NOT_DECIDABLE: ({"beam_hi": alternating(0.7, 0.3)}, None),
     },
-    "pf_gain_vs_bon_gain": {
+    "pf_rate_vs_bon": {
         stats.HOLDS: ({}, None),
         stats.FAILS: ({"bon_lo": 0.1, "bon_hi": 0.9}, None),
         stats.TIE: ({"bon_hi": alternating(0.7, 0.005)}, None),
@@ -107,23 +109,50 @@ def test_beats_single_sample_family():
     assert b["verdict"] == stats.NOT_DECIDABLE and b["undecided"]
 
 
+def test_slopes_are_the_per_problem_rate():
+    """The per-problem least-squares slope over log2 N; its mean is the slope of the mean."""
+    per_n = {1: [0, 0, 1], 4: [0, 1, 1], 16: [1, 1, 1]}
+    r = srep.slopes(per_n, [1, 4, 16])
+    np.testing.assert_allclose(r, [0.25, 0.25, 0.0])
+    means = [np.mean(per_n[n]) for n in (1, 4, 16)]
+    assert np.mean(r) == pytest.approx(np.polyfit([0, 2, 4], means, 1)[0])
+
+
 def test_collect_and_summary_rows():
-    """collect() reads the floor and effect size from the config; rows name each claim."""
-    c = ml_collections.ConfigDict({"num_problems": 16, "search": {
+    """collect() pools the per-problem outcomes over seeds, reads the effect sizes from the
+    config, takes the floor from the problem count; rows name each claim and the rates."""
+    c = ml_collections.ConfigDict({"search": {
         "budgets": BUDGETS, "prms": ["learned"], "effect_sizes": {"accuracy": 0.2}}})  # fmt: skip
     rng = np.random.default_rng(0)
-    search = [{"accuracy": {"particle_filter": {"learned": {4: 0.5, 16: 0.8}},
-                            "beam": {"learned": {4: 0.5, 16: float(rng.uniform(0.4, 0.5))}}},
+    P = 40  # problems per seed, 2 seeds
+
+    def draw(p):
+        return (rng.uniform(size=P) < p).astype(int).tolist()
+
+    search = [{"correct": {"particle_filter": {"learned": {4: draw(0.5), 16: draw(0.9)}},
+                           "beam": {"learned": {4: draw(0.5), 16: draw(0.45)}}},
                "tokens": {"particle_filter": {"learned": {4: 10.0, 16: 40.0}}}}
-              for _ in range(SEEDS)]  # fmt: skip
-    base = [{"single_sample": 0.3, "accuracy": {"bon_prm": {4: 0.5, 16: 0.55}}}] * SEEDS
+              for _ in range(2)]  # fmt: skip
+    base = [{"per_problem": {"single": [0.3] * P,
+                             "correct": {"bon_prm": {4: draw(0.5), 16: draw(0.55)}}}}
+            for _ in range(2)]  # fmt: skip
     out = srep.collect(c, {2: search}, {2: base})
-    v = out["difficulty"][2]["verdicts"]
+    r = out["difficulty"][2]
+    assert r["num_problems"] == 2 * P
+    v = r["verdicts"]
     assert v["pf_vs_beam_at_16"]["verdict"] == stats.HOLDS
+    assert v["pf_vs_beam_at_16"]["n"] == 2 * P
     assert v["pf_vs_beam_at_16"]["effect_size"] == 0.2
-    assert v["pf_vs_beam_at_16"]["noise_floor"] == pytest.approx(1 / 16)
+    assert v["pf_vs_beam_at_16"]["noise_floor"] == pytest.approx(1 / (2 * P))
+    assert v["pf_rate_vs_beam"]["effect_size"] == srep.EFFECT_SIZES["rate"]
+    pf = search[0]["correct"]["particle_filter"]["learned"]
+    assert r["accuracy"]["learned"]["particle_filter"][16]["values"][:P] == pf[16]
+    assert r["rates"]["learned"]["particle_filter"]["mean"] > r["rates"]["learned"]["beam"]["mean"]
     rows = srep.summary_rows(out)
     assert any("particle filter above beam" in r[0] and r[2].startswith("holds") for r in rows)
+    rate = next(r for r in rows if "scaling rate" in r[0] and "beam" in r[0])
+    assert "PF" in rate[1] and "MDE" in rate[2]
+    assert "rate (accuracy per doubling of N)" in "\n".join(srep.report_lines(out))
     c.search.effect_sizes = {"speed": 1.0}
     with pytest.raises(ValueError, match="search.effect_sizes"):
         srep.collect(c, {2: search}, {2: base})
