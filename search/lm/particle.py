@@ -332,7 +332,8 @@ def particle_filter(
     Args:
         key: PRNG key.
         lm: the decoding protocol (``inferax.search.lm.decoding``).
-        prm_fn: ``(state, prompt_index [R]) -> [R]`` scores in [0, 1] of each prefix.
+        prm_fn: ``(state, prompt_index [R]) -> [R]`` scores in [0, 1] of each prefix
+            (never clipped: out of range counts in ``trace["num_bad_scores"]``).
         budget: per prompt: ``budget.sequences`` particles (a plain int means
             sequences); optional caps ``budget.tokens`` and ``budget.prm_calls``,
             enforced at run time (rows that cannot continue finish out of budget).
@@ -353,7 +354,10 @@ def particle_filter(
         ``ess`` (before resampling), ``resampled``, ``num_finished``,
         ``mean_score``, ``max_score``, ``log_Z``, ``all_invalid``,
         ``out_of_budget`` (rows stopped by a cap that round); and
-        ``num_nan_scores``. ``info.spent()`` gives the per-prompt spending.
+        ``num_nan_scores`` (NaN PRM scores: weight 0, never the best) and
+        ``num_bad_scores`` (scores outside [0, 1], treated as NaN; a concrete one
+        is a ValueError, see ``steps.raw_scores``). ``info.spent()`` gives the
+        per-prompt spending.
     """
     budget, n = steps.check_budget(budget, "particle_filter", config=config)
     config, n, tau = check_arguments(config, n, tau, weights, answer, resampling)

@@ -433,7 +433,9 @@ def resample_prob_logits(scores: jax.Array, tau: float = 1.0, eps: float = 1e-6)
     """``logit(r) / tau`` with ``r`` clipped to ``[eps, 1 - eps]`` (Puri et al. 2025: resampling
     probabilities ``softmax(logit(r) / tau)``, i.e. proportional to ``(r / (1 - r))^(1/tau)``).
 
-    NaN scores map to ``-inf`` (never chosen)."""
+    NaN scores map to ``-inf`` (never chosen). The clip only guards the logit of the
+    end points 0 and 1: scores outside ``[0, 1]`` never get here (``raw_scores``
+    refuses them, or makes them NaN under ``jit``)."""
     r = jnp.clip(scores, eps, 1.0 - eps)
     out = (jnp.log(r) - jnp.log1p(-r)) / tau
     return jnp.where(jnp.isnan(scores), -jnp.inf, out)
