@@ -51,7 +51,7 @@ def method_text(results: dict) -> list[str]:
         "the noise floor), **fails** (uniform at 2N better, the same way), **tie within "
         'noise** — which, for a claim of "at least as good", means sway matches — or **not '
         "decidable at this size** (too few seeds for the exact test: fewer than 5, or a "
-        "minimum detectable effect above the paper's: 14% of uniform at 2N, from F5-TTS "
+        "minimum detectable effect above the paper's: 14% of uniform at 2N, from the paper's "
         "Table 5, WER 2.43 vs 2.84). The p-values are Holm-corrected over each setting's "
         "family (every grid at every N). A non-finite metric is a failure.",
         "",
