@@ -381,7 +381,7 @@ def _nan_row(k, x, i):
 
 def test_smc_counts_non_finite_particles():
     alg = smc.build(_nan_row, ess_threshold=0.0)
-    _, infos = jax.jit(lambda: alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2)))()
+    _, infos = st.jit(lambda: alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2)))()
     np.testing.assert_array_equal(np.asarray(infos.num_non_finite_particles), [1, 2])
     np.testing.assert_array_equal(np.asarray(infos.num_nan), [0, 0])  # the weights are fine
     # Groups: a [G] count; an int leaf and a shared leaf.
@@ -391,13 +391,13 @@ def test_smc_counts_non_finite_particles():
         particle_axes={"x": 0, "n": 0, "shared": None},
     )
     st0 = grouped.init(tree, jnp.zeros((2, 2)))
-    _, info = grouped.step(jax.random.key(0), st0, 0)
+    _, info = st.jit(lambda s: grouped.step(jax.random.key(0), s, 0))(st0)
     np.testing.assert_array_equal(np.asarray(info.num_non_finite_particles), [0, 1])
     shared_nan = smc.build(
         lambda k, t, i: (dict(t, shared=jnp.nan * t["shared"]), jnp.zeros(4)),
         particle_axes={"x": 0, "n": 0, "shared": None},
     )
-    _, info = shared_nan.step(jax.random.key(0), shared_nan.init(tree), 0)
+    _, info = st.jit(lambda t: shared_nan.step(jax.random.key(0), shared_nan.init(t), 0))(tree)
     assert int(info.num_non_finite_particles) == 4
 
 
@@ -410,8 +410,8 @@ def test_smc_runtime_checks_keep_the_outputs():
         alg = smc.build(move, runtime_checks=checks, ess_threshold=0.7)
         return alg.run(jax.random.key(3), alg.init(X0), jnp.arange(5))
 
-    plain = jax.jit(lambda: run(False))()
-    err, checked = jax.jit(checkify.checkify(lambda: run(True)))()
+    plain = st.jit(lambda: run(False))()
+    err, checked = st.jit(checkify.checkify(lambda: run(True)))()
     err.throw()  # nothing failed
     for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(checked),
                     strict=True):  # fmt: skip
