@@ -33,6 +33,9 @@ def test_readme_python_examples_run():
     # The step-level search example: 8 particles per prompt, within their token budget.
     result, info = namespace["result"], namespace["info"]
     assert result.tokens.shape == (2, 8, 24) and int(info.generated_tokens) <= 2 * 8 * 24
+    # Bring your own LM: a penzai model through the protocol, 4 particles per prompt.
+    assert namespace["pz_result"].tokens.shape[:2] == (2, 4)
+    assert namespace["report"].decode_error < 1e-4
 
 
 def test_readme_methods_table_is_the_registry():
