@@ -85,8 +85,8 @@ def plan(budget, *, config: steps.StepConfig, beam_width: int = 4, method="beam_
         ``M = beam_width``; ``tokens`` / ``prm_calls`` the most a prompt can spend.
 
     Raises:
-        ValueError naming ``budget`` (no sequences, or fewer than ``beam_width``),
-        ``beam_width`` or ``config``.
+        ValueError: naming ``budget`` (no sequences, or fewer than ``beam_width``),
+            ``beam_width`` or ``config``.
     """
     m = _checks.positive_int(beam_width, "beam_width")
     budget = core.as_budget(budget, "sequences")
@@ -323,12 +323,14 @@ def beam_search(
 
     Args:
         key: PRNG key (round ``i`` samples with ``fold_in(key, i)``).
-        lm, prm_fn: the decoding protocol and the PRM ``(state, prompt_index) -> [R]``.
+        lm: the decoding protocol (``inferax.search.lm.decoding``).
+        prm_fn: the PRM ``(state, prompt_index) -> [R]``, scores in [0, 1].
         budget: per prompt (``core.Budget`` or an int = sequences):
             ``budget.sequences`` beams ``N`` (rounded down to a multiple of
             ``beam_width``); caps ``budget.tokens`` / ``budget.prm_calls`` enforced
             at run time. ``plan`` gives what it buys.
-        prompts, prompt_mask: ``[B, P]`` left-padded prompts.
+        prompts: ``[B, P]`` left-padded prompt tokens.
+        prompt_mask: ``[B, P]`` bool, the real prompt tokens (default: all).
         config: ``StepConfig``.
         beam_width: ``M``: the top ``N / M`` beams survive each round, ``M`` copies each.
         mesh: optional ``"particles"`` mesh to shard the ``B N`` rows over (under ``jit``).

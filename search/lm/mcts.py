@@ -223,9 +223,9 @@ def plan(
         ``max_new_tokens``), capped by the budget.
 
     Raises:
-        ValueError naming ``budget``: neither simulations nor sequences capped, no
-        way to set ``S``, ``k`` above
-        ``budget.sequences``, or one search above ``budget.simulations``.
+        ValueError: naming ``budget``: neither simulations nor sequences capped, no
+            way to set ``S``, ``k`` above ``budget.sequences``, or one search above
+            ``budget.simulations``.
     """
     if not isinstance(config, steps.StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")

@@ -169,7 +169,7 @@ def plan(budget, *, config: steps.StepConfig, expand: int = 1) -> dict:
     potential calls (``beam.rounds_plan``).
 
     Raises:
-        ValueError naming ``budget`` (no sequences), ``expand`` or ``config``.
+        ValueError: naming ``budget`` (no sequences), ``expand`` or ``config``.
     """
     k = _checks.positive_int(expand, "expand")
     return beam.rounds_plan(budget, "smc_steer", config=config, rows_per_sequence=k)
@@ -291,7 +291,8 @@ def smc_steer(
         budget: per prompt (``core.Budget`` or an int = sequences):
             ``budget.sequences`` particles ``N``; caps ``budget.tokens`` and
             ``budget.prm_calls`` (potential evaluations) enforced at run time.
-        prompts, prompt_mask: ``[B, P]`` left-padded prompts.
+        prompts: ``[B, P]`` left-padded prompt tokens.
+        prompt_mask: ``[B, P]`` bool, the real prompt tokens (default: all).
         config: ``StepConfig``.
         expand: ``K`` children per particle and round (1: standard SMC).
         resampling: scheme name or callable (default multinomial; systematic when
