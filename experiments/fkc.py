@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from inferax.experiments import common, fkc_report, metrics, stats
+from inferax.experiments import common, fkc_report, metrics, schema, stats
 from inferax.experiments.targets import build_problems, grid_samples, product_mixture  # noqa: F401
 from inferax.models import mlp, train
 from inferax.sampling import feynman_kac as fk
@@ -254,7 +254,7 @@ def run_seed(config, problems, velocities, key, raw: dict, compiled: dict, plot_
                             _build, target, setting, config=config, transport=transport
                         )
                         moves = (config.langevin_steps, config.langevin_step_size,
-                                 config.get("langevin_adjusted", True))  # fmt: skip
+                                 config.langevin_adjusted)  # fmt: skip
                         compiled[ck] = sampler_fn(build, factory, n, ts, method == "fkc", moves)
                     xs, diag, nfe = compiled[ck](keys, theta)
                     xs = np.asarray(xs)
@@ -301,6 +301,7 @@ def verdicts(results: dict, config) -> dict:
 
 def validate(config) -> None:
     """Checks every choice field before anything is trained (ValueError naming the field)."""
+    schema.check(config, "fkc")
     unknown = set(config.velocities) - {"oracle", "model"}
     if unknown or not config.velocities:
         raise ValueError(

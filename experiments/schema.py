@@ -279,6 +279,7 @@ FKC = {
     "grid_resolution": Int(2),
     "langevin_steps": NONNEG_INT,
     "langevin_step_size": POS_FLOAT,
+    "langevin_adjusted": Bool(),
     "anneal.betas": List(POS_FLOAT),
     "anneal.data_scale": POS_FLOAT,
     "anneal.loc_scale": NONNEG_FLOAT,

@@ -9,6 +9,7 @@ from inferax.sampling import (
     flow,
     guidance,
     interpolants,
+    mala,
     multiprocess,
     particles,
     resampling,
@@ -40,12 +41,19 @@ from inferax.sampling.interpolants import (
     velocity_from_score,
     vp,
 )
+from inferax.sampling.mala import MALAInfo, MALAState
 from inferax.sampling.particles import ParticleAxes
 from inferax.sampling.schedule_tuning import TuneResult
-from inferax.sampling.sde import G_SCHEDULES, SDEInfo
+from inferax.sampling.sde import EULER_MARUYAMA, G_SCHEDULES, SDE_SOLVERS, SDEInfo, SDESolver
 from inferax.sampling.smc import SMC, SMCInfo, SMCState
 
 __all__ = [
+    "EULER_MARUYAMA",
+    "MALAInfo",
+    "MALAState",
+    "SDE_SOLVERS",
+    "SDESolver",
+    "mala",
     "EnergyInfo",
     "VerifyInfo",
     "energy",

@@ -78,6 +78,8 @@ Fields:
         toward 0.574 acceptance between steps. A move costs 1 + 2K score evaluations
         (the transition's NFE each). Results above predate the moves (K = 0). The
         unweighted baseline never moves.
+    langevin_adjusted: True (MALA, the default) or False (unadjusted Langevin: cheaper
+        but biased, since it does not leave the intermediate targets invariant).
     velocities: "oracle" (exact mixture velocities) and/or "model" (trained MLPs).
     num_target_samples: exact target samples for the energy distance.
     num_reference: exact target samples from which the target mode shares are taken
@@ -124,6 +126,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.transport_power = 1.0
     c.langevin_steps = 2
     c.langevin_step_size = 0.1
+    c.langevin_adjusted = True
     c.velocities = ["oracle", "model"]
     c.num_target_samples = 4000
     c.num_reference = 200_000

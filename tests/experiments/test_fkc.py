@@ -60,9 +60,11 @@ def test_writes_results_plots_and_log(results):
             assert len(tv["values"]) == 5 and all(0.0 <= v <= 1.0 for v in tv["values"])
             assert tv["lo"] <= tv["mean"] <= tv["hi"]
         assert len(saved[target][setting]["exact"]["1024"]["energy_distance"]["values"]) == 5
-    # NFE per particle: steps x models (a CFG pair counts 2).
-    assert saved["anneal"]["beta=2"]["oracle"]["fkc"]["1024"]["nfe"] == 100
-    assert saved["product"]["p1*p2"]["oracle"]["fkc"]["1024"]["nfe"] == 200
+    # NFE per particle: steps x models (a CFG pair counts 2), plus FKC's resample-move:
+    # 2 MALA steps (Simpson line integral: 1 + 2 K = 5 score evaluations) after each of
+    # the 99 inner steps, each evaluation costing the transition's models.
+    assert saved["anneal"]["beta=2"]["oracle"]["fkc"]["1024"]["nfe"] == 100 + 5 * 99
+    assert saved["product"]["p1*p2"]["oracle"]["fkc"]["1024"]["nfe"] == 200 + 2 * 5 * 99
     assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["1024"]["nfe"] == 200
     # The unweighted SDE never reweights: its ESS is N throughout.
     assert saved["cfg"]["w=4"]["oracle"]["unweighted"]["1024"]["ess_min"]["values"] == [1024.0] * 5
