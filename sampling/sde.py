@@ -342,7 +342,7 @@ def sample(
         interpolant = interp_lib.linear()
     interp_lib.check_interpolant(interpolant)
     g_fn = resolve_g(g)
-    x0 = flow.check_state(x0)
+    x0 = flow.check_state(x0, finite=True)
     if not callable(velocity_fn):
         raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {type(velocity_fn)}")
     per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
@@ -354,10 +354,23 @@ def sample(
         )
 
     def step_fn(i, x, t0, t1):
-        return step(jax.random.fold_in(key, i), velocity_fn, x, t0, t1, g_fn, interpolant)[0]
+        counts = []
 
-    x1, steps, traj = flow.integrate(
+        def counted(y, t):  # counts NaN/inf in every velocity output of the step
+            out = velocity_fn(y, t)
+            counts.append(flow.count_non_finite(out))
+            return out
+
+        x1 = step(jax.random.fold_in(key, i), counted, x, t0, t1, g_fn, interpolant)[0]
+        return x1, sum(counts, jnp.zeros((), jnp.int32))
+
+    x1, steps, traj, bad = flow.integrate_counted(
         step_fn, x0, ts, num_active_steps=n, return_trajectory=return_trajectory
     )
     evals = EULER_MARUYAMA.evals_per_step * per_call
-    return x1, flow.FlowInfo(num_steps=steps, nfe=steps * evals, trajectory=traj)
+    info = flow.FlowInfo(
+        num_steps=steps, nfe=steps * evals, trajectory=traj, grid_valid=flow.grid_flag(ts, n),
+        non_finite_inputs=flow.count_non_finite(x0), non_finite_outputs=bad,
+    )  # fmt: skip
+    flow.check_info(info, runtime_checks)
+    return x1, info

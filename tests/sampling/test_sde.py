@@ -213,3 +213,31 @@ def test_bad_inputs():
         sde.sample(key, m.velocity, x0, TS, interpolant="vp")
     with pytest.raises(ValueError, match="velocity_fn"):
         sde.sample(key, lambda x, t: x[:, :0], x0, TS)
+
+
+def test_sde_counts_non_finite_inputs_and_outputs_and_checks_them_on_request():
+    """The SDE sampler reports NaN/inf like the ODE sampler (``FlowInfo``); with
+    ``runtime_checks`` they are errors; a concrete NaN ``x0`` is refused up front."""
+    from jax.experimental import checkify
+
+    x0 = jax.random.normal(jax.random.key(0), (4, 2))
+    ts = jnp.linspace(0.0, 1.0, 5)
+
+    def v(x, t):  # finite everywhere except at t = 0.5 (the third grid time)
+        return x / (t - 0.5)
+
+    key = jax.random.key(1)
+    _, ok = sde.sample(key, lambda x, t: -x, x0, ts, g="linear")
+    assert int(ok.non_finite_inputs) == 0 and int(ok.non_finite_outputs) == 0
+    assert bool(ok.grid_valid)
+    _, info = jax.jit(lambda x: sde.sample(key, v, x, ts, g="linear"))(x0)
+    # The step from t = 0.5 gives 4 x 2 non-finite entries; the state is then non-finite,
+    # so the last step's 8 outputs are too: 16 in all.
+    assert int(info.non_finite_outputs) == 16
+    _, traced = jax.jit(lambda x: sde.sample(key, lambda y, t: -y, x, ts))(x0.at[1, 0].set(jnp.inf))
+    assert int(traced.non_finite_inputs) == 1
+    with pytest.raises(ValueError, match="x0: expected finite values"):
+        sde.sample(key, lambda x, t: -x, x0.at[0, 0].set(jnp.nan), ts)
+    err, _ = jax.jit(checkify.checkify(lambda: sde.sample(key, v, x0, ts, runtime_checks=True)))()
+    with pytest.raises(checkify.JaxRuntimeError, match="velocity_fn: expected finite outputs"):
+        err.throw()
