@@ -15,11 +15,15 @@ under <workdir>/models):
     python -m inferax.experiments.ebt --config=ebt --workdir=runs/ebt
 
 Quick (three tiny widths d_model 8, 16, 32, one layer, 3 seeds, a few hundred
-training steps; used by `make demo`; the tests shrink it further):
+training steps; used by `make demo`; the tests shrink it further). It costs about 2.4
+times the CPU time of one width (most of it compiling each width's programs once for
+the first seed; the later seeds take seconds), an estimated ~2.5 min on a quiet 2-core
+machine:
 
     python -m inferax.experiments.ebt --config=ebt:quick --workdir=runs/ebt_quick
 
-Any field can be overridden, e.g. ``--config.seed=100 --config.steps=1,2,4``.
+Any field can be overridden, e.g. ``--config.seed=100 --config.steps=1,2,4
+--config.digits.d_models=16,32,64``.
 
 What a run reports: per task, subset (clean / noisy digit contexts; all positions / the
 result digits of the traces) and model width, the EBT's metric after 1..max(steps)
