@@ -58,22 +58,9 @@ __all__ = [
 
 def rounds_plan(budget, method: str, *, config: steps.StepConfig, rows_per_sequence: int = 1,
                 sequences_per_row: int = 1) -> dict:  # fmt: skip
-    """``steps.plan`` for a search that selects rows every round: a row decoding round
-    ``r`` holds at least ``r`` tokens (each earlier step took one or more of its
-    capacity), so ``rows`` rows spend at most ``rows * sum_r max(max_new_tokens - r, 0)``
-    tokens (copies of a selected row decode again what remains of the row's capacity:
-    ``rows * max_new_tokens`` is no bound), capped by ``budget.tokens``.
-
-    ``rows_per_sequence``: rows decoded per sequence each round (steering's expansion).
-    """
-    out = steps.plan(budget, method, config=config, sequences_per_row=sequences_per_row)
-    rows = out["sequences"] * rows_per_sequence
-    cap, t = config.max_new_tokens, config.max_steps
-    tokens = rows * sum(max(cap - r, 0) for r in range(t))
-    lim = core.as_budget(budget, "sequences")
-    out["tokens"] = min(tokens, lim.tokens or tokens)
-    out["prm_calls"] = min(rows * t, lim.prm_calls or rows * t)
-    return out
+    """``steps.plan`` (the bound for searches that select rows every round)."""
+    return steps.plan(budget, method, config=config, rows_per_sequence=rows_per_sequence,
+                      sequences_per_row=sequences_per_row)  # fmt: skip
 
 
 def plan(budget, *, config: steps.StepConfig, beam_width: int = 4, method="beam_search") -> dict:
@@ -298,13 +285,10 @@ def _run(name, make_policy, key, lm, prm_fn, budget, prompts, prompt_mask, confi
     mesh = driver.check_mesh(mesh, b * n)
     start = driver.start(lm, prompts, prompt_mask, n, config)
     policy = make_policy(lm, n, m, config)
-    final, ledger, trace, rounds = driver.run(
-        key, policy, policy.init(start), lm=lm, prm_fn=steps.check_prm(prm_fn),
-        prompt_index=start.prompt_index, config=config, ledger=steps.Ledger.zeros(b),
-        budget=budget, mesh=mesh,
+    return driver.search(
+        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
+        mesh=mesh, sequences=b * n,
     )  # fmt: skip
-    info = driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
-    return policy.finish(final), info
 
 
 def beam_search(

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from inferax.sampling import _checks, particles
+from inferax.search.lm import conformance
 
 _NEG_INF = -jnp.inf
 UNTIL = ("eos", "step")
@@ -188,6 +189,10 @@ def start(
             f"prompts: expected prompt length + max_new_tokens <= the model's max_len {max_len}, "
             f"got {p} + {max_new_tokens}"
         )
+    # The cache the search allocates must hold every row's prompt and new tokens: an
+    # adapter whose init_cache caps or shortens it fails here, before tracing, instead
+    # of silently dropping keys and values (the protocol's capacity rule).
+    conformance.check_capacity(lm, prompt_len=p, max_new_tokens=max_new_tokens, batch_size=b)
     if prompt_mask is None:
         prompt_mask = jnp.ones((b, p), bool)
     prompt_mask = jnp.asarray(prompt_mask, bool)

@@ -69,6 +69,7 @@ __all__ = [
     "info_of",
     "mesh_context",
     "run",
+    "search",
     "start",
 ]
 
@@ -226,6 +227,34 @@ def info_of(
         sequences, jnp.sum(ledger.tokens), jnp.sum(ledger.prm_calls), ledger.decode_steps,
         prompt_tokens, rounds, trace, ledger.tokens, ledger.prm_calls, budget, **extra,
     )  # fmt: skip
+
+
+def search(
+    key: jax.Array,
+    policy: Policy,
+    start: Start,
+    *,
+    lm: Any,
+    prm_fn: Any,
+    config: steps.StepConfig,
+    budget: core.Budget | None,
+    mesh: jax.sharding.Mesh | None,
+    sequences: int,
+) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
+    """A whole search from its policy: ``init`` (under the mesh), ``run``, ``finish``.
+
+    The one-call form every driver-based search ends with; ``sequences`` is the
+    population over all prompts reported in the info.
+    """
+    b = start.num_prompts
+    with mesh_context(mesh):
+        st = policy.init(start)
+    final, ledger, trace, rounds = run(
+        key, policy, st, lm=lm, prm_fn=prm_fn, prompt_index=start.prompt_index, config=config,
+        ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
+    )  # fmt: skip
+    info = info_of(sequences, ledger, start.prompt_tokens, rounds, trace, budget)
+    return policy.finish(final), info
 
 
 def constrain(tree, axes, mesh):

@@ -368,14 +368,10 @@ def particle_filter(
         lm, n, config, tau=tau, weights=weights, resampling=resampling,
         ess_threshold=ess_threshold, answer=answer,
     )  # fmt: skip
-    with mesh_context(mesh):
-        st = policy.init(start)
-    final, ledger, trace, rounds = driver.run(
-        key, policy, st, lm=lm, prm_fn=steps.check_prm(prm_fn), prompt_index=start.prompt_index,
-        config=config, ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
+    return driver.search(
+        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
+        mesh=mesh, sequences=b * n,
     )  # fmt: skip
-    res = policy.finish(final)
-    return res, driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
 
 
 def _plan(budget, **options) -> dict:

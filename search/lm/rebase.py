@@ -126,13 +126,10 @@ def rebase(
     mesh = driver.check_mesh(mesh, b * n)
     start = driver.start(lm, prompts, prompt_mask, n, config)
     policy = rebase_policy(lm, n, float(temperature), answer)
-    final, ledger, trace, rounds = driver.run(
-        key, policy, policy.init(start), lm=lm, prm_fn=steps.check_prm(prm_fn),
-        prompt_index=start.prompt_index, config=config, ledger=steps.Ledger.zeros(b),
-        budget=budget, mesh=mesh,
+    return driver.search(
+        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
+        mesh=mesh, sequences=b * n,
     )  # fmt: skip
-    info = driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
-    return policy.finish(final), info
 
 
 def _plan(budget, **options) -> dict:

@@ -329,14 +329,10 @@ def smc_steer(
         lm, potential_fn, n, config, expand=expand, resampling=resampling,
         ess_threshold=ess_threshold, tau=tau,
     )  # fmt: skip
-    with driver.mesh_context(mesh):
-        st = policy.init(start)
-    final, ledger, trace, rounds = driver.run(
-        key, policy, st, lm=lm, prm_fn=potential_fn, prompt_index=start.prompt_index,
-        config=config, ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
+    return driver.search(
+        key, policy, start, lm=lm, prm_fn=potential_fn, config=config, budget=budget, mesh=mesh,
+        sequences=b * n,
     )  # fmt: skip
-    info = driver.info_of(b * n, ledger, start.prompt_tokens, rounds, trace, budget)
-    return policy.finish(final), info
 
 
 core.register(

@@ -204,14 +204,38 @@ def check_budget(
 
 
 def plan(
-    budget: Any, method: str, *, config: StepConfig, sequences_per_row: int = 1, **_options
+    budget: Any,
+    method: str,
+    *,
+    config: StepConfig,
+    sequences_per_row: int = 1,
+    rows_per_sequence: int = 1,
+    **_options,
 ) -> dict[str, int]:
     """What a budget buys an LM search (static): its population per prompt and the most it
-    can spend per prompt in every unit (each row generates at most ``max_new_tokens`` and
-    is scored at most once per round)."""
+    can spend per prompt in every unit.
+
+    A row decoding round ``r`` already holds at least ``r`` tokens (each earlier step
+    took one or more), so ``rows`` rows generate at most
+    ``rows * sum_r max(max_new_tokens - r, 0)`` tokens over ``max_steps`` rounds —
+    ``rows * max_new_tokens`` is no bound once resampling or selection copies a longer
+    row over a shorter one — and make at most ``rows * max_steps`` PRM calls; both are
+    capped by the budget.
+
+    Args:
+        budget: ``core.Budget`` or an int (sequences).
+        method: the search's name, for messages.
+        config: the ``StepConfig``.
+        sequences_per_row: sequences one population row stands for (particle Gibbs'
+            sweeps).
+        rows_per_sequence: rows decoded per sequence each round (steering's expansion).
+    """
     budget, n = check_budget(budget, method, config=config, sequences_per_row=sequences_per_row)
     rows = n * sequences_per_row
-    tok, prm = rows * config.max_new_tokens, rows * config.max_steps
+    decoded = rows * rows_per_sequence
+    cap, t = config.max_new_tokens, config.max_steps
+    tok = decoded * sum(max(cap - r, 0) for r in range(t))
+    prm = decoded * t
     return {
         "population": n,
         "sequences": rows,

@@ -151,3 +151,20 @@ def test_bad_input(kwargs, match):
 def test_bad_input_not_a_protocol():
     with pytest.raises(TypeError, match="missing 'init_cache'"):
         cf.check_lm(object(), prompts=PROMPTS, max_new_tokens=2, key=jax.random.key(0))
+
+
+def test_every_search_refuses_a_cache_too_small_before_tracing():
+    """The capacity rule is checked where every search allocates its cache
+    (``decoding.start``), so an over-full cache never reaches a search as wrong logits."""
+    from inferax.search.lm import decoding, particle, steps
+
+    lm = capped(8)
+    prompts = jnp.ones((2, 5), jnp.int32)
+    with pytest.raises(ValueError, match="lm.init_cache: expected a cache of at least 11 slots"):
+        decoding.sample(jax.random.key(0), lm, prompts, num_samples=2, max_new_tokens=6, eos_id=1)
+    config = steps.StepConfig(eos_id=1, step_id=2, max_new_tokens=6, max_steps=2)
+    with pytest.raises(ValueError, match="got 8 slots"):
+        particle.particle_filter(
+            jax.random.key(0), lm, lambda s, i: jnp.full(s.num_tokens.shape, 0.5), 2,
+            prompts=prompts, config=config,
+        )  # fmt: skip
