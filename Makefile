@@ -26,9 +26,10 @@ $(VENV)/.bench: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.base
 	$(BIN)/python -m inferax.experiments.demo --workdir=runs/demo
 
-## make test: the whole test suite (4 virtual CPU devices, see tests/conftest.py)
+## make test: the whole test suite (4 virtual CPU devices, see tests/conftest.py); the
+## documentation build is `make docs` (CI runs both)
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15 -m "not docs"
 
 ## make bench: speed against peers (diffrax, BlackJAX, PyTorch), table on stdout
 bench: $(VENV)/.bench
@@ -56,5 +57,7 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.base
 
 ## make docs: the documentation site, strict build into build/site (MkDocs Material)
-docs: $(VENV)/.docs
+## (the strict build, then its checks: every public name has an anchor in the built site)
+docs: $(VENV)/.docs $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs.py -m docs

@@ -90,6 +90,7 @@ def test_every_nav_page_and_notebook_exists():
         assert path.exists(), f"mkdocs.yml nav: {page} does not exist"
 
 
+@pytest.mark.docs
 @pytest.mark.slow
 def test_the_site_builds_strictly_with_every_public_name(tmp_path):
     pytest.importorskip("mkdocs")
