@@ -59,5 +59,6 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 ## make docs: the documentation site, strict build into build/site (MkDocs Material)
 ## (the strict build, then its checks: every public name has an anchor in the built site)
 docs: $(VENV)/.docs $(VENV)/.test
+	$(BIN)/python -c "import runpy; runpy.run_path('docs/hooks.py')['on_config']({})"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_docs.py -m docs
