@@ -188,4 +188,5 @@ def test_common_helpers():
     with pytest.raises(ValueError, match=r"rows\[0\]: expected 2 cells"):
         common.markdown_table(["a", "b"], [[1]])
     compiled, seconds = common.compile_timed(lambda: lambda x: x + 1, jnp.ones(2))
-    assert seconds > 0.0 and float(compiled(jnp.ones(2))[0]) == 2.0
+    assert float(compiled(jnp.ones(2))[0]) == 2.0  # the time is reported, not asserted
+    assert isinstance(seconds, float)
