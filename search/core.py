@@ -128,8 +128,17 @@ class Budget:
 def as_budget(budget: Any, unit: str, name: str = "budget") -> Budget:
     """``budget`` as a ``Budget``: a ``Budget`` passes; a positive int is read in ``unit``.
 
+    Args:
+        budget: a ``Budget``, or a positive int (a NumPy integer counts).
+        unit: the unit an int is read in, one of ``UNITS``.
+        name: the argument name for the messages.
+
+    Returns:
+        The ``Budget``.
+
     Raises:
-        TypeError / ValueError naming ``name``.
+        TypeError: naming ``name``, for neither a ``Budget`` nor an int.
+        ValueError: naming ``name``, for an int below 1 (or an unknown ``unit``).
     """
     if unit not in UNITS:
         raise ValueError(f"unit: expected one of {UNITS}, got {unit!r}")

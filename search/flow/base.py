@@ -79,7 +79,7 @@ class SearchInfo(NamedTuple):
         return {"nfe": self.nfe, "reward_evals": self.reward_evals}
 
 
-def nfe_budget(budget, name: str = "budget") -> int:
+def nfe_budget(budget: core.Budget | int, name: str = "budget") -> int:
     """The NFE limit of ``budget``: a ``core.Budget`` with ``nfe`` set, or a positive int.
 
     Raises:
@@ -89,7 +89,7 @@ def nfe_budget(budget, name: str = "budget") -> int:
     return core.as_budget(budget, "nfe", name).require("nfe", "a flow search")
 
 
-def check_budget(budget, needed: int, what: str, name: str = "budget") -> int:
+def check_budget(budget: core.Budget | int, needed: int, what: str, name: str = "budget") -> int:
     """The NFE limit of ``budget`` (``nfe_budget``), or ValueError when it is below ``needed``.
 
     Args:
@@ -98,6 +98,13 @@ def check_budget(budget, needed: int, what: str, name: str = "budget") -> int:
             population times one solve).
         what: what ``needed`` pays for, for the message.
         name: the argument name for the message.
+
+    Returns:
+        The NFE limit, an int.
+
+    Raises:
+        ValueError: the limit is below ``needed`` (or not a valid budget).
+        TypeError: ``budget`` is neither a ``Budget`` nor an int.
     """
     budget = nfe_budget(budget, name)
     if budget < needed:

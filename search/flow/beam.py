@@ -18,27 +18,61 @@ loop reusable: ``top_k`` (default, deterministic), ``particles.select_per_parent
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import jax
 
 from inferax.sampling import _checks
 from inferax.search.flow import base, particles
 from inferax.search.flow import dynamics as dyn_lib
 
+if TYPE_CHECKING:
+    from inferax.search import core
+
 __all__ = ["beam_search", "beam_search_plan", "top_k"]
 
 
-def top_k(key, rewards, num_keep):
-    """The rows of the ``num_keep`` largest rewards (ties: the lower row; NaN was -inf)."""
+def top_k(key: jax.Array, rewards: jax.Array, num_keep: int) -> jax.Array:
+    """The rows of the ``num_keep`` largest rewards (ties: the lower row; NaN was -inf).
+
+    Args:
+        key: unused (a selection hook takes one).
+        rewards: ``[N]`` rewards.
+        num_keep: k, rows to keep.
+
+    Returns:
+        ``[k]`` int rows, largest reward first.
+    """
     del key
     return jax.lax.top_k(rewards, num_keep)[1]
 
 
-def beam_search_plan(budget, *, num_steps, beam_width=2, num_children=None, nfe_per_call=1,
-                     reward_cost=1):  # fmt: skip
+def beam_search_plan(
+    budget: core.Budget | int,
+    *,
+    num_steps: int,
+    beam_width: int = 2,
+    num_children: int | None = None,
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``beam_search`` buys (static): ``particles.branching_plan`` with C = beam width.
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_steps: intervals of the dynamics' grid.
+        beam_width: k, particles kept per step.
+        num_children: m children per particle; default the largest that fits.
+        nfe_per_call: cost of a velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": k m, "children": m, "nfe", "reward_evals"}``.
+
+    Raises:
+        ValueError: naming ``budget`` when one solve per beam particle (or the
+            requested children) does not fit.
     """
     return particles.branching_plan(
         budget,
@@ -51,17 +85,17 @@ def beam_search_plan(budget, *, num_steps, beam_width=2, num_children=None, nfe_
 
 
 def beam_search(
-    key,
-    dynamics,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     beam_width: int = 2,
     num_children: int | None = None,
-    select=top_k,
-    dtype=None,
-):
+    select: Callable[[jax.Array, jax.Array, int], jax.Array] = top_k,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Beam search over SDE paths: keep ``beam_width`` particles, expand each into children.
 
     Args:
@@ -80,11 +114,12 @@ def beam_search(
 
     Returns:
         ``(x [*event], SearchInfo)``: the best final particle; ``population``
-        holds the final beam and its rewards; the trace has per step
-        ``best_reward`` and ``selected``.
+            holds the final beam and its rewards; the trace has per step
+            ``best_reward`` and ``selected``.
 
     Raises:
-        TypeError: ``select`` not callable. ValueError naming ``budget``.
+        TypeError: ``select`` not callable.
+        ValueError: naming ``budget`` when one solve per beam particle does not fit.
     """
     if not callable(select):
         raise TypeError(f"select: expected a callable (key, rewards, k) -> rows, got {select!r}")

@@ -87,13 +87,13 @@ def _vp_times(interp, linear_times: np.ndarray) -> np.ndarray:
 
 
 def make_dynamics(
-    velocity_fn,
+    velocity_fn: Callable,
     kind: str = "vp",
     num_steps: int = 10,
     *,
-    g="square",
+    g: str | float | Callable = "square",
     time_grid: str = "uniform",
-    nfe_per_call=None,
+    nfe_per_call: int | None = None,
 ) -> Dynamics:
     """A ``Dynamics`` from a velocity trained on the linear interpolant.
 
@@ -109,6 +109,15 @@ def make_dynamics(
         time_grid: ``"uniform"`` or ``"kim"`` in linear-interpolant time (see
             the module docstring).
         nfe_per_call: cost of one velocity call (default ``cost.nfe_per_call``).
+
+    Returns:
+        The ``Dynamics`` (for ``"vp"`` the velocity converted to the VP
+            interpolant and the grid mapped to VP times).
+
+    Raises:
+        ValueError: an unknown ``kind`` or ``time_grid``, or a ``num_steps`` that is
+            not a positive int.
+        TypeError: ``velocity_fn`` is not callable.
     """
     if time_grid not in TIME_GRIDS:
         raise ValueError(f"time_grid: expected one of {TIME_GRIDS}, got {time_grid!r}")
@@ -171,14 +180,24 @@ def init_particles(key, dyn: Dynamics, reward_fn, num: int, event_shape, dtype=N
     return x, v, r, nan
 
 
-def advance(key, dyn: Dynamics, reward_fn, x, v, i: int | jax.Array, last: bool, eps=None):
+def advance(
+    key: jax.Array,
+    dyn: Dynamics,
+    reward_fn: base.RewardFn,
+    x: jax.Array,
+    v: jax.Array,
+    i: int | jax.Array,
+    last: bool,
+    eps: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One move of every particle from grid point ``i`` to ``i + 1`` (see the module doc).
 
     Args:
         key: typed PRNG key; particle ``j`` uses ``fold_in(key, j)``.
         dyn: the dynamics.
         reward_fn: batched reward.
-        x: ``[P, *event]`` states at ``grid[i]``; ``v`` their velocities.
+        x: ``[P, *event]`` states at ``grid[i]``.
+        v: ``[P, *event]`` their velocities.
         i: grid index (int or traced int).
         last: Python bool, whether ``grid[i + 1] = 1`` (no velocity then).
         eps: optional standard normal noise ``[P, *event]`` to use instead of

@@ -20,6 +20,8 @@ velocity, grid and cost are then used; the search always solves the ODE
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,9 @@ from inferax.sampling import _checks, flow
 from inferax.sampling import cost as cost_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
+
+if TYPE_CHECKING:
+    from inferax.search import core
 
 __all__ = [
     "neighbors",
@@ -42,7 +47,12 @@ __all__ = [
 PIVOT_POLICIES = ("keep", "fresh")
 
 
-def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
+def ode_solver(
+    velocity_fn: Callable | dyn_lib.Dynamics,
+    num_steps: int | Sequence[float] | jax.Array | None,
+    solver: str | flow.Solver = "euler",
+    nfe_per_call: int | None = None,
+) -> tuple[Callable[[jax.Array], jax.Array], int]:
     """``(solve(x0) -> x1, NFE per sample of one solve)`` on a uniform grid.
 
     Args:
@@ -53,6 +63,16 @@ def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
             (default 10).
         solver: a name in ``flow.SOLVERS`` or a ``flow.Solver``.
         nfe_per_call: cost of one velocity call (default ``cost.nfe_per_call``).
+
+    Returns:
+        ``(solve, per_solve)``: ``solve(x0 [N, *event]) -> x1 [N, *event]`` integrates
+            the ODE from t = 0 to 1 (jit-able); ``per_solve`` is the static NFE of
+            one solve per sample.
+
+    Raises:
+        ValueError: ``num_steps`` or ``nfe_per_call`` given with a ``Dynamics``, or
+            a ``num_steps`` that is not a positive int or an increasing grid.
+        TypeError: ``velocity_fn`` is not callable.
     """
     if isinstance(velocity_fn, dyn_lib.Dynamics):
         if num_steps is not None or nfe_per_call is not None:
@@ -80,16 +100,29 @@ def ode_solver(velocity_fn, num_steps, solver="euler", nfe_per_call=None):
     return solve, per_solve
 
 
-def random_search_plan(budget, *, num_steps=10, solver="euler", nfe_per_call=1, reward_cost=1):
+def random_search_plan(
+    budget: core.Budget | int,
+    *,
+    num_steps: int = 10,
+    solver: str | flow.Solver = "euler",
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``random_search`` buys with ``budget`` (static): N = budget // (NFE of one solve).
 
     Args:
         budget: a ``core.Budget`` with ``nfe`` or a positive int.
-        num_steps: ODE intervals of one solve; solver, nfe_per_call: its cost.
+        num_steps: ODE intervals of one solve.
+        solver: ODE solver name or ``flow.Solver`` (with ``num_steps``, the cost of
+            one solve).
+        nfe_per_call: cost of one velocity call.
         reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": N, "nfe": N x solve, "reward_evals": N x reward_cost}``.
+
+    Raises:
+        ValueError: the budget is below one full solve.
     """
     per_solve = flow.cost(_checks.positive_int(num_steps, "num_steps"), solver, nfe_per_call)
     return _noise_plan(budget, per_solve, reward_cost, 1, "one full ODE solve")
@@ -102,17 +135,17 @@ def _noise_plan(budget, per_solve, reward_cost, least_solves, what):
 
 
 def random_search(
-    key,
-    velocity_fn,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    velocity_fn: Callable | dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
-    num_steps=None,
-    solver="euler",
-    nfe_per_call=None,
-    dtype=None,
-):
+    event_shape: int | Sequence[int],
+    num_steps: int | Sequence[float] | jax.Array | None = None,
+    solver: str | flow.Solver = "euler",
+    nfe_per_call: int | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Best-of-N over initial noises: N = budget // (NFE of one solve).
 
     Args:
@@ -129,7 +162,15 @@ def random_search(
 
     Returns:
         ``(x [*event], SearchInfo)``; ``trace["reward"]`` holds the ``[N]``
-        rewards of all candidates (one round).
+            rewards of all candidates (one round).
+
+    Raises:
+        ValueError: the budget is below one full solve.
+
+    Example:
+        ```python
+        x, info = random_search(key, velocity_fn, reward_fn, 200, event_shape=2)
+        ```
     """
     solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
     r_cost = base.check_reward(reward_fn)
@@ -143,7 +184,7 @@ def random_search(
     return base.finish(x1, r, plan["nfe"], evals, budget, trace, num_nan, population=(x1, r))
 
 
-def neighbors(key, pivot, num: int, c: float = 0.95):
+def neighbors(key: jax.Array, pivot: jax.Array, num: int, c: float = 0.95) -> jax.Array:
     """``num`` points on the shell around ``pivot`` at angle arccos(c), with its norm.
 
     y = ||n|| (c u + sqrt(1 - c^2) w), u = n / ||n||, w a uniformly random unit
@@ -158,8 +199,9 @@ def neighbors(key, pivot, num: int, c: float = 0.95):
 
     Returns:
         ``[num, *event]`` neighbours in ``pivot.dtype``. A zero pivot has no
-        direction: known at trace time it is a ValueError; traced (under ``jit``)
-        its shell has radius 0 and every neighbour is the zero pivot itself (not NaN).
+            direction: known at trace time it is a ValueError; traced (under
+            ``jit``) its shell has radius 0 and every neighbour is the zero pivot
+            itself (not NaN).
 
     Raises:
         ValueError: for ``num < 1``, ``c`` outside [-1, 1], or a concrete pivot that
@@ -193,13 +235,31 @@ def neighbors(key, pivot, num: int, c: float = 0.95):
 
 
 def zero_order_plan(
-    budget, *, num_neighbors=4, num_steps=10, solver="euler", nfe_per_call=1, reward_cost=1
-):
-    """What ``zero_order_search`` buys (static): 1 + rounds x num_neighbors solves,
+    budget: core.Budget | int,
+    *,
+    num_neighbors: int = 4,
+    num_steps: int = 10,
+    solver: str | flow.Solver = "euler",
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
+    """What ``zero_order_search`` buys (static): 1 + rounds x num_neighbors solves.
+
     rounds = (budget // solve - 1) // num_neighbors.
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_neighbors: neighbours solved per round.
+        num_steps: ODE intervals of one solve.
+        solver: ODE solver name or ``flow.Solver``.
+        nfe_per_call: cost of one velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": num_neighbors, "rounds", "nfe", "reward_evals"}``.
+
+    Raises:
+        ValueError: the budget is below ``1 + num_neighbors`` solves.
     """
     num_neighbors = _checks.positive_int(num_neighbors, "num_neighbors")
     per_solve = flow.cost(_checks.positive_int(num_steps, "num_steps"), solver, nfe_per_call)
@@ -221,20 +281,20 @@ def _zero_order_plan(budget, num_neighbors, per_solve, reward_cost):
 
 
 def zero_order_search(
-    key,
-    velocity_fn,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    velocity_fn: Callable | dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     num_neighbors: int = 4,
     c: float = 0.95,
     pivot_policy: str = "fresh",
-    num_steps=None,
-    solver="euler",
-    nfe_per_call=None,
-    dtype=None,
-):
+    num_steps: int | Sequence[float] | jax.Array | None = None,
+    solver: str | flow.Solver = "euler",
+    nfe_per_call: int | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Zero-order search over the initial noise (Ma et al. 2025).
 
     Round 0 solves one random pivot. Each later round solves ``num_neighbors``
@@ -248,17 +308,27 @@ def zero_order_search(
     num_neighbors.
 
     Args:
-        key, velocity_fn, reward_fn, event_shape, num_steps, solver,
-            nfe_per_call, dtype: as in ``random_search``.
+        key: typed PRNG key.
+        velocity_fn: batched velocity of the flow model, or a ``Dynamics``.
+        reward_fn: ``x [N, *event] -> [N]``, higher is better.
         budget: a ``core.Budget`` with ``nfe`` or an int; at least
             ``1 + num_neighbors`` solves.
+        event_shape: shape of one sample.
         num_neighbors: neighbours per round.
         c: cosine between a neighbour and its pivot (0.95 by default).
         pivot_policy: ``"fresh"`` or ``"keep"``.
+        num_steps: ODE intervals (or a concrete grid); default 10.
+        solver: ODE solver name or ``flow.Solver``.
+        nfe_per_call: cost of one velocity call.
+        dtype: floating dtype of the noise (default ``jnp.result_type(float)``).
 
     Returns:
         ``(x [*event], SearchInfo)``; the trace has per-round ``best_reward``
-        (best so far) and ``improved`` (bool).
+            (best so far) and ``improved`` (bool).
+
+    Raises:
+        ValueError: an unknown ``pivot_policy``, or a budget below
+            ``1 + num_neighbors`` solves.
     """
     if pivot_policy not in PIVOT_POLICIES:
         raise ValueError(f"pivot_policy: expected one of {PIVOT_POLICIES}, got {pivot_policy!r}")

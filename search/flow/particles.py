@@ -26,7 +26,8 @@ a selection hook choosing the next parents.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,9 @@ from inferax.sampling import _checks, flow
 from inferax.sampling import smc as smc_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
+
+if TYPE_CHECKING:
+    from inferax.search import core
 
 __all__ = [
     "best_of_n",
@@ -55,11 +59,22 @@ SELECT_SALT = 0x5E1EC7
 SelectFn = Callable[[jax.Array, jax.Array, int], jax.Array]
 
 
-def best_of_n_plan(budget, *, num_steps, nfe_per_call=1, reward_cost=1):
+def best_of_n_plan(
+    budget: core.Budget | int, *, num_steps: int, nfe_per_call: int = 1, reward_cost: int = 1
+) -> dict[str, int]:
     """What ``best_of_n`` buys (static): N = budget // (num_steps x nfe_per_call) samples.
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_steps: intervals of the dynamics' grid.
+        nfe_per_call: cost of one velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": N, "nfe": N x solve, "reward_evals": N x reward_cost}``.
+
+    Raises:
+        ValueError: the budget is below one full solve.
     """
     per_solve = _checks.positive_int(num_steps, "num_steps") * nfe_per_call
     budget = base.check_budget(budget, per_solve, "one full solve")
@@ -67,11 +82,32 @@ def best_of_n_plan(budget, *, num_steps, nfe_per_call=1, reward_cost=1):
     return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
 
 
-def best_of_n(key, dynamics, reward_fn, budget, *, event_shape, dtype=None):
+def best_of_n(
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
+    *,
+    event_shape: int | Sequence[int],
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Best-of-N on ``dynamics``: N = budget // (NFE of one sample), argmax final reward.
 
-    ``budget`` is a ``core.Budget`` with ``nfe`` or an int. The trace holds the
-    ``[N]`` final rewards (one round).
+    Args:
+        key: typed PRNG key.
+        dynamics: a ``Dynamics`` (``make_dynamics``); each sample is one SDE (or
+            ODE) solve on its grid.
+        reward_fn: batched reward ``x [N, *event] -> [N]``, higher is better.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least one solve.
+        event_shape: shape of one sample.
+        dtype: floating dtype of the noise.
+
+    Returns:
+        ``(x [*event], SearchInfo)``: the sample with the highest final reward;
+            the trace holds the ``[N]`` final rewards (one round).
+
+    Raises:
+        ValueError: the budget is below one full solve.
     """
     dyn, plan = dyn_lib.planned(best_of_n_plan, dynamics, reward_fn, budget)
     n = plan["population"]
@@ -106,15 +142,15 @@ def branching_cost(num_chains: int, num_children: int, num_steps: int, per_call:
 
 
 def branching_plan(
-    budget,
+    budget: core.Budget | int,
     *,
-    num_steps,
-    num_chains=1,
-    num_children=None,
-    block_length=1,
-    nfe_per_call=1,
-    reward_cost=1,
-):
+    num_steps: int,
+    num_chains: int = 1,
+    num_children: int | None = None,
+    block_length: int = 1,
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``branching_search`` (SVDD, CoDe, beam search) buys (static).
 
     Args:
@@ -124,14 +160,15 @@ def branching_plan(
         num_children: K children per parent; default the largest with
             ``branching_cost`` <= budget.
         block_length: steps between selections (rewards are scored only then).
-        nfe_per_call, reward_cost: cost of a velocity call and of a reward per sample.
+        nfe_per_call: cost of a velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": C K, "children": K, "nfe", "reward_evals"}``.
 
     Raises:
-        ValueError naming ``budget`` when one solve per chain (or the
-        requested children) does not fit.
+        ValueError: naming ``budget`` when one solve per chain (or the
+            requested children) does not fit.
     """
     c = _checks.positive_int(num_chains, "num_chains")
     n = _checks.positive_int(num_steps, "num_steps")
@@ -156,11 +193,17 @@ def branching_plan(
     }
 
 
-def select_per_parent(key, rewards, num_keep):
+def select_per_parent(key: jax.Array, rewards: jax.Array, num_keep: int) -> jax.Array:
     """SVDD / CoDe selection: the best child of each parent (rows ``[num_keep]``).
 
-    ``rewards`` is ``[P K]`` with the children of parent ``p`` at rows
-    ``p K .. p K + K - 1`` (``base.expand``); ``key`` is unused.
+    Args:
+        key: unused (a ``SelectFn`` takes one).
+        rewards: ``[P K]`` with the children of parent ``p`` at rows
+            ``p K .. p K + K - 1`` (``base.expand``).
+        num_keep: P, the number of parents.
+
+    Returns:
+        ``[P]`` int rows, the best child of each parent.
     """
     del key
     k = rewards.shape[0] // num_keep
@@ -169,17 +212,17 @@ def select_per_parent(key, rewards, num_keep):
 
 
 def branching_search(
-    key,
+    key: jax.Array,
     dyn: dyn_lib.Dynamics,
-    reward_fn,
+    reward_fn: base.RewardFn,
     *,
     num_parents: int,
     num_children: int,
     select: SelectFn,
     block_length: int,
-    event_shape,
-    dtype=None,
-):
+    event_shape: tuple[int, ...],
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, jax.Array, dict, jax.Array]:
     """Parents expanded into children, one SDE step each, the next parents chosen by ``select``.
 
     ``num_parents`` noises start at t = 0 (1 NFE each, with their lookahead
@@ -191,9 +234,20 @@ def branching_search(
     parents, which are expanded again. Spends ``branching_cost(P, K, steps)``
     NFE; rewards as in ``branching_plan``.
 
+    Args:
+        key: typed PRNG key.
+        dyn: the dynamics.
+        reward_fn: batched reward, higher is better.
+        num_parents: P parents kept after each selection.
+        num_children: K children per parent.
+        select: ``(key, rewards [P K], P) -> rows [P]``.
+        block_length: steps between selections.
+        event_shape: shape of one sample (a tuple).
+        dtype: floating dtype of the noise.
+
     Returns:
         ``(x [P, *event], r [P], trace, num_nan)`` of the final parents; the
-        trace has per step ``best_reward`` and ``selected`` (bool).
+            trace has per step ``best_reward`` and ``selected`` (bool).
     """
     n = dyn.num_steps
     k0, k_steps = jax.random.split(key)
@@ -234,20 +288,39 @@ def branching_search(
 
 
 def svdd(
-    key,
-    dynamics,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     num_chains: int = 1,
     num_children: int | None = None,
-    dtype=None,
-):
-    """SVDD (Li et al. 2024; Kim et al. 2025 baseline): per step, K children per chain, keep
-    the argmax of the lookahead reward. K from the budget unless ``num_children`` is given.
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
+    """SVDD (Li et al. 2024; Kim et al. 2025 baseline): per step, K children per chain.
 
-    The trace has ``best_reward`` after each step and ``selected`` (all True).
+    Keeps the argmax of the lookahead reward. K from the budget unless
+    ``num_children`` is given. ``code`` with ``block_length=1``.
+
+    Args:
+        key: typed PRNG key.
+        dynamics: a ``Dynamics`` (``make_dynamics``).
+        reward_fn: batched reward, higher is better.
+        budget: a ``core.Budget`` with ``nfe`` or an int; at least one solve
+            per chain (``branching_plan``).
+        event_shape: shape of one sample.
+        num_chains: C independent chains (the best final one is returned).
+        num_children: K; default the largest with ``branching_cost`` <= budget.
+        dtype: floating dtype of the noise.
+
+    Returns:
+        ``(x [*event], SearchInfo)``: the best final sample; the trace has
+            ``best_reward`` after each step and ``selected`` (all True).
+
+    Raises:
+        ValueError: the budget does not fit one solve per chain (or the
+            requested children).
     """
     return code(
         key,
@@ -263,19 +336,21 @@ def svdd(
 
 
 def code(
-    key,
-    dynamics,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     block_length: int = 2,
     num_chains: int = 1,
     num_children: int | None = None,
-    dtype=None,
-):
-    """CoDe (Singh et al. 2024; Kim et al. 2025 baseline): K children per chain run
-    ``block_length`` steps, then the best lookahead reward is kept (and replicated).
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
+    """CoDe (Singh et al. 2024; Kim et al. 2025 baseline): K children per chain.
+
+    The children run ``block_length`` steps, then the best lookahead reward is
+    kept (and replicated).
 
     Args:
         key: typed PRNG key.
@@ -288,6 +363,14 @@ def code(
         num_children: K; default the largest with ``branching_cost`` <= budget.
         block_length: steps between selections (1 is SVDD).
         dtype: floating dtype of the noise.
+
+    Returns:
+        ``(x [*event], SearchInfo)``: the best final sample; the trace has per
+            step ``best_reward`` and ``selected`` (bool).
+
+    Raises:
+        ValueError: the budget does not fit one solve per chain (or the
+            requested children).
     """
     options = dict(num_chains=num_chains, num_children=num_children, block_length=block_length)
     dyn, plan = dyn_lib.planned(branching_plan, dynamics, reward_fn, budget, **options)
@@ -305,11 +388,28 @@ def code(
     return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
 
 
-def smc_plan(budget, *, num_steps, num_particles=None, nfe_per_call=1, reward_cost=1):
+def smc_plan(
+    budget: core.Budget | int,
+    *,
+    num_steps: int,
+    num_particles: int | None = None,
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``smc`` buys (static): N = num_particles or budget // (NFE of one solve).
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_steps: intervals of the dynamics' grid.
+        num_particles: N; default budget // (NFE of one solve).
+        nfe_per_call: cost of one velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": N, "nfe": N x solve, "reward_evals": N (steps + 1) x reward_cost}``.
+
+    Raises:
+        ValueError: the budget is below ``N`` solves (one solve without ``num_particles``).
     """
     steps = _checks.positive_int(num_steps, "num_steps")
     per_solve = steps * nfe_per_call
@@ -323,18 +423,18 @@ def smc_plan(budget, *, num_steps, num_particles=None, nfe_per_call=1, reward_co
 
 
 def smc(
-    key,
-    dynamics,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     alpha: float = 1.0,
     ess_threshold: float = 0.5,
-    resampling="systematic",
-    num_particles=None,
-    dtype=None,
-):
+    resampling: str | Callable = "systematic",
+    num_particles: int | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """SMC with the reward-difference potential exp(alpha (r_{t+1} - r_t)) (Kim et al. 2025).
 
     Args:
@@ -352,8 +452,12 @@ def smc(
 
     Returns:
         ``(x [*event], SearchInfo)``: the best final particle; ``population``
-        holds the final (resampled, equally weighted) particles and rewards;
-        the trace has per-step ``ess``, ``resampled`` and ``best_reward``.
+            holds the final (resampled, equally weighted) particles and rewards;
+            the trace has per-step ``ess``, ``resampled`` and ``best_reward``.
+
+    Raises:
+        ValueError: the budget is below ``num_particles`` solves (or one solve).
+        TypeError: ``alpha`` is not a real number or a scalar array.
     """
     dyn, plan = dyn_lib.planned(smc_plan, dynamics, reward_fn, budget, num_particles=num_particles)
     n = plan["population"]

@@ -18,6 +18,8 @@ advances by their difference; the last round stops at t = 1).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,9 @@ from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
+
+if TYPE_CHECKING:
+    from inferax.search import core
 
 __all__ = ["path_rounds", "search_over_paths", "search_over_paths_cost", "search_over_paths_plan"]
 
@@ -75,21 +80,36 @@ def search_over_paths_cost(
 
 
 def search_over_paths_plan(
-    budget,
+    budget: core.Budget | int,
     *,
-    num_paths=2,
-    num_branches=2,
-    num_steps=10,
-    start_step=2,
-    backward_steps=1,
-    forward_steps=2,
-    nfe_per_call=1,
-    reward_cost=1,
-):
+    num_paths: int = 2,
+    num_branches: int = 2,
+    num_steps: int = 10,
+    start_step: int = 2,
+    backward_steps: int = 1,
+    forward_steps: int = 2,
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``search_over_paths`` spends on this plan (static), or ValueError naming ``budget``.
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        num_paths: N, states kept per round.
+        num_branches: M, re-noised copies of each state per round.
+        num_steps: grid intervals from 0 to 1.
+        start_step: grid index of the search start time (>= backward_steps).
+        backward_steps: intervals re-noised back per round.
+        forward_steps: intervals solved forward per round.
+        nfe_per_call: cost of one velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": N M copies per round, "rounds", "nfe", "reward_evals"}``.
+
+    Raises:
+        ValueError: naming ``budget`` when it is below one full solve or below
+            ``search_over_paths_cost`` of the plan, or an inconsistent plan.
     """
     num_paths = _checks.positive_int(num_paths, "num_paths")
     num_branches = _checks.positive_int(num_branches, "num_branches")
@@ -113,12 +133,12 @@ def search_over_paths_plan(
 
 
 def search_over_paths(
-    key,
-    velocity_fn,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    velocity_fn: Callable | dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     num_paths: int = 2,
     num_branches: int = 2,
     num_steps: int | None = None,
@@ -126,9 +146,9 @@ def search_over_paths(
     backward_steps: int = 1,
     forward_steps: int = 2,
     interpolant: interp_lib.Interpolant | None = None,
-    nfe_per_call=None,
-    dtype=None,
-):
+    nfe_per_call: int | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Search over paths (Ma et al. 2025) with Euler steps on a uniform grid.
 
     Args:
@@ -153,6 +173,11 @@ def search_over_paths(
 
     Returns:
         ``(x [*event], SearchInfo)``; the trace has ``best_reward`` per round.
+
+    Raises:
+        ValueError: a budget below one full solve or the plan's cost, an
+            inconsistent plan, or solver options given with a ``Dynamics``.
+        TypeError: ``velocity_fn`` is not callable.
     """
     grid = None
     if isinstance(velocity_fn, dyn_lib.Dynamics):

@@ -32,12 +32,18 @@ most its quota (in whole blocks) plus the rows the earlier steps left.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
 from inferax.sampling import _checks
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
+
+if TYPE_CHECKING:
+    from inferax.search import core
 
 __all__ = ["rbf", "rbf_cost", "rbf_plan", "rbf_quota"]
 
@@ -61,30 +67,36 @@ def rbf_quota(budget, num_chains, num_initial, num_steps, block_size=1, per_call
 
 
 def rbf_plan(
-    budget,
+    budget: core.Budget | int,
     *,
-    num_steps,
-    num_chains=2,
-    num_initial=4,
-    block_size=1,
-    quota=None,
-    nfe_per_call=1,
-    reward_cost=1,
-):
+    num_steps: int,
+    num_chains: int = 2,
+    num_initial: int = 4,
+    block_size: int = 1,
+    quota: int | None = None,
+    nfe_per_call: int = 1,
+    reward_cost: int = 1,
+) -> dict[str, int]:
     """What ``rbf`` buys with ``budget`` (static; see the module docstring).
 
     Args:
         budget: a ``core.Budget`` with ``nfe`` or a positive int.
         num_steps: intervals of the dynamics' grid (at least 2).
-        num_chains, num_initial, block_size, quota: as in ``rbf``.
-        nfe_per_call, reward_cost: cost of a velocity call and of a reward per sample.
+        num_chains: C chains, as in ``rbf``.
+        num_initial: initial noises per chain, as in ``rbf``.
+        block_size: proposals per chain drawn per batched call, as in ``rbf``.
+        quota: per-step proposals per chain, as in ``rbf``.
+        nfe_per_call: cost of a velocity call.
+        reward_cost: reward evaluations per sample scored.
 
     Returns:
         ``{"population": C, "quota", "row_cap"`` (rows the network steps may
-        evaluate together), ``"nfe"``, ``"reward_evals"}`` (the most it can spend).
+            evaluate together), ``"nfe"``, ``"reward_evals"}`` (the most it can
+            spend).
 
     Raises:
-        ValueError naming ``budget`` when a quota of one block does not fit.
+        ValueError: naming ``budget`` when a quota of one block does not fit
+            (``num_steps`` below 2 names ``num_steps``).
     """
     chains = _checks.positive_int(num_chains, "num_chains")
     k0 = _checks.positive_int(num_initial, "num_initial")
@@ -197,18 +209,18 @@ def _rbf_step(key, dyn, reward_fn, state, i, quota, block, last, limit):
 
 
 def rbf(
-    key,
-    dynamics,
-    reward_fn,
-    budget,
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
     *,
-    event_shape,
+    event_shape: int | Sequence[int],
     num_chains: int = 2,
     num_initial: int = 4,
     block_size: int = 1,
     quota: int | None = None,
-    dtype=None,
-):
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
     """Rollover Budget Forcing on ``dynamics`` (see the module docstring).
 
     Args:
@@ -227,10 +239,14 @@ def rbf(
 
     Returns:
         ``(x [*event], SearchInfo)``. The trace has per step ``accepted``
-        (``[C]`` index of the accepted proposal, -1 when none improved and the
-        best was taken), ``drawn`` (``[C]`` proposals each chain considered),
-        ``rows`` (rows evaluated, all chains, what the step cost),
-        ``rollover`` (``[C]``) and ``best_reward``.
+            (``[C]`` index of the accepted proposal, -1 when none improved and the
+            best was taken), ``drawn`` (``[C]`` proposals each chain considered),
+            ``rows`` (rows evaluated, all chains, what the step cost),
+            ``rollover`` (``[C]``) and ``best_reward``.
+
+    Raises:
+        ValueError: ``dynamics`` with fewer than 2 steps, or a budget that does
+            not cover a quota of one block.
     """
     dyn = dyn_lib.check_dynamics(dynamics)
     n, per = dyn.num_steps, dyn.nfe_per_call

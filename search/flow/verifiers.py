@@ -7,6 +7,8 @@ model.apply(params, x)``). Combine several with ``base.ensemble``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -15,13 +17,23 @@ from inferax.sampling import _checks
 __all__ = ["classifier_log_prob", "flat", "quadratic"]
 
 
-def classifier_log_prob(logits_fn, target: int, *, num_classes: int | None = None):
+def classifier_log_prob(
+    logits_fn: Callable[[jax.Array], jax.Array], target: int, *, num_classes: int | None = None
+) -> Callable[[jax.Array], jax.Array]:
     """r(x) = log p(target | x) = log_softmax(logits_fn(x))[:, target].
 
     Args:
         logits_fn: batched ``x [N, *event] -> logits [N, num_classes]``.
         target: the class whose log-probability is the reward.
         num_classes: if given, ``target`` is checked against it now.
+
+    Returns:
+        The reward ``x [N, *event] -> [N]`` (float32 log-probabilities); it raises
+            ValueError when the logits are not ``[N, C]`` with ``C > target``.
+
+    Raises:
+        TypeError: ``logits_fn`` is not callable.
+        ValueError: a negative ``target``, or ``target >= num_classes``.
     """
     if not callable(logits_fn):
         raise TypeError(f"logits_fn: expected a callable x -> logits, got {logits_fn!r}")
