@@ -212,11 +212,14 @@ def training_sequences(
     return toks, mask
 
 
-def extract_answer(generated) -> np.ndarray:
+def extract_answer(generated: np.ndarray | jax.Array) -> np.ndarray:
     """The canonical answer of each generated row: the digit after '#', else -1.
 
     Args:
         generated: ``[N, T]`` generated tokens (NumPy or JAX).
+
+    Returns:
+        ``[N]`` answers (digits 0-9, or -1 where no digit follows a '#').
     """
     return np.asarray(extract_answer_jax(jnp.asarray(generated)))
 

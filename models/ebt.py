@@ -242,12 +242,13 @@ def join_halves(top, bottom) -> np.ndarray:
     return np.concatenate([np.asarray(top), np.asarray(bottom)], axis=-1).reshape(-1, 8, 8, 1)
 
 
-def token_examples(tokens, loss_mask) -> dict:
+def token_examples(tokens: np.ndarray | jax.Array, loss_mask: np.ndarray | jax.Array) -> dict:
     """One example per masked position of each sequence: context and next token.
 
     Args:
-        tokens: ``[B, L]`` int sequences; ``loss_mask``: ``[B, L]``, 1 where the
-            *next* token is to be predicted (``arithmetic.training_sequences``).
+        tokens: ``[B, L]`` int sequences.
+        loss_mask: ``[B, L]``, 1 where the *next* token is to be predicted
+            (``arithmetic.training_sequences``).
 
     Returns:
         ``{"context": {"tokens": [M, L], "t": [M]}, "target": [M]}`` (int32).

@@ -241,7 +241,8 @@ def fit(
         data: ``{"context": pytree [M, ...], "target": [M, ...]}``.
         opt: optax transformation (``optimizer(cfg, num_steps)`` for an EBT).
         event_shape: shape of one prediction ``y`` (the starts and the buffer).
-        num_steps / batch_size: updates and rows per update.
+        num_steps: number of updates.
+        batch_size: rows per update.
         cfg: the EBT options (starts, replay buffer, alpha clamp); None for a
             baseline (no alpha, no buffer).
         workdir: checkpoints under ``workdir/checkpoints``; None for none.

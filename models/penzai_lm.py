@@ -94,8 +94,11 @@ class RowCachedAttention(pz.nn.Layer):
     empty slots and pads), as penzai's sampling mode does.
 
     Attributes:
-        input_to_query, input_to_key, input_to_value, query_key_to_attn,
-            attn_value_to_output: the sublayers of the original attention.
+        input_to_query: the query sublayer of the original attention.
+        input_to_key: the key sublayer of the original attention.
+        input_to_value: the value sublayer of the original attention.
+        query_key_to_attn: the attention-weights sublayer of the original attention.
+        attn_value_to_output: the output sublayer of the original attention.
         kv_cache: a state variable holding ``(keys, values)`` named arrays with
             a ``"seq"`` axis of the cache's length.
     """
@@ -333,9 +336,17 @@ def tiny_config(
 
     Args:
         family: one of ``FAMILIES``.
-        vocab_size, num_layers, embedding_dim: sizes (4 query heads of
+        vocab_size: vocabulary size.
+        num_layers: number of transformer blocks.
+        embedding_dim: model width, a multiple of 4 (4 query heads of
             ``embedding_dim // 4``).
         dtype: parameter and activation dtype (float32 or bfloat16).
+
+    Returns:
+        The ``LlamalikeTransformerConfig``.
+
+    Raises:
+        ValueError: an unknown ``family``, or ``embedding_dim`` not a multiple of 4.
     """
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")

@@ -374,7 +374,7 @@ def train_or_restore(
     workdir: str | os.PathLike,
     spec: Any = None,
     refuse_mismatch: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[Any, np.ndarray]:
     """``train`` with a cache keyed by everything that determines the model.
 

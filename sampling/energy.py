@@ -328,7 +328,7 @@ def self_verify(
     y0: jax.Array | Callable[[jax.Array, Any], jax.Array],
     *,
     num_candidates: int,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[jax.Array, jax.Array, VerifyInfo]:
     """Self-verification: ``G`` candidates per context, keep the lowest final energy.
 

@@ -240,9 +240,9 @@ def _make(fields_fn, betas, nfe_per_eval, *, g="square", interpolant=None, cente
 
 def geometric_transition(
     velocity_fns: Sequence[Callable],
-    betas,
+    betas: Sequence[float] | jax.Array,
     *,
-    g="square",
+    g: str | float | Callable = "square",
     interpolant: interp_lib.Interpolant | None = None,
     center: bool = False,
     clip: float | None = None,
@@ -294,18 +294,18 @@ def geometric_transition(
                  transport=transport, transport_power=transport_power)  # fmt: skip
 
 
-def anneal(velocity_fn: Callable, beta: float, **kwargs) -> FKTransition:
+def anneal(velocity_fn: Callable, beta: float, **kwargs: Any) -> FKTransition:
     """Annealing p^beta ("scaled": G = beta (beta - 1) <u, s>, drift beta (u + sigma^2 s / 2))."""
     return geometric_transition([velocity_fn], [beta], **kwargs)
 
 
-def product(velocity_fn_1: Callable, velocity_fn_2: Callable, **kwargs) -> FKTransition:
+def product(velocity_fn_1: Callable, velocity_fn_2: Callable, **kwargs: Any) -> FKTransition:
     """Product of experts p_1 p_2: G = <u_1, s_2> + <u_2, s_1>."""
     return geometric_transition([velocity_fn_1, velocity_fn_2], [1.0, 1.0], **kwargs)
 
 
 def cfg(
-    cond_velocity_fn: Callable, cond: Any, null_cond: Any, guidance_scale: float, **kwargs
+    cond_velocity_fn: Callable, cond: Any, null_cond: Any, guidance_scale: float, **kwargs: Any
 ) -> FKTransition:
     """The geometric mixture that classifier-free guidance aims at: q_c^(1 + s) q_u^(-s).
 
@@ -382,7 +382,16 @@ def cost_per_particle(
     Args:
         transition: the ``FKTransition``.
         num_steps: grid intervals.
-        langevin_steps, adjusted, quadrature: as in ``sample``.
+        langevin_steps: Langevin moves per resample-move, as in ``sample``.
+        adjusted: Metropolis-adjusted moves, as in ``sample``.
+        quadrature: the MALA line-integral rule, as in ``sample``.
+
+    Returns:
+        The NFE per particle, an int.
+
+    Raises:
+        TypeError: ``transition`` is not an ``FKTransition``.
+        ValueError: a ``num_steps`` that is not a positive int, or bad move options.
     """
     if not isinstance(transition, FKTransition):
         raise TypeError(f"transition: expected an FKTransition, got {type(transition).__name__}")

@@ -40,7 +40,7 @@ any ``Solver``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -187,7 +187,7 @@ def noise(
     event_shape: tuple[int, ...],
     *,
     offset: int | jax.Array = 0,
-    dtype=None,
+    dtype: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """Standard normal source samples, one key per sample index.
 
@@ -368,8 +368,8 @@ def _check_step_times(t0, t1) -> None:
 def step(
     velocity_fn: VelocityFn,
     x: jax.Array,
-    t0,
-    t1,
+    t0: float | jax.Array,
+    t1: float | jax.Array,
     *,
     solver: str | Solver = "euler",
     velocity: jax.Array | None = None,
@@ -379,7 +379,8 @@ def step(
     Args:
         velocity_fn: batched velocity ``(x [N, *event], t scalar) -> [N, *event]``.
         x: states at ``t0``.
-        t0, t1: scalar times (cast to ``x.dtype``).
+        t0: scalar start time (cast to ``x.dtype``).
+        t1: scalar end time (cast to ``x.dtype``), after ``t0``.
         solver: a name in ``SOLVERS`` or a ``Solver``.
         velocity: ``velocity_fn(x, t0)`` if already computed (e.g. for a
             lookahead); the solver then skips that evaluation.
@@ -405,13 +406,23 @@ def step(
     return solver.step(v, x, t0, t1, velocity).astype(x.dtype)
 
 
-def cost(num_steps, solver: str | Solver = "euler", nfe_per_call: int = 1) -> int:
+def cost(
+    num_steps: int | jax.Array | Sequence[float],
+    solver: str | Solver = "euler",
+    nfe_per_call: int = 1,
+) -> int:
     """The NFE per sample ``sample`` reports, known before tracing.
 
     Args:
         num_steps: the number of (active) intervals, or a concrete grid.
         solver: a name in ``SOLVERS`` or a ``Solver``.
         nfe_per_call: cost of one velocity call (see ``cost.nfe_per_call``).
+
+    Returns:
+        steps x the solver's evaluations per step x ``nfe_per_call``.
+
+    Raises:
+        ValueError: a negative step count, a bad grid or a ``nfe_per_call`` below 1.
     """
     if hasattr(num_steps, "shape") or isinstance(num_steps, list | tuple):
         num_steps = check_grid(num_steps, "num_steps").shape[0] - 1

@@ -122,7 +122,9 @@ def _coefs(interp: Interpolant, x: jax.Array, t):
     return interp.a(t), interp.b(t), interp.da(t), interp.db(t)
 
 
-def score_from_velocity(interp: Interpolant, u: jax.Array, x: jax.Array, t) -> jax.Array:
+def score_from_velocity(
+    interp: Interpolant, u: jax.Array, x: jax.Array, t: float | jax.Array
+) -> jax.Array:
     """Score grad log p_t(x) = (a u - a' x) / (b (a' b - a b')) (Kim et al. 2025).
 
     Linear interpolant: (t u - x) / (1 - t). Singular at t = 1 (b = 0).
@@ -132,6 +134,9 @@ def score_from_velocity(interp: Interpolant, u: jax.Array, x: jax.Array, t) -> j
         u: the velocity u_t(x), same shape as ``x``.
         x: the state at time ``t``.
         t: scalar time in [0, 1).
+
+    Returns:
+        The score, same shape as ``x``.
     """
     a, b, da, db = _coefs(interp, x, t)
     return (a * u - da * x) / (b * (da * b - a * db))
@@ -205,7 +210,9 @@ def convert_velocity(velocity_fn_linear: VelocityFn, target: Interpolant) -> Vel
     return cost.with_cost(velocity_fn_target, nfe) if nfe > 1 else velocity_fn_target
 
 
-def renoise(key: jax.Array, interp: Interpolant, x_t: jax.Array, t, s) -> jax.Array:
+def renoise(
+    key: jax.Array, interp: Interpolant, x_t: jax.Array, t: float | jax.Array, s: float | jax.Array
+) -> jax.Array:
     """Exact forward (re-noising) kernel of an interpolant from time ``t`` back to ``s <= t``.
 
     x_s = (a(s) / a(t)) x_t + sigma eps with sigma^2 = b(s)^2 - (a(s) b(t) / a(t))^2

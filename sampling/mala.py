@@ -121,9 +121,17 @@ def line_integral(
     Args:
         score_fn: batched score ``x [N, *event] -> [N, *event]``; called once per
             interior node of the rule (none for ``"trapezoid"``).
-        x, y: ``[N, *event]`` segment end points.
-        score_x, score_y: S at the end points (already computed by MALA).
+        x: ``[N, *event]`` segment start points.
+        y: ``[N, *event]`` segment end points.
+        score_x: S at ``x`` (already computed by MALA).
+        score_y: S at ``y`` (already computed by MALA).
         quadrature: a name in ``QUADRATURES``.
+
+    Returns:
+        ``[N]`` line integrals.
+
+    Raises:
+        ValueError: an unknown ``quadrature``.
     """
     nodes, weights, w_end = _check_quadrature(quadrature)
     diff = y - x
@@ -157,7 +165,7 @@ def step(
     key: jax.Array,
     state: MALAState,
     score_fn: ScoreFn,
-    step_size,
+    step_size: float | jax.Array,
     *,
     log_density_fn: Callable[[jax.Array], jax.Array] | None = None,
     quadrature: str = "simpson",
@@ -175,7 +183,7 @@ def step(
 
     Returns:
         ``(new_state, MALAInfo)``. Costs ``evals_per_step(quadrature, exact)`` score
-        calls (plus one ``log_density_fn`` call when exact).
+            calls (plus one ``log_density_fn`` call when exact).
     """
     x, sx = state.x, state.score
     if (log_density_fn is None) != (state.log_density is None):

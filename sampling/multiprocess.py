@@ -147,7 +147,10 @@ def process_rows(num_particles: int, mesh: jax.sharding.Mesh) -> slice:
 
 
 def population(
-    key: jax.Array, sample_fn: Callable[[jax.Array], Any], num_particles: int, mesh
+    key: jax.Array,
+    sample_fn: Callable[[jax.Array], Any],
+    num_particles: int,
+    mesh: jax.sharding.Mesh,
 ) -> Any:
     """A population on ``mesh`` with particle ``i = sample_fn(fold_in(key, i))``.
 
@@ -258,7 +261,14 @@ def shard_model(fn: Callable, mesh: jax.sharding.Mesh, out_axis: int = 0) -> Cal
     return sharded
 
 
-def fk_sample(key: jax.Array, transition, num_particles: int, ts, mesh, **kwargs):
+def fk_sample(
+    key: jax.Array,
+    transition: fk_lib.FKTransition,
+    num_particles: int,
+    ts: jax.Array,
+    mesh: jax.sharding.Mesh,
+    **kwargs: Any,
+) -> tuple[Any, jax.Array, fk_lib.FKInfo]:
     """``feynman_kac.sample`` with the particles sharded over ``mesh``.
 
     One global-view ``jit``: the model evaluations and moves run on each
@@ -267,7 +277,10 @@ def fk_sample(key: jax.Array, transition, num_particles: int, ts, mesh, **kwargs
     ``feynman_kac.sample`` whatever the layout of processes and devices.
 
     Args:
-        key, transition, num_particles, ts: as in ``feynman_kac.sample``.
+        key: typed PRNG key, as in ``feynman_kac.sample``.
+        transition: the ``FKTransition``, as in ``feynman_kac.sample``.
+        num_particles: N, as in ``feynman_kac.sample``.
+        ts: the time grid, as in ``feynman_kac.sample``.
         mesh: a ``"particles"`` mesh; ``num_particles`` a multiple of its size.
         **kwargs: the keyword options of ``feynman_kac.sample`` (static).
 

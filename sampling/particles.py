@@ -184,7 +184,8 @@ def check_like(new: Any, old: Any, axes: list[int | None], sizes: tuple[int, ...
     must keep their shape exactly. Returns the size of ``new``'s particle axis.
 
     Raises:
-        ValueError / TypeError naming ``name``.
+        ValueError: naming ``name``, for a shape or particle-axis size that differs.
+        TypeError: naming ``name``, for a structure or dtype that differs.
     """
     old_def = jax.tree_util.tree_structure(old)
     new_def = jax.tree_util.tree_structure(new)

@@ -257,7 +257,9 @@ def inverse_cdf(log_weights: jax.Array, uniforms: jax.Array) -> jax.Array:
     return _inverse_cdf(w, invalid, uniforms.astype(l.dtype))
 
 
-def multinomial(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+def multinomial(
+    key: jax.Array, log_weights: jax.Array, num_samples: int | None = None
+) -> jax.Array:
     """Multinomial resampling: ``M`` i.i.d. draws, ``u_k ~ U[0, 1)``.
 
     Args:
@@ -273,7 +275,7 @@ def multinomial(key: jax.Array, log_weights: jax.Array, num_samples: int | None 
     return inverse_cdf(l, jax.random.uniform(key, (m,), dtype=l.dtype))
 
 
-def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None) -> jax.Array:
     """Stratified resampling (Kitagawa 1996): ``u_k = (k + U_k) / M``, ``U_k`` i.i.d.
 
     Evaluated by counting the points below each CDF value (``_stratified_counts``,
@@ -290,7 +292,7 @@ def stratified(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
     return _by_counting(key, log_weights, num_samples, one_uniform=False)
 
 
-def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None) -> jax.Array:
     """Systematic resampling (Carpenter, Clifford & Fearnhead 1999): ``u_k = (k + U) / M``.
 
     Evaluated by counting (``_stratified_counts``): particle ``i`` gets
@@ -316,7 +318,7 @@ def _by_counting(key, log_weights, num_samples, *, one_uniform: bool) -> jax.Arr
     return _stratified_counts(w, invalid, u, m)
 
 
-def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None):
+def residual(key: jax.Array, log_weights: jax.Array, num_samples: int | None = None) -> jax.Array:
     """Residual resampling (Liu & Chen 1998), with static shapes.
 
     Particle ``i`` first gets ``floor(M w_i)`` copies (slots ``0 .. D-1``, in

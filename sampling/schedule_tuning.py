@@ -172,13 +172,15 @@ def tune(
         nfe: NFE per sample of the tuned sampler; steps = nfe // (evals per
             step x ``nfe_per_call``).
         solver: the sampler's solver (a name in ``flow.SOLVERS`` or a Solver).
-        t_start, t_end: where every grid starts and ends (0 <= t_start < t_end <= 1).
+        t_start: where every grid starts (0 <= t_start < t_end).
+        t_end: where every grid ends (t_end <= 1).
         method: ``"adam"`` (optax Adam through the solver) or ``"es"``
             (derivative-free (1+1) evolution strategy; needs ``key``).
         num_iters: optimisation iterations (0: the best sway grid is returned).
         learning_rate: Adam's step size, or the initial ES mutation scale, in logits.
         num_coefs: sway coefficients tried, evenly in [SWAY_MIN, SWAY_MAX] plus 0.
-        reference_steps, reference_solver: the reference solve.
+        reference_steps: steps of the reference solve.
+        reference_solver: solver of the reference solve.
         reference: the exact endpoints ``[N, *event]``, if known (then no
             reference solve runs and ``reference_nfe`` is 0).
         metric: ``metric(x1, reference) -> scalar`` instead of the mean squared

@@ -283,15 +283,21 @@ def check_num_active_steps(
     return value
 
 
-def prepare_grid(ts, x0, num_active_steps=None, runtime_checks: bool = False, name: str = "ts"):
+def prepare_grid(
+    ts: jax.Array,
+    x0: jax.Array,
+    num_active_steps: int | jax.Array | None = None,
+    runtime_checks: bool = False,
+    name: str = "ts",
+) -> tuple[jax.Array, int | jax.Array | None]:
     """Casts a sampler's grid to the state's dtype and checks it.
 
     Returns:
         ``(ts, n)``: the grid in ``x0.dtype`` and the active step count (None
-        for all steps, a Python int, or a traced int32 scalar). Only the active
-        part ``ts[:n + 1]`` is value-checked; the padding after it may hold
-        anything. A traced grid or count gets the opt-in ``checkify`` check
-        when ``runtime_checks``.
+            for all steps, a Python int, or a traced int32 scalar). Only the active
+            part ``ts[:n + 1]`` is value-checked; the padding after it may hold
+            anything. A traced grid or count gets the opt-in ``checkify`` check
+            when ``runtime_checks``.
     """
     shape = jnp.shape(ts)
     if len(shape) != 1 or shape[0] < 2:

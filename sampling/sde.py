@@ -24,7 +24,7 @@ evaluations per step, from which ``cost`` and the samplers' budgets derive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -86,8 +86,8 @@ class SDESolver(NamedTuple):
 def euler_maruyama(
     drift_fn: DriftFn | None,
     x: jax.Array,
-    t0,
-    t1,
+    t0: float | jax.Array,
+    t1: float | jax.Array,
     noise: jax.Array,
     drift0: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -102,14 +102,15 @@ def euler_maruyama(
         drift_fn: ``(x, t) -> (drift [N, *event], g scalar)``, e.g. ``sde.drift``
             bound to a velocity; may be None when ``drift0`` is given.
         x: states ``[N, *event]`` at ``t0``.
-        t0, t1: scalar interval end points (cast to ``x.dtype``), t1 > t0.
+        t0: scalar interval start (cast to ``x.dtype``).
+        t1: scalar interval end (cast to ``x.dtype``), t1 > t0.
         noise: standard normal ``[N, *event]`` (the caller draws it, e.g. per
             particle from ``fold_in(key, i)``).
         drift0: ``drift_fn(x, t0)`` if already computed (costs no evaluation then).
 
     Returns:
         ``(x_next, mean, std)`` in ``x.dtype``; ``std = g(t0) sqrt(t1 - t0)`` is a
-        scalar shared by all particles.
+            scalar shared by all particles.
 
     Raises:
         TypeError: neither ``drift_fn`` nor ``drift0`` given.
@@ -213,11 +214,11 @@ def g_is_valid(g_fn: GFn, ts: jax.Array, num_active_steps=None) -> jax.Array:
 
 
 def drift(
-    velocity_fn,
+    velocity_fn: Callable[[jax.Array, jax.Array], jax.Array] | None,
     x: jax.Array,
-    t,
-    g_fn: GFn,
-    interpolant,
+    t: float | jax.Array,
+    g_fn: GFn | str | float,
+    interpolant: interp_lib.Interpolant,
     *,
     velocity: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -249,12 +250,12 @@ def drift(
 
 def step(
     key: jax.Array,
-    velocity_fn,
+    velocity_fn: Callable[[jax.Array, jax.Array], jax.Array] | None,
     x: jax.Array,
-    t0,
-    t1,
-    g_fn: GFn,
-    interpolant,
+    t0: float | jax.Array,
+    t1: float | jax.Array,
+    g_fn: GFn | str | float,
+    interpolant: interp_lib.Interpolant,
     *,
     velocity: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -268,7 +269,8 @@ def step(
         key: typed PRNG key.
         velocity_fn: batched ``(x [N, *event], t) -> [N, *event]`` for ``interpolant``.
         x: states ``[N, *event]`` at ``t0``.
-        t0, t1: scalar interval end points.
+        t0: scalar interval start.
+        t1: scalar interval end, after ``t0``.
         g_fn: callable ``g(t) -> scalar`` (or a name / number, see ``resolve_g``).
         interpolant: the interpolant the velocity belongs to.
         velocity: ``velocity_fn(x, t0)`` if already computed, e.g. for a
@@ -276,14 +278,14 @@ def step(
 
     Returns:
         ``(x_next, mean, std)`` in ``x.dtype``; ``std`` is a scalar shared by all
-        particles.
+            particles.
     """
     d0 = drift(velocity_fn, x, t0, g_fn, interpolant, velocity=velocity)
     noise = jax.random.normal(key, x.shape, x.dtype)
     return euler_maruyama(None, x, t0, t1, noise, drift0=d0)
 
 
-def cost(num_steps, nfe_per_call: int = 1) -> int:
+def cost(num_steps: int | jax.Array | Sequence[float], nfe_per_call: int = 1) -> int:
     """The NFE per sample ``sample`` reports: ``EULER_MARUYAMA.evals_per_step`` per step.
 
     Args:
@@ -299,11 +301,11 @@ def cost(num_steps, nfe_per_call: int = 1) -> int:
 
 def sample(
     key: jax.Array,
-    velocity_fn,
+    velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
     x0: jax.Array,
     ts: jax.Array,
     *,
-    g="square",
+    g: str | float | jax.Array | GFn = "square",
     interpolant: interp_lib.Interpolant | None = None,
     return_trajectory: bool = False,
     nfe_per_call: int | None = None,
