@@ -163,10 +163,10 @@ def evaluate(config, models: dict, problems, key) -> dict:
 
     Returns:
         ``{"accuracy": {method: {prm: {N: acc}}}, "correct": {method: {prm: {N: [0/1
-        per problem]}}}, "tokens": {...}, "prm_calls": {...}}`` (tokens and PRM calls
-        per problem; the per-problem outcomes are the verdicts' paired units);
-        ``particle_filter_vote`` is the particle filter's PRM-weighted vote over its
-        final particles.
+            per problem]}}}, "tokens": {...}, "prm_calls": {...}}`` (tokens and PRM calls
+            per problem; the per-problem outcomes are the verdicts' paired units);
+            ``particle_filter_vote`` is the particle filter's PRM-weighted vote over its
+            final particles.
     """
     s = config.search
     p_len, new = shapes(config)

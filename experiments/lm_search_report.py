@@ -107,9 +107,9 @@ def verdicts(acc: dict, single: list[float], budgets, floor: float, effect) -> d
 
     Returns:
         ``{name: compare dict}`` (one Holm family) plus ``"beats_single_sample"``:
-        ``{"family": {label: compare dict} (its own Holm family), "verdict", "below",
-        "undecided"}`` for "every method at every N beats single-sample accuracy".
-        ``pf_rate_vs_<other>`` compares the per-problem scaling rates (``slopes``).
+            ``{"family": {label: compare dict} (its own Holm family), "verdict", "below",
+            "undecided"}`` for "every method at every N beats single-sample accuracy".
+            ``pf_rate_vs_<other>`` compares the per-problem scaling rates (``slopes``).
     """
     if not isinstance(effect, dict):
         effect = {**EFFECT_SIZES, "accuracy": float(effect)}

@@ -162,7 +162,7 @@ def permutation_test(diff: Sequence[float]) -> tuple[float, float]:
 
     Returns:
         ``(p_greater, p_less)``: P(sum >= observed), P(sum <= observed) under
-        the null. With n units the smallest is 2^-n.
+            the null. With n units the smallest is 2^-n.
     """
     d = _values(diff, "diff")
     if not np.all(np.isfinite(d)):
@@ -186,8 +186,8 @@ def sign_test(diff: Sequence[float]) -> tuple[float, float]:
 
     Returns:
         ``(p_greater, p_less)``: binomial(n', 1/2) tail probabilities of at
-        least / at most the observed number of positive differences among the
-        n' non-zero ones (1.0, 1.0 when all are zero).
+            least / at most the observed number of positive differences among the
+            n' non-zero ones (1.0, 1.0 when all are zero).
     """
     d = _values(diff, "diff")
     pos, nz = int(np.sum(d > 0)), int(np.sum(d != 0))
@@ -289,12 +289,12 @@ def compare(
 
     Returns:
         ``{"verdict", "reason", "improvement" (a t_interval dict), "noise_floor",
-        "effect_size", "alpha", "test", "p_holds", "p_fails", "p_value",
-        "p_adjusted", "family_size", "mde", "n", "seeds_better", "seeds_worse"}``:
-        ``p_value`` is the smaller one-sided p (the data's direction),
-        ``p_adjusted`` the same after a family correction (``correct_family``);
-        the seed counts (improvement above ``noise_floor`` / below its
-        negative) are descriptive.
+            "effect_size", "alpha", "test", "p_holds", "p_fails", "p_value",
+            "p_adjusted", "family_size", "mde", "n", "seeds_better", "seeds_worse"}``:
+            ``p_value`` is the smaller one-sided p (the data's direction),
+            ``p_adjusted`` the same after a family correction (``correct_family``);
+            the seed counts (improvement above ``noise_floor`` / below its
+            negative) are descriptive.
 
     Raises:
         ValueError: unpaired inputs (different lengths), a negative / NaN floor

@@ -260,8 +260,8 @@ def check(problem: Problem, generated) -> dict:
 
     Returns:
         ``{"steps": [bool per written step], "answer": int | None,
-        "answer_correct": bool, "all_correct": bool}``; a step is correct when
-        its line equals the solution's line at that position.
+            "answer_correct": bool, "all_correct": bool}``; a step is correct when
+            its line equals the solution's line at that position.
     """
     text = decode(generated)
     sol = problem.solution_text()

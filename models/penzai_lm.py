@@ -213,7 +213,7 @@ def lm_functions(model: Any) -> PenzaiLM:
 
     Returns:
         a ``PenzaiLM``; its callables are pure (``jit`` them or pass them to a
-        search, which does).
+            search, which does).
 
     Raises:
         TypeError: if ``model`` is not a penzai ``TransformerLM``.

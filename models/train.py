@@ -226,7 +226,7 @@ def train(
 
     Returns:
         ``(params, losses)``: the final parameters (their EMA when
-        ``ema_decay`` is set) and the ``[num_steps]`` float32 loss of every step.
+            ``ema_decay`` is set) and the ``[num_steps]`` float32 loss of every step.
 
     Raises:
         ValueError: on bad arguments, or when ``workdir`` holds a checkpoint

@@ -97,8 +97,8 @@ class Transformer(nn.Module):
 
         Returns:
             ``(outputs [N, T, out], cache)`` with each row's new keys and
-            values written at its slots ``[fill, fill + T)`` (none for a row
-            whose tokens are all invalid).
+                values written at its slots ``[fill, fill + T)`` (none for a row
+                whose tokens are all invalid).
         """
         n, t = tokens.shape
         valid = valid.astype(bool)

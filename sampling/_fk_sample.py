@@ -251,7 +251,7 @@ def sample(
 
     Returns:
         ``(particles [N, *event], log_weights [N] (normalised), FKInfo)``. Estimate
-        expectations with ``softmax(log_weights)``; the final interval is not resampled.
+            expectations with ``softmax(log_weights)``; the final interval is not resampled.
     """
     from inferax.sampling.feynman_kac import FKTransition  # the module re-exports this one
 

@@ -185,7 +185,7 @@ def sharded_run(
 
     Returns:
         ``(final_state, infos)``; the final particles and log-weights are
-        sharded over ``"particles"``.
+            sharded over ``"particles"``.
     """
     state = shard_state(state, mesh, smc.particle_axes)
     return _sharded_run(smc, key, state, replicate(step_inputs, mesh), mesh, resample_last)
@@ -300,9 +300,9 @@ def island_smc_run(
 
     Returns:
         ``(state, infos)``: the state holds all ``N`` particles, their global
-        log-weights and the combined ``log_Z``; ``infos`` fields carry a
-        trailing island axis ``[T, num_islands]``, except ``ancestors`` which
-        are global indices ``[T, N]``.
+            log-weights and the combined ``log_Z``; ``infos`` fields carry a
+            trailing island axis ``[T, num_islands]``, except ``ancestors`` which
+            are global indices ``[T, N]``.
 
     Raises:
         ValueError: if ``num_islands`` is not a positive multiple of the mesh

@@ -307,8 +307,8 @@ def integrate_counted(
 
     Returns:
         ``(x_final, num_steps int32, trajectory or None, count int32)``; the
-        trajectory has ``len(ts)`` entries, the final state repeated after the
-        active steps.
+            trajectory has ``len(ts)`` entries, the final state repeated after the
+            active steps.
     """
     total = ts.shape[0] - 1
     n = total if num_active_steps is None else num_active_steps
@@ -466,8 +466,8 @@ def sample(
 
     Returns:
         ``(x1, info)``: the state after the last active step and a ``FlowInfo``
-        whose ``grid_valid``, ``non_finite_inputs`` and ``non_finite_outputs``
-        say whether the result can be trusted.
+            whose ``grid_valid``, ``non_finite_inputs`` and ``non_finite_outputs``
+            say whether the result can be trusted.
 
     Raises:
         ValueError / TypeError: unknown solver, bad grid, step count, cost or

@@ -76,7 +76,7 @@ def cfg(
 
     Returns:
         A ``cost.Costed`` velocity ``(x, t) -> v`` with ``nfe_per_call = 2``;
-        its ``fn`` is the ``GuidedVelocity``.
+            its ``fn`` is the ``GuidedVelocity``.
 
     Raises:
         TypeError: if ``velocity_fn`` is not callable.

@@ -192,7 +192,7 @@ def from_process_local(local: Any, mesh, num_particles: int, particle_axes: Any 
 
     Returns:
         The population with each leaf sharded over ``"particles"`` on its
-        particle axis (shared leaves replicated); ``N = num_particles``.
+            particle axis (shared leaves replicated); ``N = num_particles``.
 
     Raises:
         ValueError: if a leaf's local size is not this process's row count.

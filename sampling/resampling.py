@@ -94,7 +94,7 @@ def log_normalize(log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     Returns:
         ``(l - logsumexp(l), logsumexp(l))``. If every weight is invalid, the
-        first is ``-inf`` everywhere and the second is ``-inf``.
+            first is ``-inf`` everywhere and the second is ``-inf``.
     """
     l = sanitize(check_log_weights(log_weights))
     lse = jax.nn.logsumexp(l)
