@@ -40,31 +40,48 @@ PACKAGES = {
 SOURCE_TREE = os.path.join(ROOT, "build", "docs_src", "inferax")
 
 
-class _DocstringStyle(logging.Filter):
-    """Demotes griffe's docstring-style warnings to INFO (strict mode would fail on them).
+# Sources whose docstrings still draw griffe warnings while they are being rewritten
+# elsewhere (several names on one ``Args`` line, continuation lines, ``Raises`` prose).
+# Only their warnings are demoted; remove an entry once its file builds cleanly.
+DOCSTRING_PENDING = (
+    "models/prm.py",
+    "sampling/smc.py",
+    "sampling/smc_core.py",
+    "search/lm/",
+    "experiments/lm_scaling.py",
+    "experiments/configs/lm_scaling.py",
+)
 
-    They concern Google-docstring formatting the project uses on purpose or that
-    files owned elsewhere still have (several names on one ``Args`` line,
-    continuation lines, ``Raises`` prose); the build lists them at INFO level
-    (``mkdocs build -v``) and counts them in ``DOCSTRING_WARNINGS``. Every other
-    warning (a broken link, a missing page, an object that cannot be found) still
-    fails the strict build.
+
+class _DocstringPending(logging.Filter):
+    """Demotes griffe's warnings about the files in ``DOCSTRING_PENDING`` to INFO.
+
+    The strict build fails on any other griffe warning, and on every other warning
+    (a broken link, a missing page, an object that cannot be found). The demoted
+    ones are listed at INFO level (``mkdocs build -v``) and counted in
+    ``DOCSTRING_WARNINGS``.
     """
 
     def filter(self, record):
         if record.levelno == logging.WARNING:
-            DOCSTRING_WARNINGS.append(record.getMessage())
-            record.levelno, record.levelname = logging.INFO, "INFO"
+            message = record.getMessage()
+            m = _GRIFFE_SOURCE.search(message.replace(os.sep, "/"))
+            if m and m.group(1).startswith(DOCSTRING_PENDING):
+                DOCSTRING_WARNINGS.append(message)
+                record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
 DOCSTRING_WARNINGS: list[str] = []
+# griffe prefixes a docstring warning with the source's path and line (relative to
+# the working directory, under the linked tree): "griffe: build/docs_src/inferax/x.py:12: ..."
+_GRIFFE_SOURCE = re.compile(r"docs_src/inferax/([^:\s]+):\d+:")
 
 
 def on_config(config):
     logger = logging.getLogger("mkdocs.plugins.griffe")
-    if not any(isinstance(f, _DocstringStyle) for f in logger.filters):
-        logger.addFilter(_DocstringStyle())
+    if not any(isinstance(f, _DocstringPending) for f in logger.filters):
+        logger.addFilter(_DocstringPending())
     os.makedirs(SOURCE_TREE, exist_ok=True)
     for sub, folder in PACKAGES.items():
         names = ["__init__.py"] if sub == "" else [sub]
