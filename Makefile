@@ -31,7 +31,7 @@ demo: $(VENV)/.base
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15 -m "not docs"
 
-## make bench: speed against peers (diffrax, BlackJAX, PyTorch), table on stdout
+## make bench: speed against peers (diffrax, BlackJAX, PyTorch, penzai), table on stdout
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.flow_sampling
 	$(BIN)/python -m benchmarks.smc
@@ -40,6 +40,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.flow_search
 	$(BIN)/python -m benchmarks.lm_search
 	$(BIN)/python -m benchmarks.energy
+	$(BIN)/python -m benchmarks.penzai
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
