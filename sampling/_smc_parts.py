@@ -33,13 +33,42 @@ def _reweight(old_log_weights: jax.Array, inc: jax.Array, expand: int):
     return log_weights, increment, invalid, ess, num_nan, num_posinf
 
 
-def _non_finite_rows(tree, axes, m: int) -> jax.Array:
+def _finite_flags(check_finite, tree, name: str = "check_finite") -> list[bool]:
+    """Whether the non-finite pass looks at each leaf of ``tree`` (``tree_leaves`` order).
+
+    ``check_finite``: a bool, or a pytree prefix of ``tree`` with bool leaves (like
+    ``particle_axes``), e.g. ``{"x": True, "cache": False}``.
+
+    Raises:
+        ValueError: if ``check_finite`` is not a prefix of ``tree``.
+        TypeError: if an entry is not a Python bool.
+    """
+    prefix_leaves, prefix_def = jax.tree_util.tree_flatten(check_finite)
+    try:
+        subtrees = prefix_def.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{name}: expected a bool or a pytree prefix of the particles "
+            f"{jax.tree_util.tree_structure(tree)} with bool leaves, got {check_finite!r} ({e})"
+        ) from None
+    flags: list[bool] = []
+    for flag, sub in zip(prefix_leaves, subtrees, strict=True):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected Python bools, got {flag!r}")
+        flags += [flag] * len(jax.tree_util.tree_leaves(sub))
+    return flags
+
+
+def _non_finite_rows(tree, axes, m: int, flags: list[bool] | None = None) -> jax.Array:
     """``bool [m]``: particles with a NaN/inf entry in a floating leaf of ``tree``
     (``axes``: each leaf's particle axis, None for a shared leaf, which flags every
-    particle when it is non-finite). Integer and bool leaves are skipped."""
+    particle when it is non-finite). Integer and bool leaves are skipped, and so are
+    leaves whose entry of ``flags`` (``_finite_flags``; default: every leaf) is False."""
     out = jnp.zeros((m,), bool)
-    for leaf, ax in zip(jax.tree_util.tree_leaves(tree), axes, strict=True):
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+    leaves = jax.tree_util.tree_leaves(tree)
+    flags = [True] * len(leaves) if flags is None else flags
+    for leaf, ax, look in zip(leaves, axes, flags, strict=True):
+        if not look or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
         bad = ~jnp.isfinite(leaf)
         if ax is None or jnp.ndim(leaf) == 0:

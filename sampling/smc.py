@@ -67,7 +67,16 @@ share the mass when resampling). If every log-weight is invalid after a
 reweighting, ``SMCInfo.all_invalid`` is set, no resampling happens and
 ``log_Z`` becomes ``-inf`` (it stays so afterwards). Particles the transition
 left with a NaN/``inf`` entry in a floating leaf are counted in
-``SMCInfo.num_non_finite_particles``. ``build(..., runtime_checks=True)`` turns
+``SMCInfo.num_non_finite_particles``: by default every floating leaf is looked
+at (for a sampler's state, e.g. flow particles, that is what can go bad, and
+the pass is small beside the transition's network evaluations);
+``build(..., check_finite=prefix)`` restricts the pass to the leaves that can
+go bad and matter. A language-model population is the example: its KV cache
+is by far its largest leaf, and a pass over it every step would read the whole
+cache once more per round, while a non-finite key or value that can affect
+generation reaches the row's logits in the same decode step that wrote it
+(the new token attends to itself), so the LM searches look at the logits only
+(``inferax.search.lm.particle.FINITE_LEAVES``). ``build(..., runtime_checks=True)`` turns
 both (any non-finite particle, every log-weight invalid) into ``checkify``
 errors: the caller runs under ``jax.experimental.checkify.checkify`` and calls
 ``err.throw()``; without it nothing is added and the outputs are unchanged.
@@ -89,6 +98,7 @@ from inferax.sampling._mesh import explicit_mesh as _explicit_mesh
 from inferax.sampling._mesh import on_whole_vector as _on_whole_vector
 from inferax.sampling._smc_parts import (
     Resampler,
+    _finite_flags,
     _non_finite_rows,
     _num_steps,
     _resolve_resampler,
@@ -135,8 +145,9 @@ class SMCInfo(NamedTuple):
         aux: the transition's auxiliary output, or None.
         num_non_finite_particles: int32, particles (of the ``N``, or ``K N`` when
             expanding, after the transition) with a NaN/``±inf`` entry in a
-            floating per-particle leaf; a non-finite shared leaf counts every
-            particle. Integer leaves are not looked at.
+            floating per-particle leaf that ``build``'s ``check_finite`` selects
+            (default: all); a non-finite shared leaf counts every particle.
+            Integer leaves are not looked at.
     """
 
     ess: jax.Array
@@ -220,6 +231,7 @@ def build(
     particle_axes: Any = 0,
     move_fn: Callable[..., Any] | None = None,
     runtime_checks: bool = False,
+    check_finite: Any = True,
 ) -> SMC:
     """Builds an adaptive-resampling SMC algorithm.
 
@@ -242,6 +254,14 @@ def build(
             restore the diversity resampling removed (Gilks & Berzuini 2001). Like
             the gather, it sits in a loop of at most one iteration, so a
             ``vmap``-ed run only pays for it when some member resampled.
+        runtime_checks: add ``checkify`` checks (module docstring, Numerical
+            failure): a non-finite particle or every log-weight invalid becomes an
+            error when the caller runs under ``checkify.checkify``.
+        check_finite: the leaves counted in ``SMCInfo.num_non_finite_particles``: a
+            bool, or a pytree prefix of the particles with bool leaves (like
+            ``particle_axes``), e.g. ``{"x": True, "cache": False}``. Default True:
+            every floating leaf. Leave out what is large and cannot matter on its
+            own (a language model's KV cache: module docstring).
 
     Returns:
         ``SMC(init, step, run, run_until_done)``:
@@ -264,8 +284,10 @@ def build(
           ``max_steps`` rows, the first ``num_steps`` filled (the rest zeros).
 
     Raises:
-        TypeError: if ``transition_fn`` is not callable or ``ess_threshold`` is
-            not a real number.
+        TypeError: if ``transition_fn`` is not callable, ``ess_threshold`` is
+            not a real number, or ``check_finite`` has a non-bool entry (a
+            ``check_finite`` that is no prefix of the particles is a ValueError
+            when ``step`` is traced).
         ValueError: for an unknown ``resampling`` name or a threshold outside [0, 1].
     """
     if not callable(transition_fn):
@@ -277,6 +299,9 @@ def build(
     if not isinstance(runtime_checks, bool):
         raise TypeError(f"runtime_checks: expected a Python bool, got {runtime_checks!r}")
     particle_axes = particles_lib.ParticleAxes.of(particle_axes)
+    for flag in jax.tree_util.tree_leaves(check_finite):
+        if not isinstance(flag, bool):
+            raise TypeError(f"check_finite: expected Python bools, got {flag!r}")
 
     def init_fn(particles, log_weights=None):
         return init(particles, log_weights, particle_axes=particle_axes)
@@ -317,7 +342,8 @@ def build(
             new_particles = particles_lib.where(done, state.particles, new_particles, axes)
             inc = jnp.where(done, jnp.zeros((), dtype), inc)
         m_g = m // groups
-        non_finite = _non_finite_rows(new_particles, axes, m)
+        flags = _finite_flags(check_finite, new_particles)
+        non_finite = _non_finite_rows(new_particles, axes, m, flags)
         num_non_finite = (
             jnp.sum(non_finite.reshape(groups, m_g), axis=1, dtype=jnp.int32)
             if grouped

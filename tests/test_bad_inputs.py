@@ -105,6 +105,13 @@ def _extend(prm=PRM_HALF, cfg=STEP_CFG):
     return call
 
 
+def _sample_search(cfg):
+    def call(_):
+        lm_particle.particle_filter(jax.random.key(0), LM, PRM_HALF, 2, prompts=PROMPTS, config=cfg)
+
+    return call
+
+
 def _smc_nan_transition():
     alg = smc.build(lambda k, x, i: (x.at[0].set(jnp.nan), jnp.zeros(4)), runtime_checks=True)
     return alg.run(jax.random.key(0), alg.init(X0), jnp.arange(2))
@@ -218,6 +225,18 @@ CASES = [
      RuntimeCheckError, "transition_fn: expected finite particles, got 1 particles with NaN/inf"),
     ("smc every log-weight -inf, runtime_checks", _checkified(_smc_all_invalid),
      RuntimeCheckError, "log_weights: expected some finite log-weight after reweighting"),
+    ("smc check_finite not bools",
+     lambda _: smc.build(lambda k, x, i: (x, jnp.zeros(4)), check_finite={"x": 1}),
+     TypeError, "check_finite: expected Python bools, got 1"),
+    ("smc check_finite not a prefix of the particles",
+     lambda _: smc.build(lambda k, x, i: (x, jnp.zeros(4)), check_finite={"y": True}).step(
+         jax.random.key(0), smc.init(X0), 0),
+     ValueError, "check_finite: expected a bool or a pytree prefix of the particles"),
+    ("StepConfig runtime_checks not a bool",
+     _sample_search(STEP_CFG._replace(runtime_checks="yes")),
+     TypeError, "config.runtime_checks: expected a Python bool, got 'yes'"),
+    ("sample runtime_checks not a bool", _sample(runtime_checks=1),
+     TypeError, "runtime_checks: expected a Python bool, got 1"),
     ("smc runtime_checks not a bool",
      lambda _: smc.build(lambda k, x, i: (x, jnp.zeros(4)), runtime_checks=1),
      TypeError, "runtime_checks: expected a Python bool, got 1"),
@@ -399,6 +418,30 @@ def test_smc_counts_non_finite_particles():
     )
     _, info = st.jit(lambda t: shared_nan.step(jax.random.key(0), shared_nan.init(t), 0))(tree)
     assert int(info.num_non_finite_particles) == 4
+
+
+def test_smc_check_finite_selects_the_leaves_looked_at():
+    """``check_finite`` (a bool prefix of the particles) leaves a large leaf that cannot
+    matter on its own out of the pass (an LM's KV cache); the default looks at all."""
+    tree = {"x": jnp.ones((4, 2)), "cache": jnp.ones((3, 4, 5))}
+    axes = {"x": 0, "cache": 1}
+
+    def nan_in(leaf, row):
+        def move(k, t, i):
+            where = (slice(None), row) if leaf == "cache" else (row,)
+            return dict(t, **{leaf: t[leaf].at[where].set(jnp.nan)}), jnp.zeros(4)
+
+        return move
+
+    def count(leaf, row, check_finite=True):
+        alg = smc.build(nan_in(leaf, row), particle_axes=axes, check_finite=check_finite)
+        return int(st.jit(lambda t: alg.step(jax.random.key(0), alg.init(t), 0))(tree)[1]
+                   .num_non_finite_particles)  # fmt: skip
+
+    assert count("cache", 2) == 1 and count("x", 1) == 1  # default: every floating leaf
+    assert count("cache", 2, {"x": True, "cache": False}) == 0  # the cache is not looked at
+    assert count("x", 1, {"x": True, "cache": False}) == 1
+    assert count("x", 1, False) == 0
 
 
 def test_smc_runtime_checks_keep_the_outputs():

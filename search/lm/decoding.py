@@ -150,6 +150,16 @@ def check_prompt_ids(prompts: jax.Array, prompt_mask: jax.Array | None, vocab_si
         )
 
 
+def count_bad_prompt_ids(prompts: jax.Array, prompt_mask: jax.Array, vocab_size: int) -> jax.Array:
+    """int32 count of prompt ids outside ``[0, vocab_size)`` at unmasked positions.
+
+    The run-time counterpart of ``check_prompt_ids`` for prompts traced under ``jit``
+    (an out-of-range id gathers past the embedding: NaN or clamped, garbage logits).
+    """
+    bad = (prompts < 0) | (prompts >= vocab_size)
+    return jnp.sum(jnp.asarray(prompt_mask, bool) & bad, dtype=jnp.int32)
+
+
 def start(
     lm: Any,
     prompts: jax.Array,
@@ -157,6 +167,7 @@ def start(
     *,
     num_samples: int = 1,
     max_new_tokens: int,
+    runtime_checks: bool = False,
 ) -> tuple[DecodeState, DecodeInfo]:
     """Prefills each prompt once and copies its cache row ``num_samples`` times.
 
@@ -168,13 +179,24 @@ def start(
         prompt_mask: ``[B, P]`` bool, False on pads (default: all True).
         num_samples: continuations per prompt.
         max_new_tokens: capacity for generated tokens per row.
+        runtime_checks: also turn out-of-range ids of traced prompts (counted in
+            ``info.bad_prompt_tokens``) into a ``checkify`` error naming ``prompts``
+            (the caller runs under ``jax.experimental.checkify.checkify`` and calls
+            ``err.throw()``; without it nothing is added to the program).
+
+    Returns:
+        ``(state, info)``: the population of ``B * num_samples`` rows and a
+        ``DecodeInfo`` with ``prompt_tokens`` and ``bad_prompt_tokens``.
 
     Raises:
         ValueError: if the prompt plus ``max_new_tokens`` exceeds ``lm.max_len``,
             shapes disagree, or a (concrete) prompt id at an unmasked position is
             outside ``[0, lm.vocab_size)`` (traced prompts: ``info.bad_prompt_tokens``).
+        TypeError: if ``runtime_checks`` is not a Python bool.
     """
     vocab = _check_lm(lm)
+    if not isinstance(runtime_checks, bool):
+        raise TypeError(f"runtime_checks: expected a Python bool, got {runtime_checks!r}")
     num_samples = _checks.positive_int(num_samples, "num_samples")
     max_new_tokens = _checks.positive_int(max_new_tokens, "max_new_tokens")
     prompts = jnp.asarray(prompts)
@@ -199,7 +221,14 @@ def start(
     if prompt_mask.shape != (b, p):
         raise ValueError(f"prompt_mask: expected shape {(b, p)}, got {prompt_mask.shape}")
     check_prompt_ids(prompts, prompt_mask, vocab)
-    num_bad = jnp.sum(prompt_mask & ((prompts < 0) | (prompts >= vocab)), dtype=jnp.int32)
+    num_bad = count_bad_prompt_ids(prompts, prompt_mask, vocab)
+    _checks.runtime_check(
+        num_bad == 0,
+        f"prompts: expected token ids in [0, {vocab}) (lm.vocab_size = {vocab}) at unmasked "
+        "positions, got {} out-of-range ids (traced prompts; garbage logits)",
+        runtime_checks,
+        num_bad,
+    )
     cache = lm.init_cache(b, p + max_new_tokens)
     logits, cache = lm.prefill(cache, prompts.astype(jnp.int32), prompt_mask)
     rows = jnp.repeat(jnp.arange(b), num_samples)
@@ -447,16 +476,38 @@ def sample(
     num_samples: int = 1,
     max_new_tokens: int,
     eos_id: int | None,
+    runtime_checks: bool = False,
     **kwargs,
 ) -> tuple[DecodeState, DecodeInfo]:
     """``start`` then ``generate``: ``num_samples`` completions of every prompt.
 
-    Keyword arguments are those of ``generate``. The info counts the prompt
-    tokens prefilled, the generated tokens and the decode steps.
+    Other keyword arguments are those of ``generate``. The info counts the prompt
+    tokens prefilled, the generated tokens and the decode steps, and (prompts
+    traced under ``jit``) the out-of-range prompt ids in ``bad_prompt_tokens``.
+
+    Args:
+        key: PRNG key.
+        lm: the decoding protocol.
+        prompts: ``[B, P]`` int token ids, left-padded.
+        prompt_mask: ``[B, P]`` bool, False on pads (default: all True).
+        num_samples: completions per prompt.
+        max_new_tokens: capacity for generated tokens per row.
+        eos_id: end-of-sequence token (``generate``).
+        runtime_checks: out-of-range ids of traced prompts become a ``checkify``
+            error (``start``).
+        **kwargs: the other arguments of ``generate``.
+
+    Returns:
+        ``(state, info)``.
+
+    Raises:
+        ValueError / TypeError: as ``start`` and ``generate`` (concrete bad prompt
+            ids are refused before tracing).
     """
     state, info0 = start(
-        lm, prompts, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens
-    )
+        lm, prompts, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
+        runtime_checks=runtime_checks,
+    )  # fmt: skip
     state, info = generate(key, lm, state, eos_id=eos_id, **kwargs)
     return state, info._replace(
         prompt_tokens=info0.prompt_tokens, bad_prompt_tokens=info0.bad_prompt_tokens

@@ -82,12 +82,15 @@ class Start(NamedTuple):
         prompt_index: ``[R]`` int32 prompt of every row.
         prompt_tokens: int32 prompt tokens prefilled.
         num_prompts: ``B``.
+        bad_prompt_tokens: int32 out-of-range prompt ids (traced prompts;
+            ``LMSearchInfo.bad_prompt_tokens``).
     """
 
     state: dec.DecodeState
     prompt_index: jax.Array
     prompt_tokens: jax.Array
     num_prompts: int
+    bad_prompt_tokens: jax.Array | None = None
 
 
 class Policy(NamedTuple):
@@ -130,7 +133,8 @@ class Round(NamedTuple):
 def start(lm, prompts, prompt_mask, rows_per_prompt: int, config) -> Start:
     """Prefills every prompt once, ``rows_per_prompt`` rows each (``steps.start``)."""
     state, prompt_index, info = steps.start(lm, prompts, prompt_mask, rows_per_prompt, config)
-    return Start(state, prompt_index, info.prompt_tokens, int(jnp.shape(prompts)[0]))
+    b = int(jnp.shape(prompts)[0])
+    return Start(state, prompt_index, info.prompt_tokens, b, info.bad_prompt_tokens)
 
 
 def run(
@@ -214,18 +218,20 @@ def run(
 def info_of(
     sequences: int,
     ledger: steps.Ledger,
-    prompt_tokens: jax.Array,
+    start: Start,
     rounds: jax.Array,
     trace: dict,
     budget: core.Budget | None,
     **extra,
 ) -> steps.LMSearchInfo:
     """``LMSearchInfo`` from ``run``'s ledger and trace (``trace["num_nan_scores"]`` and
-    ``trace["num_bad_scores"]``, PRM scores outside ``[0, 1]`` treated as NaN, added)."""
+    ``trace["num_bad_scores"]``, PRM scores outside ``[0, 1]`` treated as NaN, added) and
+    the ``Start`` (prompt tokens prefilled, out-of-range prompt ids)."""
     trace = dict(trace, num_nan_scores=ledger.num_nan, num_bad_scores=jnp.asarray(ledger.num_bad))
     return steps.LMSearchInfo(
         sequences, jnp.sum(ledger.tokens), jnp.sum(ledger.prm_calls), ledger.decode_steps,
-        prompt_tokens, rounds, trace, ledger.tokens, ledger.prm_calls, budget, **extra,
+        start.prompt_tokens, rounds, trace, ledger.tokens, ledger.prm_calls, budget,
+        bad_prompt_tokens=start.bad_prompt_tokens, **extra,
     )  # fmt: skip
 
 
@@ -253,7 +259,7 @@ def search(
         key, policy, st, lm=lm, prm_fn=prm_fn, prompt_index=start.prompt_index, config=config,
         ledger=steps.Ledger.zeros(b), budget=budget, mesh=mesh,
     )  # fmt: skip
-    info = info_of(sequences, ledger, start.prompt_tokens, rounds, trace, budget)
+    info = info_of(sequences, ledger, start, rounds, trace, budget)
     return policy.finish(final), info
 
 

@@ -155,9 +155,7 @@ def particle_gibbs(
     final, trace, num_rounds = last
     res = lp.result_of(final.particles, final.log_weights, n, answer)
     trace = dict(trace, replayed_tokens=replayed, iteration_log_Z=log_zs, reference_tokens=refs)
-    return res, driver.info_of(
-        b * n * iters, ledger, start.prompt_tokens, num_rounds, trace, budget
-    )
+    return res, driver.info_of(b * n * iters, ledger, start, num_rounds, trace, budget)
 
 
 def _reference(reference, b, cap):

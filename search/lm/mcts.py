@@ -582,6 +582,7 @@ def _result(node, rounds, trace, calls, info0, b, k, cfg, budget):
         decode_steps=calls, prompt_tokens=info0.prompt_tokens, num_rounds=rounds,
         trace=trace, tokens_per_prompt=tokens, prm_calls_per_prompt=prm, budget=budget,
         simulations_per_prompt=trace["simulations"].sum(0),
+        bad_prompt_tokens=info0.bad_prompt_tokens,
     )  # fmt: skip
     return result, info
 

@@ -91,6 +91,24 @@ class Population(NamedTuple):
     base: jax.Array
 
 
+# What the SMC core's non-finite pass looks at (``smc.build(check_finite=)``): the
+# next-token logits, the model's output. Not the KV cache: it is the population's
+# largest leaf by far (a pass over it each round reads the whole cache once more),
+# and a NaN/inf key or value that can affect generation reaches the row's logits in
+# the decode step that wrote it. Not the PRM scores either: NaN scores are counted
+# apart (``trace["num_nan_scores"]``) and are the worst score, not a model failure.
+# (Any non-finite logit counts: a model that writes -inf for forbidden tokens is
+# counted; constraints belong in ``StepConfig.logits_hook``, applied after.)
+FINITE_LEAVES = Population(
+    dec.DecodeState(
+        tokens=False, num_tokens=False, num_steps=False, finished=False, logits=True, cache=False
+    ),
+    score=False,
+    logg=False,
+    base=False,
+)
+
+
 def population_axes(lm: Any) -> Population:
     """Particle axes of a ``Population`` (for ``particles.take`` / the SMC core)."""
     return Population(dec.state_axes(lm), 0, 0, 0)
@@ -169,7 +187,7 @@ def filter_policy(
     def step(key, st, rnd: driver.Round):
         alg = smc_lib.build(
             transition(rnd), resampling=resampling, ess_threshold=ess_threshold,
-            particle_axes=axes,
+            particle_axes=axes, check_finite=FINITE_LEAVES, runtime_checks=config.runtime_checks,
         )  # fmt: skip
         new, info = alg.step(key, st, rnd.index, lambda p: rnd.may_select(p.state))
         pop = new.particles
@@ -186,6 +204,7 @@ def filter_policy(
             "max_score": jnp.max(score, axis=1),
             "log_Z": new.log_Z.astype(jnp.float32),
             "all_invalid": info.all_invalid,
+            "num_non_finite_logits": info.num_non_finite_particles,
         }
         return new._replace(particles=pop._replace(base=base)), info.aux, trace
 
@@ -353,11 +372,16 @@ def particle_filter(
         final scores and normalised weights. ``trace`` (``[max_steps, B]``):
         ``ess`` (before resampling), ``resampled``, ``num_finished``,
         ``mean_score``, ``max_score``, ``log_Z``, ``all_invalid``,
-        ``out_of_budget`` (rows stopped by a cap that round); and
+        ``num_non_finite_logits`` (rows whose next-token logits hold a NaN/inf
+        after the round's step; ``FINITE_LEAVES``), ``out_of_budget`` (rows
+        stopped by a cap that round); and
         ``num_nan_scores`` (NaN PRM scores: weight 0, never the best) and
         ``num_bad_scores`` (scores outside [0, 1], treated as NaN; a concrete one
         is a ValueError, see ``steps.raw_scores``). ``info.spent()`` gives the
-        per-prompt spending.
+        per-prompt spending; ``info.bad_prompt_tokens`` counts out-of-range ids of
+        prompts traced under ``jit``. With ``config.runtime_checks`` (under
+        ``checkify``) such prompt ids, non-finite logits and a group whose
+        log-weights are all invalid are errors.
     """
     budget, n = steps.check_budget(budget, "particle_filter", config=config)
     config, n, tau = check_arguments(config, n, tau, weights, answer, resampling)

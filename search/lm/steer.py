@@ -190,7 +190,9 @@ def steer_policy(
 
     ``score`` holds each row's summed log-potential. Trace (``[max_steps, B]``):
     ``ess``, ``resampled``, ``mean_score`` / ``max_score`` (of the summed
-    log-potentials), ``log_Z`` (running evidence estimate), ``all_invalid``.
+    log-potentials), ``log_Z`` (running evidence estimate), ``all_invalid``,
+    ``num_non_finite_logits`` (rows, of the ``K N`` children when expanding, whose
+    next-token logits hold a NaN/inf; ``particle.FINITE_LEAVES``).
     """
     k = _checks.positive_int(expand, "expand")
     if resampling is None:
@@ -233,7 +235,8 @@ def steer_policy(
     def step(key, st, rnd: driver.Round):
         alg = smc_lib.build(
             transition(rnd), resampling=resampling, ess_threshold=ess_threshold,
-            particle_axes=axes,
+            particle_axes=axes, check_finite=lp.FINITE_LEAVES,
+            runtime_checks=config.runtime_checks,
         )  # fmt: skip
         new, info = alg.step(key, st, rnd.index, lambda p: rnd.may_select(p.state))
         score = steps.grouped(new.particles.score, n)
@@ -244,6 +247,7 @@ def steer_policy(
             "max_score": jnp.max(score, axis=1),
             "log_Z": new.log_Z.astype(jnp.float32),
             "all_invalid": info.all_invalid,
+            "num_non_finite_logits": info.num_non_finite_particles,
         }
         return new, info.aux, trace
 

@@ -62,6 +62,14 @@ class StepConfig(NamedTuple):
         temperature, top_k, top_p: the LM's sampling distribution.
         logits_hook: ``hook(logits [R, V], state) -> logits`` (constraints).
         pad_id: written in unused positions.
+        runtime_checks: turn what can only be seen at run time into ``checkify``
+            errors (the caller runs the search under
+            ``jax.experimental.checkify.checkify`` and calls ``err.throw()``):
+            out-of-range ids of prompts traced under ``jit`` (always counted in
+            ``LMSearchInfo.bad_prompt_tokens``) in every search; in the SMC-based
+            ones (particle filter and Gibbs, steering) also non-finite logits and a
+            group whose log-weights are all invalid (``smc.build(runtime_checks=)``).
+            False adds nothing to the program.
     """
 
     eos_id: int
@@ -73,9 +81,14 @@ class StepConfig(NamedTuple):
     top_p: float | None = None
     logits_hook: Callable | None = None
     pad_id: int = 0
+    runtime_checks: bool = False
 
     def checked(self) -> StepConfig:
         """Validated copy (ValueError / TypeError naming the field)."""
+        if not isinstance(self.runtime_checks, bool):
+            raise TypeError(
+                f"config.runtime_checks: expected a Python bool, got {self.runtime_checks!r}"
+            )
         _checks.positive_int(self.max_new_tokens, "max_new_tokens")
         _checks.positive_int(self.max_steps, "max_steps")
         for name in ("eos_id", "step_id", "pad_id"):
@@ -111,6 +124,11 @@ class LMSearchInfo(NamedTuple):
         prm_calls_per_prompt: ``[B]`` int32 PRM calls per prompt.
         budget: the ``core.Budget`` the search ran under (per prompt), or None.
         simulations_per_prompt: ``[B]`` int32 tree-search simulations (MCTS).
+        bad_prompt_tokens: int32 prompt ids outside ``[0, lm.vocab_size)`` at
+            unmasked positions (``decoding.start``). Concrete prompts with such ids
+            are refused before tracing; prompts traced under ``jit`` are counted
+            here (the model's output for them is garbage), and
+            ``config.runtime_checks`` makes them a ``checkify`` error.
     """
 
     sequences: int
@@ -124,6 +142,7 @@ class LMSearchInfo(NamedTuple):
     prm_calls_per_prompt: jax.Array | None = None
     budget: Any = None
     simulations_per_prompt: jax.Array | None = None
+    bad_prompt_tokens: jax.Array | None = None
 
     def spent(self) -> dict[str, jax.Array]:
         """Per-prompt spending ``[B]`` int32 in every unit counted: ``"sequences"``,
@@ -298,6 +317,10 @@ def start(
 ) -> tuple[dec.DecodeState, jax.Array, dec.DecodeInfo]:
     """Prefills every prompt once and copies it to ``rows_per_prompt`` rows.
 
+    The one entry of every step-level search's prompts: concrete out-of-range
+    prompt ids are refused here, traced ones counted in ``info.bad_prompt_tokens``
+    (and a ``checkify`` error with ``cfg.runtime_checks``; ``decoding.start``).
+
     Returns:
         ``(state [B * n rows], prompt_index [B * n], info)``; row ``b * n + j``
         continues prompt ``b``.
@@ -306,8 +329,9 @@ def start(
         raise TypeError(f"config: expected a StepConfig, got {type(cfg).__name__}")
     cfg.checked_for(lm)
     state, info = dec.start(
-        lm, prompts, prompt_mask, num_samples=rows_per_prompt, max_new_tokens=cfg.max_new_tokens
-    )
+        lm, prompts, prompt_mask, num_samples=rows_per_prompt,
+        max_new_tokens=cfg.max_new_tokens, runtime_checks=cfg.runtime_checks,
+    )  # fmt: skip
     b = jnp.shape(prompts)[0]
     return state, jnp.repeat(jnp.arange(b, dtype=jnp.int32), rows_per_prompt), info
 
