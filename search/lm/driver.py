@@ -13,8 +13,10 @@ best, expand). A search is a ``Policy``; ``run`` owns what they share:
 - the budget caps (per prompt): a ``Round`` hands the policy an ``extend``
   that decodes a group only while its token cap allows and scores it only
   while its PRM calls fit (``steps.extend``), so no search can overspend;
-- the per-round trace ``[max_steps, B]`` (policy entries plus ``num_finished``
-  and ``out_of_budget``);
+- the per-round trace ``[max_steps, B]`` (policy entries plus ``num_finished``,
+  ``out_of_budget`` and ``num_non_finite_logits``, the rows whose next-token
+  logits hold a NaN/inf after the round's step: a ``checkify`` error with
+  ``config.runtime_checks``);
 - the mesh: every per-row leaf of the policy state is pinned to the
   ``"particles"`` axis (``constrain``) each round.
 
@@ -158,8 +160,11 @@ def run(
         key: PRNG key.
         policy: the search.
         pstate: ``policy.init(start)``.
-        lm, prm_fn, config: the decoding protocol, the PRM and the static settings.
+        lm: the decoding protocol.
+        prm_fn: the PRM, ``(state, prompt_index) -> [R]`` scores.
         prompt_index: ``[R]`` prompt of every row.
+        config: the static settings (``StepConfig``); with ``config.runtime_checks``
+            rows with non-finite logits are a ``checkify`` error.
         ledger: per-prompt counters to continue from (``steps.Ledger.zeros(B)``;
             particle Gibbs carries one ledger over its sweeps).
         budget: per-prompt ``core.Budget`` whose ``tokens`` / ``prm_calls`` caps
@@ -168,7 +173,15 @@ def run(
 
     Returns:
         ``(pstate, ledger, trace, rounds)``: the trace's arrays are
-        ``[max_steps, B]`` (rounds after ``rounds`` repeat the last one).
+            ``[max_steps, B]`` (rounds after ``rounds`` repeat the last one): the
+            policy's, ``num_finished``, ``out_of_budget`` and
+            ``num_non_finite_logits`` (rows whose next-token logits held a NaN/inf
+            after the round's step, ``steps.non_finite_logits``; the SMC policies
+            report their core's count of the same rows).
+
+    Raises:
+        TypeError: if ``config`` is not a ``StepConfig``.
+        ValueError: for a ``config`` whose token ids are outside ``lm``'s vocabulary.
     """
     if not isinstance(config, steps.StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
@@ -181,11 +194,17 @@ def run(
 
     def record(ps, led, before, extra):
         fin = policy.rows(ps).finished.reshape(b, -1)
-        return dict(
+        out = dict(
             extra,
             num_finished=jnp.sum(fin, axis=1, dtype=jnp.int32),
             out_of_budget=led.out_of_budget - before.out_of_budget,
         )
+        if led.non_finite_logits is not None and before.non_finite_logits is not None:
+            # a policy's own count (the SMC core's, the same rows) is kept
+            out.setdefault(
+                "num_non_finite_logits", led.non_finite_logits - before.non_finite_logits
+            )
+        return out
 
     def one(i, ps, led):
         new, led2, extra = policy.step(jax.random.fold_in(key, i), ps, round_of(i, led))
@@ -205,8 +224,13 @@ def run(
         return i + 1, ps, led, trace
 
     with mesh_context(mesh):
+        ledger0 = ledger
         init = (jnp.zeros((), jnp.int32), constrain(pstate, policy.axes, mesh), ledger, trace0)
         rounds, pstate, ledger, trace = jax.lax.while_loop(cond, body, init)
+    if ledger.non_finite_logits is not None:  # after the loop: the SMC core's check first
+        steps.check_finite_logits(
+            ledger.non_finite_logits - ledger0.non_finite_logits, config.runtime_checks
+        )
     last = jnp.maximum(rounds - 1, 0)
     keep = jnp.arange(t) < rounds
     trace = jax.tree_util.tree_map(

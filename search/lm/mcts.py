@@ -78,28 +78,43 @@ class _Node(NamedTuple):
 
 # What building a node spent: tokens sampled for its candidates, tokens re-fed to
 # build it from its parent, PRM calls (0 or 1), NaN PRM scores, 1 if an
-# unfinished node has no valid candidate, iterations of the two decode loops.
-_COSTS = ("sampled_tokens", "refed_tokens", "prm_calls", "nan_scores", "stuck")
-_LOOPS = slice(5, 7)
+# unfinished node has no valid candidate, rows it decoded whose next-token logits
+# hold a NaN/inf (``steps.non_finite_logits``: its own row if it moved or is the
+# root, and its candidate rows that moved); then iterations of the two decode loops.
+_COSTS = ("sampled_tokens", "refed_tokens", "prm_calls", "nan_scores", "stuck",
+          "num_non_finite_logits")  # fmt: skip
+_LOOPS = slice(len(_COSTS), len(_COSTS) + 2)
 
 
 def _valid(prior):
     return prior > _INVALID / 2
 
 
-def _step_loop(lm, s: dec.DecodeState, cfg: steps.StepConfig, force_tok, force_at, u=None):
+def _step_loop(
+    lm: Any,
+    s: dec.DecodeState,
+    cfg: steps.StepConfig,
+    force_tok: jax.Array,
+    force_at: jax.Array,
+    u: jax.Array | None = None,
+) -> tuple[dec.DecodeState, jax.Array, jax.Array, jax.Array]:
     """One reasoning step for every live row of ``s`` (``decoding.generate``'s loop,
     with the step log-probability accumulated and some positions forced).
 
     Args:
-        force_tok, force_at: ``[R, T]``: at generated position ``j`` row ``r``
-            emits ``force_tok[r, j]`` if ``force_at[r, j]``, else a sampled token.
+        lm: the decoding protocol.
+        s: the rows to extend.
+        cfg: the decoding settings.
+        force_tok: ``[R, T]``: at generated position ``j`` row ``r`` emits
+            ``force_tok[r, j]`` if ``force_at[r, j]``, else a sampled token.
+        force_at: ``[R, T]`` bool (``force_tok``).
         u: ``[T, R]`` uniforms: the token of row ``r`` at position ``j`` is drawn by
             inverse transform sampling with ``u[j, r]`` (drawn before the loop, so
             the compiled loop holds no PRNG); None if every token is forced.
 
     Returns:
-        ``(state, logp [R], tokens spent, loop iterations)``.
+        ``(state, logp, spent, iterations)``: ``logp [R]`` the step's
+            log-probability, the tokens spent, the loop's iterations.
     """
     n, cap = s.tokens.shape
     rows = jnp.arange(n)
@@ -142,7 +157,16 @@ def _uniforms(key, b: int, k: int, cap: int, vocab: int) -> jax.Array:
     return jax.random.uniform(key, (b, vocab + cap * k), minval=tiny, maxval=1.0)
 
 
-def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: str):
+def _candidates(
+    u: jax.Array, lm: Any, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: str
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``_candidates_counted`` without its count: ``(tokens, prior, spent, iterations)``."""
+    return _candidates_counted(u, lm, s1, cfg, k, how)[:4]
+
+
+def _candidates_counted(
+    u: jax.Array, lm: Any, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: str
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     """``k`` distinct candidate steps from a one-row state.
 
     ``how="first_token"``: the first tokens are drawn without replacement (every
@@ -153,9 +177,16 @@ def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: 
     Args:
         u: ``[V + T * k]`` uniforms (``_uniforms``): Gumbel noise of the first
             tokens, then the draws of the rest of the steps.
+        lm: the decoding protocol.
+        s1: the node's one-row state.
+        cfg: the decoding settings.
+        k: candidates.
+        how: ``"first_token"`` or ``"sampled"``.
 
     Returns:
-        ``(tokens [k, T], prior [k] (_INVALID for invalid ones), tokens spent, loop iterations)``.
+        ``(tokens, prior, spent, iterations, bad)``: ``tokens [k, T]``, ``prior
+            [k]`` (``_INVALID`` for invalid ones), tokens spent, loop iterations,
+            candidate rows that moved with non-finite logits.
     """
     cap = s1.tokens.shape[1]
     v = lm.vocab_size
@@ -182,7 +213,9 @@ def _candidates(u, lm, s1: dec.DecodeState, cfg: steps.StepConfig, k: int, how: 
     valid = valid | done  # a finished prefix: k absorbing copies, uniform prior
     prior = jnp.where(valid, jnp.where(done, 0.0, logp), _INVALID)
     cand = jnp.where(valid[:, None], out.tokens, out.tokens[0])
-    return cand, prior, spent, it
+    moved = out.num_tokens > rows.num_tokens
+    bad = jnp.sum(moved & steps.non_finite_logits(out.logits), dtype=jnp.int32)
+    return cand, prior, spent, it, bad
 
 
 def _axes(lm, tree):
@@ -217,10 +250,10 @@ def plan(
 
     Returns:
         ``{"population": 1, "sequences": k, "simulations_per_step": S,
-        "simulations", "tokens", "prm_calls"}``: the most a prompt can spend (the
-        root: ``k`` candidate steps and one PRM call; each simulation: one re-fed
-        step, ``k`` candidate steps and one PRM call, every step at most
-        ``max_new_tokens``), capped by the budget.
+            "simulations", "tokens", "prm_calls"}``: the most a prompt can spend (the
+            root: ``k`` candidate steps and one PRM call; each simulation: one re-fed
+            step, ``k`` candidate steps and one PRM call, every step at most
+            ``max_new_tokens``), capped by the budget.
 
     Raises:
         ValueError: naming ``budget``: neither simulations nor sequences capped, no
@@ -262,6 +295,12 @@ def plan(
 
 def _check(config, policy, c_puct, lm, unvisited_value, candidates, k, dirichlet_fraction):
     dec.check_sampling(config.temperature, config.top_k, config.top_p, lm.vocab_size)
+    if config.runtime_checks:
+        raise ValueError(
+            "config.runtime_checks: mcts cannot run under checkify (its decode loops are "
+            "vmapped while-loops, which checkify does not transform), got True; read "
+            "info.trace['num_non_finite_logits'] and info.bad_prompt_tokens instead"
+        )
     if k > lm.vocab_size:
         raise ValueError(
             f"num_candidates: expected at most the vocabulary size {lm.vocab_size}, got {k}"
@@ -289,15 +328,16 @@ def _node_fns(lm, prm_fn, cfg, k: int, candidates: str, b: int, cap: int):
     costs) and mctx's expansion of action ``a`` (re-feed candidate ``a``, score, build)."""
     bidx = jnp.arange(b, dtype=jnp.int32)
 
-    def make_node(u, s1, value, refed, scored, nan, loop1):
-        cand, prior, spent, loop2 = _candidates(u, lm, s1, cfg, k, candidates)
+    def make_node(u, s1, value, refed, scored, nan, loop1, fresh):
+        cand, prior, spent, loop2, bad = _candidates_counted(u, lm, s1, cfg, k, candidates)
         stuck = ~s1.finished[0] & ~jnp.any(_valid(prior))
-        costs = jnp.stack([spent, refed, scored, nan, stuck, loop1, loop2]).astype(jnp.int32)
-        return _Node(s1, value, cand, prior, costs)
+        bad = bad + (fresh & steps.non_finite_logits(s1.logits)[0])
+        costs = jnp.stack([spent, refed, scored, nan, stuck, bad, loop1, loop2])
+        return _Node(s1, value, cand, prior, costs.astype(jnp.int32))
 
     def root_node(u, s1, v):  # the bare prompt's score: not counted (no row moved)
         nan = jnp.isnan(v)
-        return make_node(u, s1, jnp.nan_to_num(v, nan=0.0), 0, 0, nan, 0)
+        return make_node(u, s1, jnp.nan_to_num(v, nan=0.0), 0, 0, nan, 0, True)
 
     def expand(u, node: _Node, action, b_i):
         parent = node.state
@@ -307,7 +347,7 @@ def _node_fns(lm, prm_fn, cfg, k: int, candidates: str, b: int, cap: int):
         moved = child.num_tokens[0] > parent.num_tokens[0]
         raw = steps.scores_of(prm_fn, child, b_i[None])[0]
         value = jnp.where(moved, jnp.nan_to_num(raw, nan=0.0), node.value)
-        new = make_node(u, child, value, refed, moved, moved & jnp.isnan(raw), loop1)
+        new = make_node(u, child, value, refed, moved, moved & jnp.isnan(raw), loop1, moved)
         terminal = parent.finished[0]  # absorbing: reward = its score, discount 0
         out = (jnp.where(terminal, node.value, 0.0), jnp.where(terminal, 0.0, 1.0))
         return out + (new.prior, value), new
@@ -375,7 +415,7 @@ def _search_fn(recurrent_fn, b, k, num_sims, policy, c_puct, dirichlet_fraction,
 
 
 _TRACE = ("visits", "q", "value", "simulations", "sampled_tokens", "refed_tokens",
-          "prm_calls", "nan_scores", "stuck", "out_of_budget")  # fmt: skip
+          "prm_calls", "nan_scores", "stuck", "num_non_finite_logits", "out_of_budget")  # fmt: skip
 _HELD = ("visits", "q", "value")  # rounds after a prompt stops hold their last value
 
 
@@ -456,22 +496,39 @@ def mcts(
 
     Returns:
         ``(result, info)``: one trace per prompt (``K = 1``; its score is the PRM
-        value of the committed final node; ``finished``: EOS or a full row).
-        ``info.generated_tokens`` counts every token fed through ``decode_step``
-        after the prompt (sampled candidates + re-fed steps); a PRM call is
-        counted per expansion whose step moved (as ``steps.extend`` counts rows
-        that moved: the root's score of the bare prompt is not counted);
-        ``info.sequences``
-        is ``B k``; per prompt: ``tokens_per_prompt``, ``prm_calls_per_prompt``,
-        ``simulations_per_prompt`` (``info.spent()``). ``info.trace`` has
-        ``[max_steps, B]`` arrays per commit: ``visits`` and ``q`` (the committed
-        child's root visit count and Q), ``value`` (its PRM score),
-        ``simulations``, ``sampled_tokens``, ``refed_tokens``, ``prm_calls``,
-        ``nan_scores`` (NaN PRM scores, stored as 0), ``stuck`` (unfinished nodes
-        without a valid candidate) and ``out_of_budget``.
+            value of the committed final node; ``finished``: EOS or a full row).
+            ``info.generated_tokens`` counts every token fed through ``decode_step``
+            after the prompt (sampled candidates + re-fed steps); a PRM call is
+            counted per expansion whose step moved (as ``steps.extend`` counts rows
+            that moved: the root's score of the bare prompt is not counted);
+            ``info.sequences``
+            is ``B k``; per prompt: ``tokens_per_prompt``, ``prm_calls_per_prompt``,
+            ``simulations_per_prompt`` (``info.spent()``). ``info.trace`` has
+            ``[max_steps, B]`` arrays per commit: ``visits`` and ``q`` (the committed
+            child's root visit count and Q), ``value`` (its PRM score),
+            ``simulations``, ``sampled_tokens``, ``refed_tokens``, ``prm_calls``,
+            ``nan_scores`` (NaN PRM scores, stored as 0), ``stuck`` (unfinished nodes
+            without a valid candidate), ``num_non_finite_logits`` (rows the commit's
+            expansions decoded, the root's prefill included, whose next-token logits
+            hold a NaN/inf) and ``out_of_budget``.
 
     Raises:
-        ValueError / TypeError: bad budgets, settings or shapes, naming the argument.
+        ValueError: bad budgets, settings or shapes, naming the argument;
+            ``config.runtime_checks`` (checkify cannot transform the vmapped decode
+            loops of MCTS: its counts are in ``info``).
+        TypeError: arguments of the wrong type, naming the argument.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search import core
+        >>> from inferax.search.lm import mcts
+        >>> budget = core.Budget(simulations=4, sequences=2)  # 2 candidate steps per node
+        >>> result, info = mcts.mcts(
+        ...     jax.random.key(1), lm, prm_fn, budget, prompts=prompts, config=config)
+        >>> result.tokens.shape, bool((info.simulations_per_prompt <= 4).all())
+        ((2, 1, 4), True)
     """
     p = plan(budget, config=config, num_candidates=num_candidates,
              num_simulations=num_simulations)  # fmt: skip
@@ -512,7 +569,7 @@ def mcts(
 
 def _commits(key, search, node, trace, budget, num_sims, k, cap, cfg, mesh, root_ok):
     """The commit loop (one ``lax.while_loop``): search, commit the chosen child, count."""
-    calls0 = node.costs[:, 6].max()
+    calls0 = node.costs[:, _LOOPS.stop - 1].max()
     stop0 = jnp.full(node.value.shape, not root_ok)
 
     def cond(c):

@@ -216,85 +216,6 @@ def filter_policy(
     )
 
 
-# Re-exported for the searches not yet on the driver (beam, steer): they move there.
-constrain = driver.constrain
-check_mesh = driver.check_mesh
-mesh_context = driver.mesh_context
-
-
-def run_rounds(key, alg, smc_state, n, config, axes, *, absolute_base, mesh, extra_trace=None):
-    """Legacy round loop, kept only for ``steer`` until it is ported to ``driver.run``
-    (uncapped; no per-prompt counters). New code uses ``driver.run``.
-
-    Round ``i`` calls ``alg.step(fold_in(key, i), state, i)``; a prompt group does
-    not resample in the last round (all its rows finished, or ``max_steps``).
-    ``absolute_base``: the ``"prm"`` weighting's bookkeeping (``base`` is 0 after
-    a resampling and ``logg`` otherwise). ``extra_trace(pop) -> {name: [B]}``.
-
-    Returns:
-        ``(final smc state, counters (tokens, decode steps, prm calls, nan), trace, rounds)``.
-    """
-    t = config.max_steps
-
-    b = smc_state.log_weights.shape[0]
-
-    def finished_of(pop):  # [B, rows per group] (K n rows when a step expanded)
-        return pop.state.finished.reshape(b, -1)
-
-    def record(pop, info, st):
-        score = steps.grouped(pop.score, n)
-        out = {
-            "ess": info.ess.astype(jnp.float32),
-            "resampled": info.resampled,
-            "num_finished": jnp.sum(finished_of(pop), axis=1, dtype=jnp.int32),
-            "mean_score": jnp.mean(score, axis=1),
-            "max_score": jnp.max(score, axis=1),
-            "log_Z": st.log_Z.astype(jnp.float32),
-            "all_invalid": info.all_invalid,
-        }
-        if extra_trace is not None:
-            out.update(extra_trace(pop))
-        return out
-
-    st_shape, info_shape = jax.eval_shape(lambda s: alg.step(key, s, 0), smc_state)
-    trace_shape = jax.eval_shape(record, st_shape.particles, info_shape, st_shape)
-    trace0 = jax.tree_util.tree_map(lambda a: jnp.zeros((t, *a.shape), a.dtype), trace_shape)
-    zero = jnp.zeros((), jnp.int32)
-
-    def cond(carry):
-        i, st, *_ = carry
-        return (i < t) & ~jnp.all(st.particles.state.finished)
-
-    def body(carry):
-        i, st, counts, trace = carry
-
-        def may(new_pop):
-            return ~jnp.all(finished_of(new_pop), axis=1) & (i < t - 1)
-
-        new, info = alg.step(jax.random.fold_in(key, i), st, i, may)
-        pop = new.particles
-        if absolute_base:
-            base = jnp.where(jnp.repeat(info.resampled, n), 0.0, pop.logg)
-        else:
-            base = pop.base
-        pop = constrain(pop._replace(base=base), axes, mesh)
-        counts = tuple(c + a for c, a in zip(counts, info.aux, strict=True))
-        trace = jax.tree_util.tree_map(
-            lambda buf, v: buf.at[i].set(v), trace, record(pop, info, new)
-        )
-        return i + 1, new._replace(particles=pop), counts, trace
-
-    smc_state = smc_state._replace(particles=constrain(smc_state.particles, axes, mesh))
-    init = (zero, smc_state, (zero, zero, zero, zero), trace0)
-    rounds, final, counts, trace = jax.lax.while_loop(cond, body, init)
-    last = jnp.maximum(rounds - 1, 0)
-    keep = jnp.arange(t) < rounds
-    trace = jax.tree_util.tree_map(
-        lambda a: jnp.where(keep.reshape((t,) + (1,) * (a.ndim - 1)), a, a[last]), trace
-    )
-    return final, counts, trace, rounds
-
-
 def _choose(tokens, num_tokens, finished, scores, w, answer):
     if answer == "best":  # the highest final score, finished candidates first
         key = jnp.where(jnp.isnan(scores), -jnp.inf, scores) + jnp.where(finished, 2.0, 0.0)
@@ -319,15 +240,6 @@ def result_of(pop: Population, log_weights, n, answer) -> steps.LMSearchResult:
     return steps.LMSearchResult(
         tokens, num, fin, scores, w, _choose(tokens, num, fin, scores, w, answer)
     )
-
-
-def search_info(
-    sequences, counts, prompt_tokens, rounds, trace, nan_name="num_nan_scores"
-) -> steps.LMSearchInfo:
-    """``LMSearchInfo`` from ``run_rounds``' counters and trace."""
-    gen, calls_dec, prm, nan = counts
-    trace = dict(trace, **{nan_name: nan})
-    return steps.LMSearchInfo(sequences, gen, prm, calls_dec, prompt_tokens, rounds, trace)
 
 
 def particle_filter(
@@ -369,24 +281,36 @@ def particle_filter(
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)``: ``N`` candidates per prompt with their
-        final scores and normalised weights. ``trace`` (``[max_steps, B]``):
-        ``ess`` (before resampling), ``resampled``, ``num_finished``,
-        ``mean_score``, ``max_score``, ``log_Z``, ``all_invalid``,
-        ``num_non_finite_logits`` (rows whose next-token logits hold a NaN/inf
-        after the round's step; ``FINITE_LEAVES``), ``out_of_budget`` (rows
-        stopped by a cap that round); and
-        ``num_nan_scores`` (NaN PRM scores: weight 0, never the best) and
-        ``num_bad_scores`` (scores outside [0, 1], treated as NaN; a concrete one
-        is a ValueError, see ``steps.raw_scores``). ``info.spent()`` gives the
-        per-prompt spending; ``info.bad_prompt_tokens`` counts out-of-range ids of
-        prompts traced under ``jit``. With ``config.runtime_checks`` (under
-        ``checkify``) such prompt ids, non-finite logits and a group whose
-        log-weights are all invalid are errors.
+            final scores and normalised weights. ``trace`` (``[max_steps, B]``):
+            ``ess`` (before resampling), ``resampled``, ``num_finished``,
+            ``mean_score``, ``max_score``, ``log_Z``, ``all_invalid``,
+            ``num_non_finite_logits`` (rows whose next-token logits hold a NaN/inf
+            after the round's step; ``FINITE_LEAVES``), ``out_of_budget`` (rows
+            stopped by a cap that round); and
+            ``num_nan_scores`` (NaN PRM scores: weight 0, never the best) and
+            ``num_bad_scores`` (scores outside [0, 1], treated as NaN; a concrete one
+            is a ValueError, see ``steps.raw_scores``). ``info.spent()`` gives the
+            per-prompt spending; ``info.bad_prompt_tokens`` counts out-of-range ids of
+            prompts traced under ``jit``. With ``config.runtime_checks`` (under
+            ``checkify``) such prompt ids, non-finite logits and a group whose
+            log-weights are all invalid are errors.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import particle
+        >>> result, info = particle.particle_filter(
+        ...     jax.random.key(1), lm, prm_fn, 4, prompts=prompts, config=config)
+        >>> result.tokens.shape, result.weights.shape, info.sequences
+        ((2, 4, 4), (2, 4), 8)
+        >>> info.trace["num_non_finite_logits"].tolist()
+        [[0, 0], [0, 0]]
     """
     budget, n = steps.check_budget(budget, "particle_filter", config=config)
     config, n, tau = check_arguments(config, n, tau, weights, answer, resampling)
     b = jnp.shape(prompts)[0]
-    mesh = check_mesh(mesh, b * n)
+    mesh = driver.check_mesh(mesh, b * n)
     start = driver.start(lm, prompts, prompt_mask, n, config)
     policy = filter_policy(
         lm, n, config, tau=tau, weights=weights, resampling=resampling,

@@ -101,11 +101,13 @@ def rebase(
 
     Args:
         key: PRNG key.
-        lm: the decoding protocol; ``prm_fn``: ``(state, prompt_index) -> [R]``.
+        lm: the decoding protocol.
+        prm_fn: ``(state, prompt_index) -> [R]`` scores in [0, 1] of each prefix.
         budget: per prompt: ``budget.sequences`` rows ``N`` (the expansion budget
             of every depth; a plain int means sequences); optional caps
             ``tokens`` / ``prm_calls``, enforced at run time.
-        prompts, prompt_mask: ``[B, P]`` left-padded prompts.
+        prompts: ``[B, P]`` left-padded prompt tokens.
+        prompt_mask: ``[B, P]`` bool, False on pads (default all True).
         config: ``StepConfig`` (static).
         temperature: ``T`` of the balancing ``softmax(score / T)`` (> 0).
         answer: ``"best"`` or ``"weighted"`` (uniform weights), as ``particle_filter``.
@@ -113,8 +115,21 @@ def rebase(
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)``; ``trace`` (``[max_steps, B]``):
-        ``frontier`` (live nodes after the round), ``max_share`` (the most rows
-        a node got), ``max_score``, ``num_finished``, ``out_of_budget``.
+            ``frontier`` (live nodes after the round), ``max_share`` (the most rows
+            a node got), ``max_score``, ``num_finished``, ``out_of_budget``,
+            ``num_non_finite_logits`` (rows whose next-token logits held a NaN/inf
+            after the round's step; a ``checkify`` error with
+            ``config.runtime_checks``).
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import rebase
+        >>> result, info = rebase.rebase(
+        ...     jax.random.key(1), lm, prm_fn, 4, prompts=prompts, config=config)
+        >>> result.tokens.shape, info.trace["frontier"].shape
+        ((2, 4, 4), (2, 2))
     """
     budget, n = steps.check_budget(budget, "rebase", config=config)
     config, n, _ = lp.check_arguments(config, n, 1.0, "prm", answer)

@@ -149,12 +149,19 @@ def generate_weighted(
     return state, log_ratio, dec.DecodeInfo(n, spent, calls, zero, None, oob)
 
 
-def _capped(state, prompt_index, b, tokens_left, calls_left):
+def _capped(
+    state: dec.DecodeState,
+    prompt_index: jax.Array,
+    b: int,
+    tokens_left: jax.Array,
+    calls_left: jax.Array,
+) -> tuple[dec.DecodeState, jax.Array, jax.Array]:
     """Stops the groups whose live rows cannot all be evaluated (``calls_left``) and
     gives every live row its equal share of its group's ``tokens_left``.
 
     Returns:
-        ``(state, allowance [R] tokens each row may decode, cut [R] rows stopped)``.
+        ``(state, allowance, cut)``: ``allowance [R]`` tokens each row may decode,
+            ``cut [R]`` rows stopped.
     """
     live = ~state.finished
     per_group = jax.ops.segment_sum(live.astype(jnp.int32), prompt_index, b)
@@ -220,6 +227,11 @@ def steer_policy(
                 led.decode_steps + info.decode_steps,
                 led.num_nan + jnp.sum(moved & jnp.isnan(phi), dtype=jnp.int32),
                 led.out_of_budget + per((cut | info.out_of_budget).astype(jnp.int32)),
+                led.num_bad,
+                None
+                if led.non_finite_logits is None
+                else led.non_finite_logits
+                + per(steps.non_finite_logits(state.logits).astype(jnp.int32)),
             )
             score = pop.score + jnp.where(moved, phi, 0.0)
             return pop._replace(state=state, score=score), inc, ledger
@@ -307,12 +319,23 @@ def smc_steer(
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)``: ``scores`` are the candidates' summed
-        log-potentials, ``weights`` the final normalised weights, ``choice`` the
-        heaviest candidate. ``trace``: ``steer_policy``'s, the driver's
-        ``num_finished`` / ``out_of_budget``, and ``num_nan_scores`` (NaN
-        potentials). Spent per prompt (``info.spent()``): ``N`` sequences (``N K``
-        rows decode each round when expanding), generated tokens, and
-        ``prm_calls`` = potential evaluations of rows that moved.
+            log-potentials, ``weights`` the final normalised weights, ``choice`` the
+            heaviest candidate. ``trace``: ``steer_policy``'s, the driver's
+            ``num_finished`` / ``out_of_budget``, and ``num_nan_scores`` (NaN
+            potentials). Spent per prompt (``info.spent()``): ``N`` sequences (``N K``
+            rows decode each round when expanding), generated tokens, and
+            ``prm_calls`` = potential evaluations of rows that moved.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import steer
+        >>> potential_fn = lambda state, prompt_index: jnp.zeros(prompt_index.shape)
+        >>> result, info = steer.smc_steer(
+        ...     jax.random.key(1), lm, potential_fn, 4, prompts=prompts, config=config)
+        >>> result.tokens.shape, info.trace["log_Z"].shape
+        ((2, 4, 4), (2, 2))
     """
     n = plan(budget, config=config, expand=expand)["population"]
     budget = core.as_budget(budget, "sequences")

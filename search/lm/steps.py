@@ -59,17 +59,22 @@ class StepConfig(NamedTuple):
         step_id: the step delimiter.
         max_new_tokens: capacity of generated tokens per row.
         max_steps: the most steps (search rounds) a search runs.
-        temperature, top_k, top_p: the LM's sampling distribution.
+        temperature: the LM's sampling temperature (0: greedy).
+        top_k: keep the ``top_k`` most likely tokens (None: all).
+        top_p: nucleus mass (None: 1).
         logits_hook: ``hook(logits [R, V], state) -> logits`` (constraints).
         pad_id: written in unused positions.
         runtime_checks: turn what can only be seen at run time into ``checkify``
             errors (the caller runs the search under
             ``jax.experimental.checkify.checkify`` and calls ``err.throw()``):
             out-of-range ids of prompts traced under ``jit`` (always counted in
-            ``LMSearchInfo.bad_prompt_tokens``) in every search; in the SMC-based
-            ones (particle filter and Gibbs, steering) also non-finite logits and a
-            group whose log-weights are all invalid (``smc.build(runtime_checks=)``).
-            False adds nothing to the program.
+            ``LMSearchInfo.bad_prompt_tokens``) and rows with non-finite
+            next-token logits (always counted in ``trace["num_non_finite_logits"]``)
+            in every search driven by ``driver.run``; in the SMC-based ones
+            (particle filter and Gibbs, steering) also a group whose log-weights are
+            all invalid (``smc.build(runtime_checks=)``). MCTS refuses it (checkify
+            cannot transform its vmapped decode loops). False adds nothing to the
+            program.
     """
 
     eos_id: int
@@ -206,7 +211,10 @@ def check_budget(
         ``(budget, population per prompt)``.
 
     Raises:
-        TypeError / ValueError naming ``budget`` or ``config``.
+        TypeError: naming ``config`` (not a ``StepConfig``) or ``budget`` (not a
+            budget or an int).
+        ValueError: naming ``budget`` (no sequences, or fewer than
+            ``sequences_per_row``) or a ``config`` field out of range.
     """
     if not isinstance(config, StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(config).__name__}")
@@ -277,6 +285,10 @@ class Ledger(NamedTuple):
         out_of_budget: ``[B]`` int32 rows stopped because a cap was reached.
         num_bad: int32 scores outside ``[0, 1]`` (not NaN), treated as NaN. A ledger
             built with five fields (a search that scores rows itself) has it 0.
+        non_finite_logits: ``[B]`` int32 rows whose next-token logits held a NaN/inf
+            after a step (``non_finite_logits``), summed over the steps; the round
+            driver reports it per round (``trace["num_non_finite_logits"]``). None
+            in a ledger built without it (then nothing is counted).
     """
 
     tokens: jax.Array
@@ -285,12 +297,14 @@ class Ledger(NamedTuple):
     num_nan: jax.Array
     out_of_budget: jax.Array
     num_bad: jax.Array = np.zeros((), np.int32)
+    non_finite_logits: jax.Array | None = None
 
     @staticmethod
     def zeros(num_prompts: int) -> Ledger:
+        """A ledger of zeros for ``num_prompts`` prompts (every counter present)."""
         z = jnp.zeros((num_prompts,), jnp.int32)
         zero = jnp.zeros((), jnp.int32)
-        return Ledger(z, z, zero, zero, z, zero)
+        return Ledger(z, z, zero, zero, z, zero, z)
 
     def left(self, budget: core.Budget | None) -> tuple[jax.Array, jax.Array]:
         """``[B]`` tokens and PRM calls each prompt may still spend (``UNCAPPED`` if no cap)."""
@@ -300,6 +314,32 @@ class Ledger(NamedTuple):
             jnp.maximum(tok - self.tokens, 0) if tok is not None else self.tokens * 0 + UNCAPPED,
             jnp.maximum(prm - self.prm_calls, 0) if prm is not None else self.tokens * 0 + UNCAPPED,
         )
+
+
+def non_finite_logits(logits: jax.Array) -> jax.Array:
+    """``[R]`` bool: the rows of ``logits [R, V]`` (a population's next-token logits, the
+    model's output) that hold a NaN or an infinity.
+
+    The one count of non-finite model outputs of every step-level LM search (beam,
+    DVTS, REBASE through ``extend``; steering; MCTS per expanded node; the SMC-based
+    ones also through ``smc.build(check_finite=particle.FINITE_LEAVES)``). Any
+    non-finite logit counts, ``-inf`` included: constraints belong in
+    ``StepConfig.logits_hook``, which is applied after the count. The KV cache is not
+    looked at (a NaN in it that can affect generation reaches the row's logits).
+    """
+    return ~jnp.all(jnp.isfinite(logits), axis=-1)
+
+
+def check_finite_logits(num_non_finite: jax.Array, runtime_checks: bool) -> None:
+    """With ``runtime_checks``, a ``checkify`` error if ``num_non_finite`` (the count of
+    ``non_finite_logits`` rows, any shape) is not all zero; else nothing is added."""
+    _checks.runtime_check(
+        jnp.sum(num_non_finite) == 0,
+        "lm: expected finite next-token logits, got {} row-steps with NaN/inf logits "
+        "(trace['num_non_finite_logits'])",
+        runtime_checks,
+        jnp.sum(num_non_finite, dtype=jnp.int32),
+    )
 
 
 def check_prm(prm_fn: Any, name: str = "prm_fn") -> PRMFn:
@@ -323,7 +363,7 @@ def start(
 
     Returns:
         ``(state [B * n rows], prompt_index [B * n], info)``; row ``b * n + j``
-        continues prompt ``b``.
+            continues prompt ``b``.
     """
     if not isinstance(cfg, StepConfig):
         raise TypeError(f"config: expected a StepConfig, got {type(cfg).__name__}")
@@ -409,7 +449,9 @@ def extend(
 
     Scores outside ``[0, 1]`` are an error when concrete (``raw_scores``); under
     ``jit`` they become NaN and are counted in ``ledger.num_bad`` (NaN scores in
-    ``ledger.num_nan``).
+    ``ledger.num_nan``). Rows whose next-token logits hold a NaN/inf after the step
+    (every row, moved or not: ``non_finite_logits``) are counted per prompt in
+    ``ledger.non_finite_logits``.
 
     Returns:
         ``(state, scores [R], StepOut)``.
@@ -444,6 +486,10 @@ def extend(
             ledger.num_nan + jnp.sum(moved & jnp.isnan(new) & ~bad, dtype=jnp.int32),
             ledger.out_of_budget + stopped,
             ledger.num_bad + jnp.sum(moved & bad, dtype=jnp.int32),
+            None
+            if ledger.non_finite_logits is None
+            else ledger.non_finite_logits
+            + per_prompt(non_finite_logits(state.logits).astype(jnp.int32)),
         )
     return state, scores, StepOut(moved, info.generated_tokens, info.decode_steps, calls, ledger)
 

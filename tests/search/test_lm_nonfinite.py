@@ -1,0 +1,108 @@
+"""Non-finite model outputs in every step-level LM search (issue 18).
+
+Every registered LM search that takes prompts reports ``trace["num_non_finite_logits"]``
+``[max_steps, B]``: rows whose next-token logits hold a NaN/inf after the round's
+step (``steps.non_finite_logits``; beam, DVTS and REBASE through ``steps.extend``
+and the round driver, steering through its own ledger, MCTS per expanded node, the
+SMC-based ones through the SMC core). The KV cache is not looked at, so a NaN only
+in the cache is not counted; a good model reports 0 everywhere; and
+``StepConfig(runtime_checks=True)`` makes a non-finite count a ``checkify`` error
+(MCTS refuses it before tracing: checkify cannot transform its vmapped decode loops).
+Driven from the registry: a new search is covered by its entry.
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import inferax.search.lm  # noqa: F401  (fills the registry)
+from inferax.search import core
+from inferax.search.lm import steps
+from tests.search import step_tree as st
+
+LM, _ = st.make(k=2, depth=2, problems=2)  # vocabulary 5
+PROMPTS = st.prompts([0, 1])
+CFG = steps.StepConfig(eos_id=st.EOS, step_id=st.STEP, max_new_tokens=4, max_steps=2)
+BUDGET = core.Budget(sequences=2, tokens=16, prm_calls=8)
+PRM = lambda state, prompt_index: jnp.full(prompt_index.shape, 0.5)  # noqa: E731
+ENTRIES = [e for e in core.LM_SEARCHES.values() if "prompts" in inspect.signature(e.fn).parameters]
+# Searches whose rounds extend every row of a population once (exact counts below).
+ROUNDS = {"beam_search", "dvts", "rebase", "particle_filter", "particle_gibbs", "smc_steer"}
+
+
+class _Broken:
+    """The tree LM with an extra float cache leaf ``junk``. ``mode`` (traced) 0: as
+    the tree LM; 1: a NaN in ``junk`` only (the logits stay fine); 2: the logits of
+    prompt 1's rows are NaN from the first decode step on."""
+
+    def __init__(self, mode):
+        self.mode, self.vocab_size, self.max_len = mode, LM.vocab_size, LM.max_len
+        self.cache_axes = {"inner": LM.cache_axes, "junk": 0}
+
+    def init_cache(self, batch_size, max_len):
+        return {"inner": LM.init_cache(batch_size, max_len), "junk": jnp.zeros((batch_size,))}
+
+    def prefill(self, cache, tokens, mask):
+        logits, inner = LM.prefill(cache["inner"], tokens, mask)
+        return logits, dict(cache, inner=inner)
+
+    def decode_step(self, cache, token, valid):
+        logits, inner = LM.decode_step(cache["inner"], token, valid)
+        bad = (inner["problem"] == 1)[:, None] & (self.mode == 2)
+        junk = cache["junk"] + jnp.where(self.mode == 1, jnp.nan, 0.0)
+        return jnp.where(bad, jnp.nan, logits), {"inner": inner, "junk": junk}
+
+
+def _run(entry, mode, config=CFG):
+    kw = {k: v[0] for k, v in entry.options.items()} | dict(entry.fixed)
+    return entry.fn(jax.random.key(0), _Broken(mode), PRM, BUDGET, prompts=PROMPTS,
+                    config=config, **kw)[1]  # fmt: skip
+
+
+def test_every_step_search_is_covered():
+    names = {e.name for e in ENTRIES}
+    assert ROUNDS | {"mcts"} <= names, names
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_every_search_counts_non_finite_logits_not_the_cache(entry):
+    count = st.jit(lambda mode: _run(entry, mode).trace["num_non_finite_logits"])
+    good, cache_only, bad = (np.asarray(count(m)) for m in (0, 1, 2))
+    assert good.shape == (CFG.max_steps, 2) and good.dtype == np.int32
+    assert good.sum() == 0  # a good model: nothing counted
+    assert cache_only.sum() == 0  # a NaN only in the cache is not looked at
+    assert bad[:, 0].sum() == 0  # prompt 0's rows are fine
+    assert bad[0, 1] > 0  # prompt 1's rows go NaN in the first round
+    if entry.name in ROUNDS:  # both rows of prompt 1, every round it ran
+        assert bad[0].tolist() == [0, 2], bad
+
+
+@pytest.mark.parametrize("name", ["beam_search", "rebase"])
+def test_runtime_checks_make_non_finite_logits_an_error(name):
+    entry = core.get("lm", name)
+    checked = st.jit(
+        checkify.checkify(lambda mode: _run(entry, mode, CFG._replace(runtime_checks=True)))
+    )
+    err, _ = checked(0)
+    err.throw()  # a good model: nothing raised
+    err, _ = checked(1)
+    err.throw()  # a NaN only in the cache is no error
+    err, info = checked(2)
+    with pytest.raises(checkify.JaxRuntimeError, match="lm: expected finite next-token logits"):
+        err.throw()
+    assert int(info.trace["num_non_finite_logits"].sum()) > 0
+
+
+def test_mcts_refuses_runtime_checks():
+    with pytest.raises(ValueError, match="config.runtime_checks: mcts cannot run under checkify"):
+        _run(core.get("lm", "mcts"), 0, CFG._replace(runtime_checks=True))
+
+
+def test_non_finite_logits_helper():
+    logits = jnp.array([[0.0, 1.0], [jnp.nan, 0.0], [-jnp.inf, 0.0], [0.0, jnp.inf]])
+    assert steps.non_finite_logits(logits).tolist() == [False, True, True, True]
+    steps.check_finite_logits(jnp.ones(3, jnp.int32), False)  # nothing added without checks
