@@ -198,8 +198,9 @@ def init(
         ``SMCState``.
 
     Raises:
-        ValueError / TypeError: on a malformed pytree or ``log_weights`` that is
-            not a floating ``[N]`` array.
+        ValueError: on a malformed pytree (particle axes that disagree) or
+            ``log_weights`` that is not ``[N]`` (or ``[G, n]``).
+        TypeError: for ``log_weights`` that is not a floating array.
     """
     n = num_particles(particles, "particles", particle_axes)
     if log_weights is None:
@@ -266,22 +267,22 @@ def build(
     Returns:
         ``SMC(init, step, run, run_until_done)``:
 
-        - ``init(particles, log_weights=None)``;
-        - ``step(key, state, step_input, may_resample=True) -> (state, info)``;
-          ``may_resample`` may be a traced bool.
-        - ``run(key, state, step_inputs, *, resample_last=True) -> (state, infos)``:
-          one ``lax.scan`` over the leading axis of the ``step_inputs`` pytree,
-          step ``i`` using ``jax.random.fold_in(key, i)``; ``infos`` are stacked
-          over steps. ``resample_last=False`` never resamples after the final step.
-        - ``run_until_done(key, state, done_fn, *, max_steps, step_inputs=None,
-          resample_last=True) -> (state, infos, num_steps)``: one
-          ``lax.while_loop`` that stops after ``max_steps`` steps or as soon as
-          ``done_fn(particles) -> bool [N]`` holds for every particle. Step ``i``
-          gets ``step_inputs[i]`` (default: ``i`` itself) and the key
-          ``fold_in(key, i)``, as in ``run``; a particle that is done before a
-          step keeps its state and weight through it (not for expanding
-          transitions, which see ``done`` themselves). ``infos`` have
-          ``max_steps`` rows, the first ``num_steps`` filled (the rest zeros).
+            - ``init(particles, log_weights=None)``;
+            - ``step(key, state, step_input, may_resample=True) -> (state, info)``;
+              ``may_resample`` may be a traced bool.
+            - ``run(key, state, step_inputs, *, resample_last=True) -> (state, infos)``:
+              one ``lax.scan`` over the leading axis of the ``step_inputs`` pytree,
+              step ``i`` using ``jax.random.fold_in(key, i)``; ``infos`` are stacked
+              over steps. ``resample_last=False`` never resamples after the final step.
+            - ``run_until_done(key, state, done_fn, *, max_steps, step_inputs=None,
+              resample_last=True) -> (state, infos, num_steps)``: one
+              ``lax.while_loop`` that stops after ``max_steps`` steps or as soon as
+              ``done_fn(particles) -> bool [N]`` holds for every particle. Step ``i``
+              gets ``step_inputs[i]`` (default: ``i`` itself) and the key
+              ``fold_in(key, i)``, as in ``run``; a particle that is done before a
+              step keeps its state and weight through it (not for expanding
+              transitions, which see ``done`` themselves). ``infos`` have
+              ``max_steps`` rows, the first ``num_steps`` filled (the rest zeros).
 
     Raises:
         TypeError: if ``transition_fn`` is not callable, ``ess_threshold`` is

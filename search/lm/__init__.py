@@ -8,6 +8,20 @@ majority and weighted voting, pass@k) are in ``voting``; step-level searches
 step plumbing of ``steps`` and are policies of one round driver (``driver``).
 Each method module registers itself (``core.register``) at its bottom; importing
 this package fills ``core.LM_SEARCHES``.
+
+Example:
+    The examples of this package's functions start from this setup: a tiny
+    random-weight transformer through the decoding protocol (vocabulary 8; EOS 1,
+    step delimiter 2), two prompts of three tokens, a constant PRM and a config.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from inferax.models import transformer
+    >>> from inferax.search.lm import steps
+    >>> model = transformer.Transformer(8, num_layers=1, d_model=8, num_heads=1)
+    >>> lm = transformer.lm_functions(model, transformer.init_params(model, jax.random.key(0)))
+    >>> prompts = jnp.array([[3, 4, 5], [0, 6, 7]])
+    >>> prm_fn = lambda state, prompt_index: jnp.full(prompt_index.shape, 0.5)
+    >>> config = steps.StepConfig(eos_id=1, step_id=2, max_new_tokens=4, max_steps=2)
 """
 
 from inferax.search.lm import (

@@ -68,8 +68,8 @@ def plan(budget, *, config: steps.StepConfig, beam_width: int = 4, method="beam_
 
     Returns:
         ``{"population": N, "sequences": N, "tokens": .., "prm_calls": ..}``: ``N``
-        (beams per prompt) is ``budget.sequences`` rounded down to a multiple of
-        ``M = beam_width``; ``tokens`` / ``prm_calls`` the most a prompt can spend.
+            (beams per prompt) is ``budget.sequences`` rounded down to a multiple of
+            ``M = beam_width``; ``tokens`` / ``prm_calls`` the most a prompt can spend.
 
     Raises:
         ValueError: naming ``budget`` (no sequences, or fewer than ``beam_width``),
@@ -321,13 +321,23 @@ def beam_search(
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)`` with ``N`` candidates per prompt
-        (``finished``: EOS or a full row; False for beams stopped by a cap).
-        ``trace``: ``beam_policy``'s, with the driver's ``num_finished`` and
-        ``out_of_budget``. ``info.spent()``: per-prompt spending.
+            (``finished``: EOS or a full row; False for beams stopped by a cap).
+            ``trace``: ``beam_policy``'s, with the driver's ``num_finished`` and
+            ``out_of_budget``. ``info.spent()``: per-prompt spending.
 
     Raises:
         ValueError: a budget smaller than ``beam_width`` sequences, or caps below
             one token / PRM call per beam (naming ``budget``); bad settings.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import beam
+        >>> result, info = beam.beam_search(
+        ...     jax.random.key(1), lm, prm_fn, 4, prompts=prompts, config=config, beam_width=2)
+        >>> result.tokens.shape, result.choice.shape, info.trace["num_non_finite_logits"].shape
+        ((2, 4, 4), (2,), (2, 2))
     """
     return _run("beam_search", beam_policy, key, lm, prm_fn, budget, prompts, prompt_mask,
                 config, beam_width, mesh)  # fmt: skip
@@ -353,7 +363,17 @@ def dvts(
 
     Returns:
         ``(LMSearchResult, LMSearchInfo)`` with the ``N / M`` subtree leaves per
-        prompt; ``trace``: ``dvts_policy``'s and the driver's.
+            prompt; ``trace``: ``dvts_policy``'s and the driver's.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import beam
+        >>> result, info = beam.dvts(
+        ...     jax.random.key(1), lm, prm_fn, 4, prompts=prompts, config=config, beam_width=2)
+        >>> result.tokens.shape, info.sequences  # N / M = 2 subtree leaves per prompt
+        ((2, 2, 4), 8)
     """
     return _run("dvts", dvts_policy, key, lm, prm_fn, budget, prompts, prompt_mask, config,
                 beam_width, mesh)  # fmt: skip

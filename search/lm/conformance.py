@@ -105,7 +105,7 @@ def cache_capacity(lm: Any, batch_size: int, max_len: int) -> tuple[int, str] | 
 
     Returns:
         ``(capacity, "leaf path, axis k")`` or None when no leaf depends on
-        ``max_len`` (a recurrent state: no slot limit).
+            ``max_len`` (a recurrent state: no slot limit).
     """
     full, one = _shapes(lm, batch_size, max_len), _shapes(lm, batch_size, 1)
     best = None
@@ -224,7 +224,8 @@ def check_lm(
         prompt_mask: ``[B, P]`` bool, False on the left pads (default all True).
         max_new_tokens: tokens fed to every row (the cache's last slot is reached).
         key: PRNG key of the random tokens, holds and gather.
-        atol, rtol: tolerances (bfloat16 models need about ``atol=rtol=3e-2``).
+        atol: absolute tolerance (bfloat16 models need about ``atol=rtol=3e-2``).
+        rtol: tolerance relative to the reference's largest logit.
         hold_prob: probability that a row is held on a call.
         forward: optional ``(tokens [1, L], mask [1, L]) -> logits [1, L, V]``
             full forward pass (default: ``prefill`` into a fresh exact cache).
@@ -237,6 +238,15 @@ def check_lm(
         AssertionError: logits that differ (naming the check, row, position,
             the held calls and gather before it, and the difference), logits
             of the wrong shape, or a cache whose shapes change between calls.
+
+    Example:
+        With ``lm`` and ``prompts`` from the package example (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import conformance
+        >>> report = conformance.check_lm(
+        ...     lm, prompts=prompts, max_new_tokens=4, key=jax.random.key(1))
+        >>> report.capacity, report.positions_checked > 0, report.decode_error < 1e-4
+        (7, True, True)
     """
     _check_protocol(lm)
     prompts, mask = _prompt_rows(prompts, prompt_mask)

@@ -186,13 +186,21 @@ def start(
 
     Returns:
         ``(state, info)``: the population of ``B * num_samples`` rows and a
-        ``DecodeInfo`` with ``prompt_tokens`` and ``bad_prompt_tokens``.
+            ``DecodeInfo`` with ``prompt_tokens`` and ``bad_prompt_tokens``.
 
     Raises:
         ValueError: if the prompt plus ``max_new_tokens`` exceeds ``lm.max_len``,
             shapes disagree, or a (concrete) prompt id at an unmasked position is
             outside ``[0, lm.vocab_size)`` (traced prompts: ``info.bad_prompt_tokens``).
         TypeError: if ``runtime_checks`` is not a Python bool.
+
+    Example:
+        With ``lm`` and ``prompts`` from the package example (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import decoding
+        >>> state, info = decoding.start(lm, prompts, num_samples=3, max_new_tokens=4)
+        >>> state.tokens.shape, state.logits.shape, int(info.prompt_tokens)
+        ((6, 4), (6, 8), 6)
     """
     vocab = _check_lm(lm)
     if not isinstance(runtime_checks, bool):
@@ -374,7 +382,9 @@ def generate(
         step_id: step delimiter token (counted in ``num_steps``), in ``[0, lm.vocab_size)``.
         until: ``"eos"`` (decode to the end) or ``"step"`` (stop each row after
             its next step delimiter: one reasoning step for every particle).
-        temperature, top_k, top_p: the sampling distribution (``process_logits``).
+        temperature: sampling temperature (0: greedy; ``process_logits``).
+        top_k: keep the ``top_k`` most likely tokens (None: all).
+        top_p: nucleus mass in ``(0, 1]`` (None: 1).
         logits_hook: ``hook(logits [N, V], state) -> logits``, applied before
             sampling (constraints; see ``budget_forcing``); it must keep the
             shape ``[N, V]`` (else ValueError when traced).
@@ -390,9 +400,21 @@ def generate(
         ``(state, info)``.
 
     Raises:
-        ValueError / TypeError: naming the argument: a token id (``eos_id``,
-            ``step_id``, ``pad_id``) outside the vocabulary, a ``logits_hook`` output
-            of the wrong shape, bad sampling settings.
+        ValueError: naming the argument: a token id (``eos_id``, ``step_id``,
+            ``pad_id``) outside the vocabulary, a ``logits_hook`` output of the wrong
+            shape, sampling settings out of range.
+        TypeError: naming the argument: a token id or sampling setting of the wrong
+            type, a ``logits_hook`` that is not callable.
+
+    Example:
+        With ``lm`` and ``prompts`` from the package example (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import decoding
+        >>> state, _ = decoding.start(lm, prompts, num_samples=3, max_new_tokens=4)
+        >>> state, info = decoding.generate(
+        ...     jax.random.key(1), lm, state, eos_id=1, step_id=2, until="step")
+        >>> state.tokens.shape, bool((state.num_tokens >= 1).all())
+        ((6, 4), True)
     """
     vocab = _check_lm(lm)
     temperature, top_k, top_p = check_sampling(temperature, top_k, top_p, vocab)
@@ -477,7 +499,7 @@ def sample(
     max_new_tokens: int,
     eos_id: int | None,
     runtime_checks: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> tuple[DecodeState, DecodeInfo]:
     """``start`` then ``generate``: ``num_samples`` completions of every prompt.
 
@@ -501,8 +523,18 @@ def sample(
         ``(state, info)``.
 
     Raises:
-        ValueError / TypeError: as ``start`` and ``generate`` (concrete bad prompt
-            ids are refused before tracing).
+        ValueError: as ``start`` and ``generate`` (concrete prompt ids outside the
+            vocabulary are refused before tracing).
+        TypeError: as ``start`` and ``generate``.
+
+    Example:
+        With ``lm`` and ``prompts`` from the package example (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import decoding
+        >>> state, info = decoding.sample(
+        ...     jax.random.key(1), lm, prompts, num_samples=3, max_new_tokens=4, eos_id=None)
+        >>> state.tokens.shape, state.num_tokens.tolist(), int(info.generated_tokens)
+        ((6, 4), [4, 4, 4, 4, 4, 4], 24)
     """
     state, info0 = start(
         lm, prompts, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens,

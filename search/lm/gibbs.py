@@ -96,17 +96,38 @@ def particle_gibbs(
         num_iterations: filter sweeps.
         reference: optional ``[B, max_new_tokens]`` generated tokens of the
             initial reference trajectory of every prompt.
-        Other arguments: as ``particle_filter``.
+        key: PRNG key (as ``particle_filter``).
+        lm: the decoding protocol.
+        prm_fn: ``(state, prompt_index [R]) -> [R]`` scores in [0, 1].
+        prompts: ``[B, P]`` left-padded prompt tokens.
+        prompt_mask: ``[B, P]`` bool, False on pads (default all True).
+        config: ``StepConfig`` (static).
+        tau: temperature of the resampling probabilities (``particle_filter``).
+        weights: ``"prm"`` or ``"ratio"`` (``particle_filter``).
+        resampling: a scheme name of ``inferax.sampling.resampling`` or a callable.
+        ess_threshold: resample when ``ESS < ess_threshold * N`` (1: every step).
+        answer: ``"best"`` or ``"weighted"`` (``particle_filter``).
+        mesh: optional ``"particles"`` mesh (``particle_filter``).
 
     Returns:
         The final iteration's ``(LMSearchResult, LMSearchInfo)``; the info counts
-        all iterations (``sequences = B N num_iterations``; the reference's replayed
-        tokens are decoded, so they are in ``generated_tokens``, and reported
-        apart in ``trace["replayed_tokens"]`` ``[num_iterations, B]``);
-        ``trace["iteration_log_Z"]`` ``[num_iterations, B]``,
-        ``trace["reference_tokens"]`` ``[num_iterations, B, max_new_tokens]`` (the
-        reference each iteration kept at row 0; zeros when there was none); the
-        per-round arrays are the final iteration's.
+            all iterations (``sequences = B N num_iterations``; the reference's replayed
+            tokens are decoded, so they are in ``generated_tokens``, and reported
+            apart in ``trace["replayed_tokens"]`` ``[num_iterations, B]``);
+            ``trace["iteration_log_Z"]`` ``[num_iterations, B]``,
+            ``trace["reference_tokens"]`` ``[num_iterations, B, max_new_tokens]`` (the
+            reference each iteration kept at row 0; zeros when there was none); the
+            per-round arrays are the final iteration's.
+
+    Example:
+        With ``lm``, ``prompts``, ``prm_fn`` and ``config`` from the package example
+        (``inferax.search.lm``):
+
+        >>> from inferax.search.lm import gibbs
+        >>> result, info = gibbs.particle_gibbs(
+        ...     jax.random.key(1), lm, prm_fn, 4, prompts=prompts, config=config, num_iterations=2)
+        >>> result.tokens.shape, info.sequences, info.trace["iteration_log_Z"].shape
+        ((2, 2, 4), 8, (2, 2))
     """
     iters = _checks.positive_int(num_iterations, "num_iterations")
     budget, n = steps.check_budget(budget, "particle_gibbs", config=config, sequences_per_row=iters)

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from inferax.sampling import _checks
 
@@ -66,6 +67,19 @@ def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
 
     Samples without an answer (-1: unfinished or malformed) are chosen only
     when no sample has one (then -1 is returned).
+
+    Args:
+        answers: ``[B, N]`` int answers of ``N`` samples per problem (-1: none).
+        scores: ``[B, N]`` verifier scores (higher is better).
+
+    Returns:
+        ``[B]`` the chosen answers.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inferax.search.lm import voting
+        >>> voting.best_of_n(jnp.array([[3, 5, -1]]), jnp.array([[0.2, 0.9, 1.0]])).tolist()
+        [5]
     """
     answers = _check_answers(answers)
     scores = jnp.where(answers >= 0, jnp.asarray(scores, jnp.float32), -jnp.inf)
@@ -94,10 +108,25 @@ def weighted_vote(answers: jax.Array, weights: jax.Array, num_answers: int) -> j
     weights count as 0 (as NaN log-weights count as ``-inf`` everywhere in
     inferax), so a NaN never picks the winner.
 
+    Args:
+        answers: ``[B, N]`` int answers of ``N`` samples per problem (-1: none).
+        weights: ``[B, N]`` the samples' weights (e.g. ``LMSearchResult.weights``).
+        num_answers: the number of distinct answers.
+
+    Returns:
+        ``[B]`` int32 winning answers (-1 where no sample answered).
+
     Raises:
         ValueError: when ``answers`` is concrete (not traced) and holds a value
-            outside ``[-1, num_answers)``. Under ``jit`` such answers cannot be
-            checked and count as no answer.
+            outside ``[-1, num_answers)``, or ``weights`` has another shape. Under
+            ``jit`` such answers cannot be checked and count as no answer.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inferax.search.lm import voting
+        >>> answers = jnp.array([[3, 5, 5], [-1, -1, -1]])
+        >>> voting.weighted_vote(answers, jnp.array([[0.9, 0.3, 0.3]] * 2), 10).tolist()
+        [3, -1]
     """
     answers = _check_answers(answers)
     num_answers = _checks.positive_int(num_answers, "num_answers")
@@ -117,7 +146,24 @@ def weighted_vote(answers: jax.Array, weights: jax.Array, num_answers: int) -> j
 
 def majority_vote(answers: jax.Array, num_answers: int) -> jax.Array:
     """Per problem, the most frequent valid answer (self-consistency; ``weighted_vote``
-    with unit weights: same range check, -1 when no sample answered)."""
+    with unit weights: same range check, -1 when no sample answered).
+
+    Args:
+        answers: ``[B, N]`` int answers of ``N`` samples per problem (-1: none).
+        num_answers: the number of distinct answers.
+
+    Returns:
+        ``[B]`` int32 most frequent answers (ties: the smaller one).
+
+    Raises:
+        ValueError: as ``weighted_vote``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inferax.search.lm import voting
+        >>> voting.majority_vote(jnp.array([[3, 5, 5, -1], [2, 2, 7, 7]]), 10).tolist()
+        [5, 2]
+    """
     answers = _check_answers(answers)
     return weighted_vote(answers, jnp.ones(answers.shape), num_answers)
 
@@ -146,14 +192,28 @@ def first_finish(answers: jax.Array, num_tokens: jax.Array, finished: jax.Array)
     return FirstFinish(answer, n * first)
 
 
-def pass_at_k(n, c, k) -> np.ndarray:
+def pass_at_k(n: npt.ArrayLike, c: npt.ArrayLike, k: npt.ArrayLike) -> np.ndarray:
     """The unbiased pass@k estimator ``1 - C(n - c, k) / C(n, k)`` (Chen et al. 2021).
 
     Computed as ``1 - prod_{i = n - c + 1}^{n} (1 - k / i)`` in float64;
     broadcasts over arrays of ``n``, ``c``, ``k``.
 
+    Args:
+        n: samples drawn per problem (int or int array).
+        c: correct samples among them.
+        k: the ``k`` of pass@k.
+
+    Returns:
+        float64 array of the estimates (the broadcast shape of the arguments).
+
     Raises:
+        TypeError: for non-integer ``n``, ``c`` or ``k``.
         ValueError: unless ``0 <= c <= n`` and ``1 <= k <= n``.
+
+    Example:
+        >>> from inferax.search.lm import voting
+        >>> float(voting.pass_at_k(n=10, c=0, k=5)), float(voting.pass_at_k(n=10, c=6, k=5))
+        (0.0, 1.0)
     """
     n, c, k = (np.asarray(v) for v in (n, c, k))
     for name, v in (("n", n), ("c", c), ("k", k)):
@@ -192,7 +252,7 @@ def fit_coverage(ks, cov) -> dict:
 
     Returns:
         ``{"a", "b", "a_se", "b_se", "points"}``: estimates with standard errors
-        from the fit's covariance.
+            from the fit's covariance.
 
     Raises:
         ValueError: with fewer than 3 finite points, fewer than 2 inside (0, 1),
