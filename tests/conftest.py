@@ -12,11 +12,22 @@ import os
 # programs run about as fast. (LLVM at level 0 would halve it again but changes the
 # rounding of sharded programs, and the suite checks 1 vs 4 devices bit for bit.)
 # Experiments, benchmarks and users run with XLA's defaults.
-FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
+FAST_COMPILE = os.environ.get("INFERAX_TEST_XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4 " + FAST_COMPILE
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One on-disk compilation cache for the whole run: the xdist workers and every
+# subprocess the suite starts (experiment binaries, notebooks, README examples,
+# multi-process runs) compile many of the same programs, and a test that builds a
+# fresh closure recompiles an identical program. Keyed by the program and the XLA
+# flags, so it never changes a result. A fresh clone starts it empty.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".pytest_cache", "jax-compilation-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -156,12 +156,14 @@ def test_fkc_hits_the_target_and_the_baselines_miss(name, transport):
     exact_log_z = log_z1 - _log_z0(float(np.sum(transition.betas)))
     log_z = float(log_zs[0])
     assert abs(log_z - exact_log_z) < tol_log_z, (log_z, exact_log_z)
-    # fk.sample is that run with sign +1, same keys
-    x_fk, lw_fk, info_fk = jax.jit(
-        lambda k: fk.sample(k, transition, N, TS, event_shape=(1,), dtype=jnp.float32)
-    )(jax.random.key(0))
-    np.testing.assert_allclose(x_fk, xs[0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(float(info_fk.log_Z), log_z, rtol=1e-5, atol=1e-5)
+    # fk.sample is that run with sign +1, same keys (one compilation more per case: checked
+    # on one target per transition kind, both transports, to keep the suite's time).
+    if name in ("anneal_mixture", "product_gaussians", "cfg_gaussians"):
+        x_fk, lw_fk, info_fk = jax.jit(
+            lambda k: fk.sample(k, transition, N, TS, event_shape=(1,), dtype=jnp.float32)
+        )(jax.random.key(0))
+        np.testing.assert_allclose(x_fk, xs[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(float(info_fk.log_Z), log_z, rtol=1e-5, atol=1e-5)
     assert bool(jnp.all(infos.resampled[0, :-1])) and not bool(infos.resampled[0, -1])
     assert not bool(jnp.any(infos.all_invalid[0]))
     flipped = _weighted_moments(xs[1], log_ws[1])
