@@ -96,40 +96,63 @@ def train_models(config, workdir: str) -> dict:
     )  # fmt: skip
     lm = tr.lm_functions(model, params)
 
-    # Reward-model data: the LM's own samples on training problems, labelled by the checker.
+    # Reward-model data, labelled by the exact checker (``prm.training_labels``): the LM's
+    # own samples on training problems, plus as many NumPy traces with the LM's
+    # error modes (``prm.synthetic_traces``), on problems outside every held-out pool.
     r = config.prm
     rm = prm.reward_model(r.num_layers, r.d_model, r.num_heads, length)
-    seqs, masks, labs, lmasks = [], [], [], []
+    parts, sampled = [], []
     for d in range(lo, hi + 1):
-        ps = ar.split("train", d, r.num_problems, seed=1)
+        ps = prm_problems(config, d, r.num_problems, seed=1)
         s = sample_traces(jax.random.fold_in(k_sample, d), lm, ps, r.samples_per_problem, 1.0)
-        lab, lmask = prm.labels(s.tokens, s.num_tokens, *_truth(ps, s.tokens.shape[1],
-                                                                r.samples_per_problem))  # fmt: skip
-        pr = np.repeat(ar.prompts(ps), r.samples_per_problem, 0)
-        seq, m = prm.full_sequence(jnp.asarray(pr), jnp.asarray(pr != ar.PAD), s.tokens,
-                                   s.num_tokens)  # fmt: skip
-        pad = length - seq.shape[1]
-        seqs.append(np.pad(np.asarray(seq), ((0, 0), (0, pad))))
-        masks.append(np.pad(np.asarray(m), ((0, 0), (0, pad))))
-        full_lab = np.zeros((len(pr), length, 2), np.float32)
-        full_msk = np.zeros((len(pr), length, 2), np.float32)
-        full_lab[:, pr.shape[1] : seq.shape[1]] = lab
-        full_msk[:, pr.shape[1] : seq.shape[1]] = lmask
-        labs.append(full_lab)
-        lmasks.append(full_msk)
-    data = {"tokens": np.concatenate(seqs), "mask": np.concatenate(masks),
-            "labels": np.concatenate(labs), "label_mask": np.concatenate(lmasks)}  # fmt: skip
+        parts.append(_rm_rows(ps, np.asarray(s.tokens), np.asarray(s.num_tokens),
+                              r.samples_per_problem, length))  # fmt: skip
+        sampled.append(parts[-1]["labels"][:, :, prm.OUTCOME].max(1))
+        syn = prm_problems(config, d, SYNTHETIC_PER_SAMPLE * r.num_problems, seed=2)
+        width = ar.solution_length(d) + 6
+        toks, num = prm.synthetic_traces(syn, rng, r.samples_per_problem, width)
+        parts.append(_rm_rows(syn, toks, num, r.samples_per_problem, length))
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     rm0 = jax.jit(lambda k: tr.init_params(rm, k))(k_rm_init)
-    rspec = {"model": repr(rm), "prm": r.to_dict(), "lm": spec, "code": "rm-1"}
+    rspec = {"model": repr(rm), "prm": r.to_dict(), "lm": spec, "code": "rm-2"}
     rm_params, rm_losses = lm_train.fit_or_restore(
         k_rm, workdir=common.cache_dir(config, workdir, "reward_model"), spec=rspec,
         loss_fn=lm_train.reward_loss(rm.apply), params=rm0, data=data,
         optimizer=make_optimizer(r.lr, r.train_steps), num_steps=r.train_steps,
         batch_size=r.batch_size, checkpoint_every=max(r.train_steps // 3, 1),
     )  # fmt: skip
-    frac = float(data["labels"][..., 1].max(1).mean())  # traces with a correct answer
+    frac = float(np.concatenate(sampled).mean())  # LM-sampled traces with a correct answer
     return {"lm": (model, params), "lm_fns": lm, "rm": (rm, rm_params), "lm_loss": lm_losses,
             "rm_loss": rm_losses, "prm_data_correct": frac}  # fmt: skip
+
+
+SYNTHETIC_PER_SAMPLE = 1  # NumPy traces per LM-sampled trace in the reward-model data
+
+
+def prm_problems(config, difficulty: int, count: int, seed: int) -> list:
+    """Training problems for the reward model: the train split of ``seed``, less any
+    problem of the held-out pool that ``held_out`` draws from (so that the PRM's
+    held-out AUC is measured on problems it never saw)."""
+    pool = set(ar.split("test", difficulty, 4 * config.num_problems))
+    return [p for p in ar.split("train", difficulty, count, seed=seed) if p not in pool]
+
+
+def _rm_rows(problems, tokens, num_tokens, n: int, length: int) -> dict:
+    """Reward-model training rows (prompt + trace, padded to ``length``) with their
+    dense checker labels, for ``n`` traces per problem (rows ``b * n + j``)."""
+    lab, lmask = prm.training_labels(tokens, num_tokens, *_truth(problems, tokens.shape[1], n))
+    pr = np.repeat(ar.prompts(problems), n, 0)
+    seq, m = prm.full_sequence(jnp.asarray(pr), jnp.asarray(pr != ar.PAD), jnp.asarray(tokens),
+                               jnp.asarray(num_tokens))  # fmt: skip
+    seq, m = np.asarray(seq)[:, :length], np.asarray(m)[:, :length]
+    pad = length - seq.shape[1]
+    p, t = pr.shape[1], seq.shape[1]
+    full_lab = np.zeros((len(pr), length, prm.NUM_CHANNELS), np.float32)
+    full_msk = np.zeros_like(full_lab)
+    full_lab[:, p:t] = lab[:, : t - p]
+    full_msk[:, p:t] = lmask[:, : t - p]
+    return {"tokens": np.pad(seq, ((0, 0), (0, pad))), "mask": np.pad(m, ((0, 0), (0, pad))),
+            "labels": full_lab, "label_mask": full_msk}  # fmt: skip
 
 
 def _truth(problems, width: int, n: int):

@@ -9,7 +9,17 @@ positions that count are the step delimiters and EOS (``scored_positions``).
   EOS, trained on the LM's own sampled traces labelled by the exact checker
   (Lightman et al. 2023, "Let's verify step by step"; Wang et al. 2024,
   Math-Shepherd, label prefixes automatically); channel 1 is the ORM,
-  P(final answer correct), trained at EOS only.
+  P(final answer correct), trained at EOS only. Channels ``2 .. 11``
+  (``STEP_RESULT``) are an auxiliary training head: at every ``=`` the value of
+  ``a op b`` for the operands *written* on that line (one-vs-rest over the ten
+  digits), also an exact checker label. Without it the model must learn the
+  mod-10 tables from one bit per step (is the prefix still correct?), and a
+  quick-budget model does not (held-out AUC about 0.75 even with 50k traces);
+  with it, and the PRM label at every generated token (``training_labels``),
+  a 3-layer model reaches a held-out AUC above 0.9 in ~1000 steps.
+- ``synthetic_traces`` writes cheap NumPy traces with the policy LM's error
+  modes (a wrong result, rarer copy errors of ``a`` / ``op`` / ``b``, a stop
+  before the last operation), labelled by the same checker.
 - The oracle PRM (``oracle_scores``) is the checker itself: 1 on a correct
   prefix, 0 after the first wrong token; the oracle ORM is 1 when the
   extracted answer is right.
@@ -29,17 +39,20 @@ from inferax.models import arithmetic as ar
 from inferax.models.transformer import Transformer
 
 PROCESS, OUTCOME = 0, 1
+STEP_RESULT = 2  # first of the 10 auxiliary channels (the digit of a op b at each '=')
+NUM_CHANNELS = STEP_RESULT + 10
 
 
 def reward_model(num_layers: int = 2, d_model: int = 64, num_heads: int = 4, max_len: int = 64):
-    """The learned reward model: a causal transformer with a PRM and an ORM channel."""
+    """The learned reward model: a causal transformer with a PRM channel (``PROCESS``),
+    an ORM channel (``OUTCOME``) and the auxiliary step-result channels (``STEP_RESULT``)."""
     return Transformer(
         ar.VOCAB_SIZE,
         num_layers=num_layers,
         d_model=d_model,
         num_heads=num_heads,
         max_len=max_len,
-        out_dim=2,
+        out_dim=NUM_CHANNELS,
     )
 
 
@@ -107,6 +120,94 @@ def labels(tokens: np.ndarray, num_tokens: np.ndarray, solutions: np.ndarray, an
     lab = jnp.stack([proc, jnp.broadcast_to(outc[:, None], proc.shape)], -1)
     msk = jnp.stack([scored, last & (num_tokens > 0)[:, None]], -1).astype(jnp.float32)
     return np.asarray(lab), np.asarray(msk)
+
+
+def step_results(tokens: np.ndarray, num_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The checker's value of each written line: ``(result [N, T] int, at [N, T] bool)``.
+
+    ``at`` marks every ``=`` (within ``num_tokens``) preceded by a well-formed
+    ``a op b``; ``result`` there is ``a op b mod 10`` for the operands as written
+    (not the problem's solution: a line that copied a wrong operand has the value
+    of what it copied).
+    """
+    tok = np.asarray(tokens)
+    n, t = tok.shape
+    real = np.arange(t)[None] < np.asarray(num_tokens)[:, None]
+    prev = [np.pad(tok, ((0, 0), (k, 0)), constant_values=-1)[:, :t] for k in (3, 2, 1)]
+    a, op, b = prev[0] - ar.DIGIT_IDS[0], prev[1], prev[2] - ar.DIGIT_IDS[0]
+    plus, minus, times = (ar.encode(c)[0] for c in ar.OPS)
+    ok = (a >= 0) & (a < 10) & (b >= 0) & (b < 10) & np.isin(op, [plus, minus, times])
+    at = real & (tok == ar.encode("=")[0]) & ok
+    res = np.where(op == plus, a + b, np.where(op == minus, a - b, a * b)) % 10
+    return np.where(at, res, 0).astype(np.int32), at
+
+
+def training_labels(tokens, num_tokens, solutions, answers):
+    """Dense training labels for ``reward_model`` from the exact checker.
+
+    Returns:
+        ``(labels [N, T, NUM_CHANNELS], label_mask [N, T, NUM_CHANNELS])``: the PRM
+        channel at EVERY generated token (prefix correctness up to and including
+        it: the scored positions of ``labels`` and the tokens between them), the
+        ORM channel as in ``labels``, and the ``STEP_RESULT`` channels one-hot of
+        ``step_results`` at every ``=``.
+    """
+    lab2, msk2 = labels(tokens, num_tokens, solutions, answers)
+    num = np.asarray(num_tokens)
+    n, t = lab2.shape[:2]
+    res, at = step_results(tokens, num)
+    lab = np.zeros((n, t, NUM_CHANNELS), np.float32)
+    msk = np.zeros((n, t, NUM_CHANNELS), np.float32)
+    lab[..., :2] = lab2
+    msk[..., :2] = msk2
+    msk[..., PROCESS] = np.arange(t)[None] < num[:, None]
+    lab[..., STEP_RESULT:] = np.eye(10, dtype=np.float32)[res] * at[..., None]
+    msk[..., STEP_RESULT:] = at[..., None]
+    return lab, msk
+
+
+def synthetic_traces(
+    problems: list, rng: np.random.Generator, num: int, width: int, p_result: float = 0.25,
+    p_operand: float = 0.02, p_stop: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``num`` NumPy traces per problem with the policy LM's error modes, for PRM data.
+
+    Each line ``a op b = c;`` copies ``a`` from the previous result, and ``op`` and
+    ``b`` from the prompt, each wrongly with probability ``p_operand`` (a random other
+    symbol); ``c`` is the value of the written operands, replaced by a random wrong
+    digit with probability ``p_result`` (the sampled quick LM's errors are ~97 %
+    wrong results); the chain continues from ``c``. With probability ``p_stop`` the
+    trace jumps to the answer line before an operation. The answer line repeats the
+    last value. Labels come from the checker (``training_labels``), not from here.
+
+    Returns:
+        ``(tokens [B * num, width], num_tokens [B * num])``, rows ``b * num + j``.
+    """
+    rows = []
+    for p in problems:
+        for _ in range(num):
+            a, text = p.start, []
+            for k, (op, d) in enumerate(p.ops):
+                if k > 0 and rng.random() < p_stop:
+                    break
+                wa = a if rng.random() >= p_operand else int((a + rng.integers(1, 10)) % 10)
+                wop = op if rng.random() >= p_operand else ar.OPS[
+                    (ar.OPS.index(op) + int(rng.integers(1, 3))) % 3]  # fmt: skip
+                wd = d if rng.random() >= p_operand else int((d + rng.integers(1, 10)) % 10)
+                c = (wa + wd if wop == "+" else wa - wd if wop == "-" else wa * wd) % 10
+                if rng.random() < p_result:
+                    c = int((c + rng.integers(1, 10)) % 10)
+                text.append(f"{wa}{wop}{wd}={c};")
+                a = c
+            rows.append(ar.encode("".join(text) + f"#{a}", eos=True))
+    tokens = np.zeros((len(rows), width), np.int32)
+    lengths = np.zeros(len(rows), np.int32)
+    for i, r in enumerate(rows):
+        if len(r) > width:
+            raise ValueError(f"width: expected >= {len(r)}, got {width}")
+        tokens[i, : len(r)] = r
+        lengths[i] = len(r)
+    return tokens, lengths
 
 
 def auc(scores, labels) -> float:

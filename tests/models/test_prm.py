@@ -149,3 +149,73 @@ def test_step_prm_fns_score_the_last_completed_step():
             assert got[r] == want, (r, length)
             # Causal attention: the prefix's score does not depend on what follows it.
             np.testing.assert_allclose(lrn[r], full[r, done[-1]], rtol=1e-5, atol=1e-6)
+
+
+def test_training_labels_and_synthetic_traces_follow_the_checker():
+    """Synthetic traces are well-formed lines whose errors the NumPy checker sees; the dense
+    PRM label at every token is the oracle's, and the step-result channels hold the value
+    of the operands as written, at every '='."""
+    probs = ar.split("train", 4, 50)
+    width = ar.solution_length(4) + 6
+    toks, num = prm.synthetic_traces(probs, np.random.default_rng(0), 2, width, p_result=0.3,
+                                     p_operand=0.1, p_stop=0.1)  # fmt: skip
+    reps = [p for p in probs for _ in range(2)]
+    sol = ar.solutions(reps, width)
+    answers = np.array([p.answer for p in reps])
+    lab, msk = prm.training_labels(toks, num, sol, answers)
+    assert lab.shape == (100, width, prm.NUM_CHANNELS) == msk.shape
+    oracle = np.asarray(prm.oracle_scores(jnp.asarray(toks), jnp.asarray(num), jnp.asarray(sol)))
+    real = np.arange(width)[None] < num[:, None]
+    np.testing.assert_array_equal(msk[..., prm.PROCESS], real)
+    np.testing.assert_array_equal(lab[..., prm.PROCESS][real], oracle[real])
+    wrong = 0
+    for r in range(100):
+        text = ar.decode(toks[r, : num[r]])
+        body, _, ans = text.partition("#")
+        lines = body.split(";")[:-1]
+        eqs = np.flatnonzero(msk[r, :, prm.STEP_RESULT])
+        assert len(eqs) == len(lines) and int(ans) == int((lines or [str(reps[r].start)])[-1][-1])
+        for line, pos in zip(lines, eqs, strict=True):
+            a, op, b, c = int(line[0]), line[1], int(line[2]), int(line[4])
+            value = (a + b if op == "+" else a - b if op == "-" else a * b) % 10
+            assert np.argmax(lab[r, pos, prm.STEP_RESULT:]) == value and lab[r, pos, 2:].sum() == 1
+            wrong += c != value
+        assert bool(oracle[r, num[r] - 1]) == ar.check(reps[r], toks[r, : num[r]])["all_correct"]
+    assert 0 < wrong and 0 < oracle[real].mean() < 1  # both classes occur
+
+
+def test_learned_prm_separates_held_out_steps():
+    """A small reward model trained for a few hundred steps on checker-labelled synthetic
+    traces of training problems ranks the steps of UNSEEN (test-split) problems' traces:
+    pooled PRM AUC >= 0.7 (measured 0.75 at this test-sized budget; a model that cannot
+    read the lines, or labels misaligned with the tokens, gives ~0.5). The quick
+    experiment's model (3 layers, 1200 steps, LM + synthetic traces) reaches > 0.9."""
+    n_ops, width = 3, ar.solution_length(3) + 2
+    length = ar.prompt_length(n_ops) + width
+    rm = prm.reward_model(num_layers=2, d_model=32, num_heads=4, max_len=length)
+    rng = np.random.default_rng(0)
+
+    def rows(problems):
+        toks, num = prm.synthetic_traces(problems, rng, 2, width)
+        reps = [p for p in problems for _ in range(2)]
+        sol = ar.solutions(reps, width)
+        lab, msk = prm.training_labels(toks, num, sol, np.array([p.answer for p in reps]))
+        pr = ar.prompts(reps)
+        seq, mask = prm.full_sequence(jnp.asarray(pr), jnp.asarray(pr != 0), jnp.asarray(toks),
+                                      jnp.asarray(num))  # fmt: skip
+        pad = ((0, 0), (pr.shape[1], 0), (0, 0))
+        return {"tokens": seq, "mask": mask, "labels": np.pad(lab, pad),
+                "label_mask": np.pad(msk, pad)}, (pr, toks, num, sol)  # fmt: skip
+
+    train, _ = rows(ar.split("train", n_ops, 2000))
+    _, (pr, toks, num, sol) = rows(ar.split("test", n_ops, 200))
+    params0 = jax.jit(lambda k: rm.init(k, jnp.zeros((1, 8), jnp.int32)))(jax.random.key(0))
+    params, _ = lm_train.fit(jax.random.key(1), loss_fn=lm_train.reward_loss(rm.apply),
+                             params=params0, data=train, optimizer=optax.adam(3e-3),
+                             num_steps=400, batch_size=64)  # fmt: skip
+    scores = prm.learned_scores(rm, params, jnp.asarray(pr), jnp.asarray(pr != 0),
+                                jnp.asarray(toks), jnp.asarray(num), prm.PROCESS)  # fmt: skip
+    oracle = prm.oracle_scores(jnp.asarray(toks), jnp.asarray(num), jnp.asarray(sol))
+    scored = np.asarray(prm.scored_positions(jnp.asarray(toks), jnp.asarray(num)))
+    got = prm.auc(np.asarray(scores)[scored], np.asarray(oracle)[scored] > 0.5)
+    assert got >= 0.7
