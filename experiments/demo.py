@@ -34,15 +34,33 @@ def _define_flags():
         flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go"),
         flags.DEFINE_string("cache_dir", "runs/cache", "where trained models are cached"),
         flags.DEFINE_list("only", [], "run only these experiments (default: all)"),
+        flags.DEFINE_bool(
+            "report_only",
+            False,
+            "rebuild REPORT.md from the results files under --workdir without running anything",
+        ),
     )
 
 
 def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
+    """Runs each experiment's quick config into ``<workdir>/<name>`` and writes the report.
+
+    Args:
+        workdir: where each experiment's folder, ``timings.json`` and ``REPORT.md`` go.
+        cache_dir: trained models are cached under ``<cache_dir>/<name>``.
+        only: run only these experiments (default: all of ``EXPERIMENTS``).
+
+    Returns:
+        The path of ``REPORT.md``.
+
+    Raises:
+        ValueError: ``only`` names an experiment that does not exist.
+    """
     unknown = set(only or []) - set(EXPERIMENTS)
     if unknown:
         raise ValueError(f"only: expected names from {sorted(EXPERIMENTS)}, got {sorted(unknown)}")
     os.makedirs(workdir, exist_ok=True)
-    sections, timings, rows = [], {}, []
+    timings = {}
     for name, (exp_mod, cfg_mod) in EXPERIMENTS.items():
         if only and name not in only:
             continue
@@ -51,31 +69,86 @@ def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
         config.cache_dir = os.path.join(cache_dir, name)
         start = time.time()
         logging.info("demo: running %s (quick)", name)
-        results = exp.run(config, os.path.join(workdir, name))
+        exp.run(config, os.path.join(workdir, name))
         timings[name] = time.time() - start
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+             "machine": machine()}  # fmt: skip
+    with open(os.path.join(workdir, "timings.json"), "w") as f:
+        json.dump({"seconds": timings, **stamp}, f, indent=1)
+    path = write_report(workdir)
+    logging.info("demo: wrote %s", path)
+    print(f"wrote {path}")
+    return path
+
+
+def machine() -> str:
+    """A one-line description of the host: CPU count, platform, JAX backend."""
+    import platform
+
+    import jax
+
+    return (f"{os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
+            f"JAX {jax.__version__} on {jax.default_backend()}")  # fmt: skip
+
+
+def write_report(workdir: str) -> str:
+    """Writes ``<workdir>/REPORT.md`` from the ``<name>/results.json`` files under it.
+
+    The report is a function of the results files (and ``timings.json``), so it can be
+    rebuilt from committed results without running anything
+    (``python -m inferax.experiments.demo --report_only --workdir=results/quick``).
+
+    Returns:
+        The path of ``REPORT.md``.
+
+    Raises:
+        FileNotFoundError: no experiment of ``EXPERIMENTS`` has a ``results.json`` there.
+    """
+    from inferax.experiments import readme_results
+
+    timing_path = os.path.join(workdir, "timings.json")
+    stamp = {}
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            stamp = json.load(f)
+    timings = stamp.get("seconds", {})
+    sections, rows = [], []
+    for name, (exp_mod, _) in EXPERIMENTS.items():
+        path = os.path.join(workdir, name, "results.json")
+        if not os.path.exists(path):
+            continue
+        exp = importlib.import_module(exp_mod)
+        with open(path) as f:
+            results = readme_results.restore_keys(json.load(f))
         sections.append(exp.report(results))
         rows.append((name, exp.summary(results)))
+    if not rows:
+        raise FileNotFoundError(f"workdir: expected <experiment>/results.json for one of "
+                                f"{sorted(EXPERIMENTS)} under {workdir!r}, found none")  # fmt: skip
+    when = (f"Run {stamp['date']} on {stamp['machine']}; total "
+            f"{sum(timings.values()) / 60:.1f} min. ") if "date" in stamp else ""  # fmt: skip
     header = [
         "# inferax demo report",
         "",
-        "Quick versions of the reproductions, run by `make demo` on this machine's CPU. "
-        "Each section puts the paper's claim beside our measured numbers; every number "
-        "comes from `<name>/results.json` of this run (which keeps the per-seed values). "
-        "Numbers are means over seeds with 95% Student-t intervals in brackets; a verdict "
-        "(holds / fails / tie within noise) is decided by the interval of the paired "
-        "per-seed difference and the metric's noise floor, never by one draw.",
+        "Quick versions of the reproductions (`make demo`). " + when + "Each section puts "
+        "the paper's claim beside our measured numbers; every number comes from "
+        "`<name>/results.json` of this run, which keeps the per-seed (and, for the "
+        "language-model experiments, per-problem) values. Numbers are means with 95% "
+        "Student-t intervals in brackets. A verdict comes from an exact one-sided paired "
+        "sign-flip test over the paired units (seeds, or held-out problems), Holm-corrected "
+        "within its family, against the metric's noise floor: holds / fails / tie within "
+        "noise, or not decidable at this size when the minimum detectable effect (MDE) at "
+        "this many units exceeds the paper's effect; fewer than 5 units decide nothing "
+        "(`inferax.experiments.stats`).",
         "",
-        "| experiment | wall time (s) |",
-        "|---|---|",
-    ] + [f"| {k} | {v:.0f} |" for k, v in timings.items()]
+    ]
+    if timings:
+        header += ["| experiment | wall time (s) |", "|---|---|"]
+        header += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     header += ["", "## Summary", "", summary_table(rows)]
     path = os.path.join(workdir, "REPORT.md")
     with open(path, "w") as f:
         f.write("\n".join(header) + "\n\n" + "\n".join(sections))
-    with open(os.path.join(workdir, "timings.json"), "w") as f:
-        json.dump(timings, f)
-    logging.info("demo: wrote %s", path)
-    print(f"wrote {path}")
     return path
 
 
@@ -96,12 +169,15 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def main():
-    workdir, cache_dir, only = _define_flags()
+    workdir, cache_dir, only, report_only = _define_flags()
 
     def _main(argv):
         if len(argv) > 1:
             raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-        run_all(workdir.value, cache_dir.value, only.value)
+        if report_only.value:
+            print(f"wrote {write_report(workdir.value)}")
+        else:
+            run_all(workdir.value, cache_dir.value, only.value)
 
     app.run(_main)
 

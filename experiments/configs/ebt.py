@@ -37,8 +37,10 @@ feed-forward model's", "EBT's gain from claim_steps steps over 1 step grows with
 "EBT's gain from self-verification grows with size". Each verdict states its MDE against
 the paper's effect (``effect_size_relative`` of the baseline's mean metric) and reads
 "not decidable at this size" when the MDE is larger; with 3 seeds (quick) the exact
-test cannot reach 5 %, so every quick verdict is "not decidable". The measured numbers
-live in the committed results files and the README, not here.
+test cannot reach 5 %, so every quick verdict is "not decidable".
+The measured numbers are in the committed quick run,
+``results/quick/ebt/results.json`` (report: ``results/quick/REPORT.md``), not
+here; the full config has not been run in this version.
 
 Fields:
     seed: first seed; seeds seed, ..., seed + num_seeds - 1. A seed initialises and

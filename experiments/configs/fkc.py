@@ -17,31 +17,9 @@ shrink it further; 8 modes, beta = 2, w = 4, N in {256, 1024}):
 
 Any field can be overridden, e.g. ``--config.seed=100 --config.num_particles=256,1024``.
 
-Measured (full config before seeds were added: ONE seed, 3 repeats; 2026-11-22, 18
-min on 2 CPU cores; N = 4096, FKC vs unweighted): FKC wins 77 of 84 (target x
-setting x velocity x N x metric) comparisons, losing only on energy distance at N =
-256/1024 for beta = 1.5, 3 and w = 1.5, where both are near the Monte Carlo floor.
-40-mode anneal (oracle): beta = 2 ED 0.040 vs 0.306, mode TV 0.138 vs 0.448; beta =
-3 ED 0.182 vs 1.045, TV 0.302 vs 0.651 (still off: too few of the far modes'
-particles survive). Product (oracle): ED 0.000 vs 1.047, TV 0.036 vs 0.408. CFG w =
-4 (oracle): ED 0.013 vs 0.036, TV 0.050 vs 0.111. Trained models give the same
-ordering. `fkc.log` states the verdict per setting.
-
-Checked on seeds not used in development (quick, --config.seed=100: seeds 100-104,
-each with its own mixtures and models; 2026-12-01; N = 1024, FKC vs unweighted, mean
-[95% t-interval], verdict on the paired differences): anneal beta = 2 holds on ED
-and TV with both velocities (oracle ED 0.010 [-0.003, 0.024] vs 1.05 [0.18, 1.92]);
-product holds on both (oracle ED 0.0007 vs 0.470 [0.325, 0.615]); CFG w = 4: oracle
-TV holds (0.044 [0.009, 0.079] vs 0.254 [0.108, 0.399]), oracle ED is a tie within
-noise (0.039 vs 0.46 [-0.38, 1.30]: FKC better in 5/5 seeds, but the unweighted
-error varies too much between drawn mixtures), and with the trained model both are
-ties (FKC worse on 1 of 5 seeds: ED 0.75 there). So the full-config conclusion holds
-for annealing and products; for CFG no verdict is "fails" (the issue's single-seed
-reversal does not survive the interval), but 5 seeds do not establish the win on ED.
-The lineage ESS at t = 1 is 26-130 of 1024 (the per-step ESS stays ~N): most of the
-population descends from few ancestors; resample-move (langevin_steps) is the remedy
-to try. The demo (seeds 0-4) agrees, with one of its five anneal targets missed (ED
-0.28).
+Measured: the committed quick run is ``results/quick/fkc/results.json`` (its report
+``results/quick/REPORT.md``; the README's Results block is generated from it). The full
+config has not been re-run since resample-move was switched on.
 
 Coordinates. Every mixture is divided by its ``data_scale`` before anything is
 sampled; all targets (p^beta, p1 p2, q_u^(1-w) q_c^w) commute with this linear

@@ -32,8 +32,10 @@ each metric's noise floor (``noise_floors``) and the papers' effect size
 (``effect_sizes``) against which every verdict's MDE is checked ("not decidable at
 this size" when the MDE is larger). With 3 seeds (quick) the exact test cannot reach
 5 %: every quick verdict is "not decidable"; the full run's 10 seeds can decide the
-whole family of about 22 claims (Holm needs 2^-n < 0.05 / m). The measured numbers live
-in the committed results files and the README, not here.
+whole family of about 22 claims (Holm needs 2^-n < 0.05 / m).
+The measured numbers are in the committed quick run,
+``results/quick/flow_scaling/results.json`` (report: ``results/quick/REPORT.md``), not
+here; the full config has not been run in this version.
 
 Fields:
     seed: first seed; seeds seed .. seed + num_seeds - 1 draw the search noise

@@ -47,7 +47,9 @@ decidable at this size, MDE = ...". Intervals in the tables are over problems.
 The quick variant trades seeds for problems (the decoding loop and every search are
 compiled once and batched over a seed's problems) and runs particle filtering, beam
 search and DVTS (particle Gibbs and MCTS are in the full variant and tests/search).
-Measured numbers are in the committed run's ``results.json`` and report.
+The measured numbers are in the committed quick run,
+``results/quick/lm_scaling/results.json`` (report: ``results/quick/REPORT.md``), not
+here; the full config has not been run in this version.
 
 Fields:
     seed: first seed; seeds seed .. seed + num_seeds - 1 each draw the held-out

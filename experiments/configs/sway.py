@@ -28,8 +28,10 @@ verdict's MDE is checked ("not decidable at this size" when larger). Settings wi
 fewer than 2 steps are left out. With 3 seeds (quick) the exact test cannot reach 5 %,
 so every quick verdict is "not decidable"; the full run's 10 seeds can decide a whole
 family. `results.json` holds every number, `sway.log` the
-verdict per setting; the measured numbers live in the committed results files and the
-README, not here.
+verdict per setting.
+The measured numbers are in the committed quick run,
+``results/quick/sway/results.json`` (report: ``results/quick/REPORT.md``), not
+here; the full config has not been run in this version.
 
 Fields:
     seed: first seed; the run uses seeds seed, seed + 1, ..., seed + num_seeds - 1.
