@@ -94,3 +94,42 @@ def test_repository_readme_agrees_with_committed_results(monkeypatch):
         "README.md's results block disagrees with results/quick/*/results.json: run "
         "python -m inferax.experiments.readme_results"
     )
+
+
+def test_demo_report_is_rebuilt_from_results_files(tmp_path):
+    """`demo --report_only`: REPORT.md from one experiment's results file and timings.json."""
+    import shutil
+
+    from inferax.experiments import demo, flow_scaling
+
+    src = os.path.join(ROOT, readme_results.RESULTS_DIR, "flow_scaling")
+    if not os.path.isdir(src):
+        pytest.skip("no committed results")
+    workdir = str(tmp_path / "run")
+    shutil.copytree(src, os.path.join(workdir, "flow_scaling"))
+    stamp = {"seconds": {"flow_scaling": 12.0}, "date": "2026-01-01 00:00 UTC", "machine": "m"}
+    with open(os.path.join(workdir, "timings.json"), "w") as f:
+        json.dump(stamp, f)
+    text = open(demo.write_report(workdir)).read()
+    assert "Run 2026-01-01 00:00 UTC on m; total 0.2 min." in text
+    assert "| flow_scaling | 12 |" in text and "## Summary" in text and "sway" not in text
+    with open(os.path.join(src, "results.json")) as f:
+        res = readme_results.restore_keys(json.load(f))
+    for setting, measured, verdict in flow_scaling.summary(res)["rows"]:
+        assert f"| {setting} | {measured} | {verdict} |" in text
+    with pytest.raises(FileNotFoundError, match="workdir"):
+        demo.write_report(str(tmp_path / "empty"))
+
+
+def test_committed_report_matches_the_committed_results(tmp_path):
+    """results/quick/REPORT.md is what its results files and timings.json generate."""
+    import shutil
+
+    from inferax.experiments import demo
+
+    src = os.path.join(ROOT, readme_results.RESULTS_DIR)
+    if not os.path.isdir(src):
+        pytest.skip("no committed results")
+    dst = str(tmp_path / "quick")
+    shutil.copytree(src, dst)
+    assert open(demo.write_report(dst)).read() == open(os.path.join(src, "REPORT.md")).read()
