@@ -13,7 +13,6 @@ and rendered, not executed, by mkdocs-jupyter (the test suite executes them).
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import re
@@ -40,45 +39,7 @@ PACKAGES = {
 SOURCE_TREE = os.path.join(ROOT, "build", "docs_src", "inferax")
 
 
-# Sources whose docstrings still draw griffe warnings while they are being rewritten
-# elsewhere (several names on one ``Args`` line, continuation lines, ``Raises`` prose).
-# Only their warnings are demoted; remove an entry once its file builds cleanly.
-DOCSTRING_PENDING = (
-    "models/prm.py",
-    "experiments/lm_scaling.py",
-    "experiments/configs/lm_scaling.py",
-)
-
-
-class _DocstringPending(logging.Filter):
-    """Demotes griffe's warnings about the files in ``DOCSTRING_PENDING`` to INFO.
-
-    The strict build fails on any other griffe warning, and on every other warning
-    (a broken link, a missing page, an object that cannot be found). The demoted
-    ones are listed at INFO level (``mkdocs build -v``) and counted in
-    ``DOCSTRING_WARNINGS``.
-    """
-
-    def filter(self, record):
-        if record.levelno == logging.WARNING:
-            message = record.getMessage()
-            m = _GRIFFE_SOURCE.search(message.replace(os.sep, "/"))
-            if m and m.group(1).startswith(DOCSTRING_PENDING):
-                DOCSTRING_WARNINGS.append(message)
-                record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
-
-
-DOCSTRING_WARNINGS: list[str] = []
-# griffe prefixes a docstring warning with the source's path and line (relative to
-# the working directory, under the linked tree): "griffe: build/docs_src/inferax/x.py:12: ..."
-_GRIFFE_SOURCE = re.compile(r"docs_src/inferax/([^:\s]+):\d+:")
-
-
 def on_config(config):
-    logger = logging.getLogger("mkdocs.plugins.griffe")
-    if not any(isinstance(f, _DocstringPending) for f in logger.filters):
-        logger.addFilter(_DocstringPending())
     os.makedirs(SOURCE_TREE, exist_ok=True)
     for sub, folder in PACKAGES.items():
         names = ["__init__.py"] if sub == "" else [sub]

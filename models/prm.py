@@ -29,6 +29,7 @@ All scorers return ``[N, T]`` probabilities aligned with the generated tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -104,13 +105,21 @@ def oracle_outcome(tokens: jax.Array, answers: jax.Array) -> jax.Array:
     return (ar.extract_answer_jax(tokens) == answers).astype(jnp.float32)
 
 
-def labels(tokens: np.ndarray, num_tokens: np.ndarray, solutions: np.ndarray, answers: np.ndarray):
+def labels(
+    tokens: np.ndarray, num_tokens: np.ndarray, solutions: np.ndarray, answers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Training labels for the reward model from the exact checker.
+
+    Args:
+        tokens: ``[N, T]`` generated tokens.
+        num_tokens: ``[N]`` valid tokens per row.
+        solutions: ``[N, S]`` the correct solutions (with EOS, right-padded).
+        answers: ``[N]`` the correct answers.
 
     Returns:
         ``(labels [N, T, 2], label_mask [N, T, 2])``: the PRM channel is
-        labelled at every step delimiter and EOS with prefix correctness; the
-        ORM channel at the last generated token with answer correctness.
+            labelled at every step delimiter and EOS with prefix correctness; the
+            ORM channel at the last generated token with answer correctness.
     """
     tokens, num_tokens = jnp.asarray(tokens), jnp.asarray(num_tokens)
     proc = oracle_scores(tokens, num_tokens, jnp.asarray(solutions))
@@ -142,15 +151,23 @@ def step_results(tokens: np.ndarray, num_tokens: np.ndarray) -> tuple[np.ndarray
     return np.where(at, res, 0).astype(np.int32), at
 
 
-def training_labels(tokens, num_tokens, solutions, answers):
+def training_labels(
+    tokens: np.ndarray, num_tokens: np.ndarray, solutions: np.ndarray, answers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Dense training labels for ``reward_model`` from the exact checker.
+
+    Args:
+        tokens: ``[N, T]`` generated tokens.
+        num_tokens: ``[N]`` valid tokens per row.
+        solutions: ``[N, S]`` the correct solutions (with EOS, right-padded).
+        answers: ``[N]`` the correct answers.
 
     Returns:
         ``(labels [N, T, NUM_CHANNELS], label_mask [N, T, NUM_CHANNELS])``: the PRM
-        channel at EVERY generated token (prefix correctness up to and including
-        it: the scored positions of ``labels`` and the tokens between them), the
-        ORM channel as in ``labels``, and the ``STEP_RESULT`` channels one-hot of
-        ``step_results`` at every ``=``.
+            channel at EVERY generated token (prefix correctness up to and including
+            it: the scored positions of ``labels`` and the tokens between them), the
+            ORM channel as in ``labels``, and the ``STEP_RESULT`` channels one-hot of
+            ``step_results`` at every ``=``.
     """
     lab2, msk2 = labels(tokens, num_tokens, solutions, answers)
     num = np.asarray(num_tokens)
@@ -240,14 +257,17 @@ def last_step_score(scores: jax.Array, tokens: jax.Array, num_tokens: jax.Array)
     return jnp.where(last >= 0, got, 1.0).astype(jnp.float32)
 
 
-def learned_prm_fn(model: Transformer, params: Any, prompts, prompt_mask=None):
+def learned_prm_fn(
+    model: Transformer, params: Any, prompts: Any, prompt_mask: Any = None
+) -> Callable[[Any, jax.Array], jax.Array]:
     """The learned PRM as a step-search ``prm_fn(state, prompt_index) -> [R]``.
 
     Scores each row's whole prefix (prompt ``prompt_index[r]`` + generated tokens) with
     one forward pass and returns the PRM channel at its last completed step.
 
     Args:
-        model, params: the reward model (``reward_model``) and its parameters.
+        model: the reward model (``reward_model``).
+        params: its parameters.
         prompts: ``[B, P]`` the prompts the rows continue (left-padded).
         prompt_mask: ``[B, P]`` (default: ``prompts != PAD``).
     """
