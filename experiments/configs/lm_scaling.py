@@ -90,7 +90,10 @@ Fields:
         (``prm.training_labels``). With the old data (100 problems x 4 samples, one
         label per step) the PRM memorised its 1200 traces and its held-out AUC was
         0.64-0.71; with 24k LM traces but one bit per step it was ~0.78-0.82.
-    prm.train_steps / batch_size / lr: training.
+    prm.train_steps / batch_size / lr: training. The quick PRM needs its 2400 steps:
+        on the same data, 1200 steps end at loss ~0.20 and held-out AUC 0.87-0.90, 2400
+        at loss ~0.06 and AUC 0.99 (pooled and within problems, 2 init seeds; it learns
+        the mod-10 tables late, then the AUC jumps).
 """
 
 import ml_collections
@@ -142,7 +145,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.prm.num_heads = 4
     c.prm.num_problems = 2000 if quick else 4000
     c.prm.samples_per_problem = 4
-    c.prm.train_steps = 1200 if quick else 4000
+    c.prm.train_steps = 2400 if quick else 4000
     c.prm.batch_size = 64
     c.prm.lr = 3e-3 if quick else 1e-3
     return c
