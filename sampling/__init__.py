@@ -1,5 +1,17 @@
 """inferax.sampling: schedules, ODE/SDE flow samplers, guidance, SMC, Feynman-Kac correctors
-and energy minimisation."""
+and energy minimisation.
+
+Example:
+    The examples of this package's functions start from this setup: a Gaussian
+    target in 2-D (``inferax.models.gmm``, whose velocity on the linear
+    interpolant is exact and cheap to compile), a key and 64 noise samples.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from inferax.models import gmm
+    >>> target = gmm.gaussian_mixture(jnp.array([1.0]), jnp.array([[1.0, -1.0]]), scale=0.5)
+    >>> key = jax.random.key(0)
+    >>> x0 = jax.random.normal(key, (64, 2))
+"""
 
 from inferax.sampling import (
     cost,

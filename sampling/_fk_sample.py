@@ -252,6 +252,16 @@ def sample(
     Returns:
         ``(particles [N, *event], log_weights [N] (normalised), FKInfo)``. Estimate
             expectations with ``softmax(log_weights)``; the final interval is not resampled.
+
+    Example:
+        With ``target`` and ``key`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import feynman_kac, schedules
+        >>> transition = feynman_kac.anneal(target.velocity, 2.0)  # samples p^2 / Z
+        >>> x, log_weights, info = feynman_kac.sample(
+        ...     key, transition, 16, schedules.uniform(4), event_shape=(2,))
+        >>> x.shape, log_weights.shape, int(info.nfe), info.resampled.tolist()
+        ((16, 2), (16,), 4, [True, True, True, False])
     """
     from inferax.sampling.feynman_kac import FKTransition  # the module re-exports this one
 

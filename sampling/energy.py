@@ -216,6 +216,18 @@ def minimize(
             mismatched candidate axes, a non-floating ``y0``, a negative or
             non-finite ``noise_scale``, a ``num_active_steps`` outside
             ``[0, num_steps]`` (known before tracing; a traced one is clipped).
+
+    Example:
+        Gradient descent on ``|y - c|^2`` for two candidates (contexts ``c``):
+
+        >>> import jax.numpy as jnp
+        >>> from inferax.sampling import energy
+        >>> energy_fn = lambda c, y: jnp.sum((y - c) ** 2)
+        >>> c = jnp.array([[1.0], [-2.0]])
+        >>> y, info = energy.minimize(
+        ...     None, energy_fn, c, jnp.zeros((2, 1)), num_steps=50, step_size=0.1)
+        >>> y.shape, bool(jnp.allclose(y, c, atol=1e-3))
+        ((2, 1), True)
     """
     num_steps = _checks.non_negative_int(num_steps, "num_steps")
     if noise not in NOISES:

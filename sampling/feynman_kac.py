@@ -269,6 +269,15 @@ def geometric_transition(
 
     Returns:
         ``FKTransition``; step input ``(t0, t1)``.
+
+    Example:
+        With ``target`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import feynman_kac
+        >>> other = lambda x, t: -x  # a second (toy) velocity model
+        >>> transition = feynman_kac.geometric_transition([target.velocity, other], [1.5, -0.5])
+        >>> list(transition.betas), transition.nfe_per_eval
+        ([1.5, -0.5], 2)
     """
     if callable(velocity_fns) or not isinstance(velocity_fns, Sequence) or not velocity_fns:
         raise TypeError(
@@ -295,7 +304,16 @@ def geometric_transition(
 
 
 def anneal(velocity_fn: Callable, beta: float, **kwargs: Any) -> FKTransition:
-    """Annealing p^beta ("scaled": G = beta (beta - 1) <u, s>, drift beta (u + sigma^2 s / 2))."""
+    """Annealing p^beta ("scaled": G = beta (beta - 1) <u, s>, drift beta (u + sigma^2 s / 2)).
+
+    Example:
+        With ``target`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import feynman_kac
+        >>> transition = feynman_kac.anneal(target.velocity, 2.0)
+        >>> type(transition).__name__, list(transition.betas), transition.nfe_per_eval
+        ('FKTransition', [2.0], 1)
+    """
     return geometric_transition([velocity_fn], [beta], **kwargs)
 
 

@@ -277,6 +277,16 @@ def integrate(
     """Runs ``x <- step_fn(i, x, ts[i], ts[i + 1])`` over the first intervals of ``ts``.
 
     See ``integrate_counted`` (this is it without the count).
+
+    Example:
+        A hand-written Euler step of dx/dt = 1 over four intervals:
+
+        >>> import jax.numpy as jnp
+        >>> from inferax.sampling import flow, schedules
+        >>> x1, steps, _ = flow.integrate(
+        ...     lambda i, x, t0, t1: x + (t1 - t0), jnp.zeros(3), schedules.uniform(4))
+        >>> x1.tolist(), int(steps)
+        ([1.0, 1.0, 1.0], 4)
     """
 
     def counted(i, x, t0, t1):
@@ -473,6 +483,14 @@ def sample(
         ValueError / TypeError: unknown solver, bad grid, step count, cost or
             state (a concrete ``x0`` with NaN/inf included), or a velocity of
             the wrong shape or a complex dtype.
+
+    Example:
+        With ``target``, ``key`` and ``x0`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import flow, schedules
+        >>> x1, info = flow.sample(target.velocity, x0, schedules.uniform(8), solver="heun")
+        >>> x1.shape, int(info.nfe), bool(info.grid_valid), int(info.non_finite_outputs)
+        ((64, 2), 16, True, 0)
     """
     solver = resolve_solver(solver)
     x0 = check_state(x0, finite=True)

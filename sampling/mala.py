@@ -184,6 +184,17 @@ def step(
     Returns:
         ``(new_state, MALAInfo)``. Costs ``evals_per_step(quadrature, exact)`` score
             calls (plus one ``log_density_fn`` call when exact).
+
+    Example:
+        Four chains on a standard normal (score ``-x``):
+
+        >>> import jax, jax.numpy as jnp
+        >>> from inferax.sampling import mala
+        >>> score_fn = lambda x: -x
+        >>> state = mala.init(jnp.zeros((4, 2)), score_fn)
+        >>> state, info = mala.step(jax.random.key(0), state, score_fn, 0.5)
+        >>> state.x.shape, info.is_accepted.shape, bool((info.acceptance_rate <= 1).all())
+        ((4, 2), (4,), True)
     """
     x, sx = state.x, state.score
     if (log_density_fn is None) != (state.log_density is None):

@@ -143,6 +143,14 @@ def ess(log_weights: jax.Array) -> jax.Array:
     Raises:
         ValueError / TypeError: a non-floating or non-1-D array, or weights
             where log-weights are expected.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inferax.sampling import resampling
+        >>> float(resampling.ess(jnp.zeros(4)))  # equal weights
+        4.0
+        >>> float(resampling.ess(jnp.array([0.0, -jnp.inf, -jnp.inf])))  # one live particle
+        1.0
     """
     check_not_probabilities(log_weights)
     l = sanitize(check_log_weights(log_weights))
@@ -305,6 +313,13 @@ def systematic(key: jax.Array, log_weights: jax.Array, num_samples: int | None =
 
     Returns:
         ``int32 [M]`` ancestor indices (non-decreasing).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from inferax.sampling import resampling
+        >>> log_weights = jnp.log(jnp.array([0.5, 0.5, 0.0, 0.0]))
+        >>> resampling.systematic(jax.random.key(0), log_weights).tolist()
+        [0, 0, 1, 1]
     """
     return _by_counting(key, log_weights, num_samples, one_uniform=True)
 

@@ -82,6 +82,13 @@ def uniform(num_steps: int, t_start: float = 0.0) -> jnp.ndarray:
     ``t_start > 0`` gives an early-skip grid (BinauralFlow): the sampler then
     integrates only the later part of the path from a state built for
     ``t_start``.
+
+    Example:
+        >>> from inferax.sampling import schedules
+        >>> schedules.uniform(4).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> schedules.uniform(2, t_start=0.5).tolist()
+        [0.5, 0.75, 1.0]
     """
     n = _check_num_steps(num_steps)
     return _rescale(np.linspace(0.0, 1.0, n + 1), _check_t_start(t_start))
@@ -100,6 +107,13 @@ def sway(num_steps: int, coef: float = -1.0, t_start: float = 0.0) -> jnp.ndarra
     Raises:
         ValueError: if ``coef`` is outside ``[-1, 2/(pi - 2)]``, where the warp
             stops being monotone.
+
+    Example:
+        >>> from inferax.sampling import schedules
+        >>> [round(t, 3) for t in schedules.sway(4).tolist()]  # more steps near the noise end
+        [0.0, 0.076, 0.293, 0.617, 1.0]
+        >>> bool((schedules.sway(4, coef=0.0) == schedules.uniform(4)).all())
+        True
     """
     n = _check_num_steps(num_steps)
     coef = _check_coef(coef)
@@ -159,6 +173,13 @@ def make(
 
     Raises:
         ValueError: unknown name, or an argument the grid does not use.
+
+    Example:
+        >>> from inferax.sampling import schedules
+        >>> schedules.make("epss", 5).tolist()
+        [0.0, 0.0625, 0.125, 0.25, 0.5, 1.0]
+        >>> schedules.make("epss_sway", 5).shape
+        (6,)
     """
     uses = {
         "uniform": ("t_start",),

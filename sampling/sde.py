@@ -115,6 +115,17 @@ def euler_maruyama(
     Raises:
         TypeError: neither ``drift_fn`` nor ``drift0`` given.
         ValueError: ``noise`` not of the shape of ``x``.
+
+    Example:
+        A known drift 1 and g = 2 (``drift0``), zero noise: the step is the mean.
+
+        >>> import jax.numpy as jnp
+        >>> from inferax.sampling import sde
+        >>> x = jnp.zeros((3, 2))
+        >>> x_next, mean, std = sde.euler_maruyama(
+        ...     None, x, 0.0, 0.25, jnp.zeros_like(x), drift0=(jnp.ones_like(x), 2.0))
+        >>> bool((x_next == mean).all()), mean[0].tolist(), float(std)
+        (True, [0.25, 0.25], 1.0)
     """
     if drift0 is None:
         if not callable(drift_fn):
@@ -235,6 +246,15 @@ def drift(
 
     Returns:
         ``(drift, g)``; one velocity call, or none with ``velocity``.
+
+    Example:
+        With ``target`` and ``x0`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import interpolants, sde
+        >>> f, g = sde.drift(target.velocity, x0, 0.5, sde.resolve_g("square"),
+        ...                  interpolants.linear())
+        >>> f.shape, float(g)
+        ((64, 2), 0.75)
     """
     g_fn = resolve_g(g_fn, "g_fn")
     t = jnp.asarray(t, x.dtype)
@@ -339,6 +359,14 @@ def sample(
 
     Raises:
         ValueError / TypeError: bad grid, state, velocity, g, cost or interpolant.
+
+    Example:
+        With ``target``, ``key`` and ``x0`` from the package example (``inferax.sampling``):
+
+        >>> from inferax.sampling import schedules, sde
+        >>> x1, info = sde.sample(key, target.velocity, x0, schedules.uniform(8), g="sqrt")
+        >>> x1.shape, int(info.nfe), bool(info.grid_valid)
+        ((64, 2), 8, True)
     """
     if interpolant is None:
         interpolant = interp_lib.linear()

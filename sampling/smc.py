@@ -201,6 +201,13 @@ def init(
         ValueError: on a malformed pytree (particle axes that disagree) or
             ``log_weights`` that is not ``[N]`` (or ``[G, n]``).
         TypeError: for ``log_weights`` that is not a floating array.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from inferax.sampling import smc
+        >>> state = smc.init(jnp.zeros((6, 2)), jnp.zeros((2, 3)))  # 2 groups of 3
+        >>> state.log_weights.shape, state.log_Z.shape
+        ((2, 3), (2,))
     """
     n = num_particles(particles, "particles", particle_axes)
     if log_weights is None:
@@ -290,6 +297,19 @@ def build(
             ``check_finite`` that is no prefix of the particles is a ValueError
             when ``step`` is traced).
         ValueError: for an unknown ``resampling`` name or a threshold outside [0, 1].
+
+    Example:
+        A random walk reweighted by a Gaussian potential, resampling at every step:
+
+        >>> import jax, jax.numpy as jnp
+        >>> from inferax.sampling import smc
+        >>> def transition(key, x, t):
+        ...     x = x + 0.1 * jax.random.normal(key, x.shape)
+        ...     return x, -0.5 * jnp.sum(x**2, axis=-1)
+        >>> alg = smc.build(transition, ess_threshold=1.0)
+        >>> state, infos = alg.run(jax.random.key(0), alg.init(jnp.zeros((8, 2))), jnp.arange(3))
+        >>> state.particles.shape, state.log_weights.shape, infos.resampled.tolist()
+        ((8, 2), (8,), [True, True, True])
     """
     if not callable(transition_fn):
         raise TypeError(f"transition_fn: expected a callable, got {type(transition_fn).__name__}")

@@ -139,6 +139,13 @@ def as_budget(budget: Any, unit: str, name: str = "budget") -> Budget:
     Raises:
         TypeError: naming ``name``, for neither a ``Budget`` nor an int.
         ValueError: naming ``name``, for an int below 1 (or an unknown ``unit``).
+
+    Example:
+        >>> from inferax.search import core
+        >>> core.as_budget(16, "nfe")
+        Budget(nfe=16)
+        >>> core.as_budget(core.Budget(nfe=8, reward_evals=4), "nfe")
+        Budget(nfe=8, reward_evals=4)
     """
     if unit not in UNITS:
         raise ValueError(f"unit: expected one of {UNITS}, got {unit!r}")

@@ -3,8 +3,11 @@
 ``inferax.search.lm``'s package docstring builds the shared setup (a tiny
 random-weight transformer through the decoding protocol, prompts, a PRM and a
 ``StepConfig``); the examples of its modules start from it, so they run here with
-its names in their globals. Every public function of ``MODULES`` that a user
-calls directly has an example (``test_public_entry_points_have_examples``).
+its names in their globals. ``inferax.sampling`` and ``inferax.search.flow`` do
+the same with a 2-D Gaussian target (exact velocity), a key and noise or a
+reward and a ``Dynamics`` (``SETUPS``: the package whose setup a module's
+examples get). Every public function of ``MODULES`` that a user calls directly
+has an example (``test_public_entry_points_have_examples``).
 """
 
 import doctest
@@ -12,9 +15,23 @@ import importlib
 
 import pytest
 
-import inferax.search.lm as lm_pkg
-
 MODULES = [
+    "inferax.sampling._fk_sample",  # feynman_kac.sample lives here (re-exported)
+    "inferax.sampling.energy",
+    "inferax.sampling.feynman_kac",
+    "inferax.sampling.flow",
+    "inferax.sampling.mala",
+    "inferax.sampling.resampling",
+    "inferax.sampling.schedules",
+    "inferax.sampling.sde",
+    "inferax.sampling.smc",
+    "inferax.search.core",
+    "inferax.search.flow.beam",
+    "inferax.search.flow.dynamics",
+    "inferax.search.flow.noise",
+    "inferax.search.flow.particles",
+    "inferax.search.flow.paths",
+    "inferax.search.flow.rollover",
     "inferax.search.lm.beam",
     "inferax.search.lm.conformance",
     "inferax.search.lm.decoding",
@@ -25,8 +42,24 @@ MODULES = [
     "inferax.search.lm.steer",
     "inferax.search.lm.voting",
 ]
-# The entry points a user calls (every registered LM search, sampling, voting, the kit).
+# The entry points a user calls (every registered flow and LM search, LM sampling, voting,
+# the kit; the flow samplers, SMC, Feynman-Kac correctors, resamplers, energy, MALA).
 ENTRY_POINTS = {
+    "inferax.sampling.energy": ["minimize"],
+    "inferax.sampling.feynman_kac": ["sample", "anneal", "geometric_transition"],
+    "inferax.sampling.flow": ["sample", "integrate"],
+    "inferax.sampling.mala": ["step"],
+    "inferax.sampling.resampling": ["ess", "systematic"],
+    "inferax.sampling.schedules": ["uniform", "sway", "make"],
+    "inferax.sampling.sde": ["sample", "euler_maruyama", "drift"],
+    "inferax.sampling.smc": ["build", "init"],
+    "inferax.search.core": ["Budget", "as_budget"],
+    "inferax.search.flow.beam": ["beam_search"],
+    "inferax.search.flow.dynamics": ["make_dynamics"],
+    "inferax.search.flow.noise": ["random_search", "zero_order_search"],
+    "inferax.search.flow.particles": ["best_of_n", "svdd", "code", "smc"],
+    "inferax.search.flow.paths": ["search_over_paths"],
+    "inferax.search.flow.rollover": ["rbf"],
     "inferax.search.lm.beam": ["beam_search", "dvts"],
     "inferax.search.lm.conformance": ["check_lm"],
     "inferax.search.lm.decoding": ["start", "generate", "sample"],
@@ -37,11 +70,13 @@ ENTRY_POINTS = {
     "inferax.search.lm.steer": ["smc_steer"],
     "inferax.search.lm.voting": ["best_of_n", "weighted_vote", "majority_vote", "pass_at_k"],
 }
-# Slow tier: compiling nine LM searches takes ~35 s of CPU (2 quiet cores: about that
-# wall time); ``pytest -m "not slow"`` leaves it out.
+# The package whose docstring example sets up a module's examples (longest prefix wins).
+SETUPS = ("inferax.search.lm", "inferax.search.flow", "inferax.sampling")
+# Slow tier: compiling nine LM searches takes ~35 s of CPU, the flow searches and samplers
+# about as much (2 quiet cores: about that wall time); ``pytest -m "not slow"`` leaves it out.
 pytestmark = pytest.mark.slow
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
-_SETUP: dict = {}
+_SETUP: dict[str, dict] = {}
 
 
 def _run(test: doctest.DocTest) -> None:
@@ -53,13 +88,17 @@ def _run(test: doctest.DocTest) -> None:
     assert result.failed == 0, "".join(out)
 
 
-def _setup() -> dict:
-    """The package example's globals (run once)."""
-    if not _SETUP:
-        (test,) = doctest.DocTestFinder(recurse=False).find(lm_pkg, "inferax.search.lm")
+def _setup(name: str) -> dict:
+    """The globals of the example of the package that sets up module ``name`` (run once)."""
+    pkg = next((p for p in SETUPS if name.startswith(p + ".")), None)
+    if pkg is None:
+        return {}
+    if pkg not in _SETUP:
+        module = importlib.import_module(pkg)
+        (test,) = doctest.DocTestFinder(recurse=False).find(module, pkg)
         _run(test)
-        _SETUP.update(test.globs)
-    return _SETUP
+        _SETUP[pkg] = test.globs
+    return _SETUP[pkg]
 
 
 def _tests(name: str) -> list[doctest.DocTest]:
@@ -73,7 +112,7 @@ def test_docstring_examples(name):
     tests = _tests(name)
     assert tests, name
     for test in tests:
-        test.globs = dict(test.globs, **_setup())
+        test.globs = dict(test.globs, **_setup(name))
         _run(test)
 
 

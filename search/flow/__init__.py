@@ -8,6 +8,20 @@ Rollover Budget Forcing, and beam search over SDE paths, all called as
 none spends more than its budget. Each is an entry of
 ``inferax.search.core.FLOW_SEARCHES`` (``registry``, registered on import)
 with a static plan of what a budget buys.
+
+Example:
+    The examples of this package's functions start from this setup: a Gaussian
+    target in 2-D (``inferax.models.gmm``, exact velocity on the linear
+    interpolant), a reward peaked at (1, 1), its VP-SDE ``Dynamics`` on a 4-step
+    grid (4 NFE per sample) and a key.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from inferax.models import gmm
+    >>> from inferax.search.flow import make_dynamics
+    >>> target = gmm.gaussian_mixture(jnp.array([1.0]), jnp.array([[1.0, -1.0]]), scale=0.5)
+    >>> reward_fn = lambda x: -jnp.sum((x - 1.0) ** 2, axis=-1)
+    >>> dynamics = make_dynamics(target.velocity, "vp", num_steps=4)
+    >>> key = jax.random.key(0)
 """
 
 from inferax.search.flow import (

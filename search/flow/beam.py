@@ -120,6 +120,16 @@ def beam_search(
     Raises:
         TypeError: ``select`` not callable.
         ValueError: naming ``budget`` when one solve per beam particle does not fit.
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.beam_search(key, dynamics, reward_fn, 32, event_shape=2, beam_width=2)
+        >>> samples, rewards = info.population  # the final beam
+        >>> x.shape, samples.shape, int(info.nfe) <= 32
+        ((2,), (2, 2), True)
     """
     if not callable(select):
         raise TypeError(f"select: expected a callable (key, rewards, k) -> rows, got {select!r}")

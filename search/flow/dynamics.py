@@ -118,6 +118,14 @@ def make_dynamics(
         ValueError: an unknown ``kind`` or ``time_grid``, or a ``num_steps`` that is
             not a positive int.
         TypeError: ``velocity_fn`` is not callable.
+
+    Example:
+        With ``target`` from the package example (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> dyn = flow.make_dynamics(target.velocity, "linear", num_steps=4, g="sqrt")
+        >>> dyn.kind, dyn.num_steps, dyn.nfe_per_call
+        ('linear', 4, 1)
     """
     if time_grid not in TIME_GRIDS:
         raise ValueError(f"time_grid: expected one of {TIME_GRIDS}, got {time_grid!r}")

@@ -168,9 +168,14 @@ def random_search(
         ValueError: the budget is below one full solve.
 
     Example:
-        ```python
-        x, info = random_search(key, velocity_fn, reward_fn, 200, event_shape=2)
-        ```
+        With ``target``, ``reward_fn`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.random_search(
+        ...     key, target.velocity, reward_fn, 16, event_shape=2, num_steps=4)
+        >>> x.shape, int(info.nfe), int(info.reward_evals), info.trace["reward"].shape
+        ((2,), 16, 4, (4,))
     """
     solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
     r_cost = base.check_reward(reward_fn)
@@ -329,6 +334,16 @@ def zero_order_search(
     Raises:
         ValueError: an unknown ``pivot_policy``, or a budget below
             ``1 + num_neighbors`` solves.
+
+    Example:
+        With ``target``, ``reward_fn`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.zero_order_search(
+        ...     key, target.velocity, reward_fn, 40, event_shape=2, num_steps=4, num_neighbors=2)
+        >>> x.shape, int(info.nfe), info.trace["improved"].shape  # 1 + 4 x 2 solves of 4 NFE
+        ((2,), 36, (4,))
     """
     if pivot_policy not in PIVOT_POLICIES:
         raise ValueError(f"pivot_policy: expected one of {PIVOT_POLICIES}, got {pivot_policy!r}")

@@ -108,6 +108,15 @@ def best_of_n(
 
     Raises:
         ValueError: the budget is below one full solve.
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.best_of_n(key, dynamics, reward_fn, 16, event_shape=2)
+        >>> x.shape, int(info.nfe), info.trace["reward"].shape  # 16 NFE buy 4 solves of 4 steps
+        ((2,), 16, (4,))
     """
     dyn, plan = dyn_lib.planned(best_of_n_plan, dynamics, reward_fn, budget)
     n = plan["population"]
@@ -321,6 +330,15 @@ def svdd(
     Raises:
         ValueError: the budget does not fit one solve per chain (or the
             requested children).
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.svdd(key, dynamics, reward_fn, 32, event_shape=2)
+        >>> x.shape, int(info.nfe), int(info.reward_evals), info.trace["selected"].tolist()
+        ((2,), 31, 41, [True, True, True, True])
     """
     return code(
         key,
@@ -371,6 +389,15 @@ def code(
     Raises:
         ValueError: the budget does not fit one solve per chain (or the
             requested children).
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.code(key, dynamics, reward_fn, 32, event_shape=2, block_length=2)
+        >>> x.shape, int(info.nfe), info.trace["selected"].shape
+        ((2,), 31, (4,))
     """
     options = dict(num_chains=num_chains, num_children=num_children, block_length=block_length)
     dyn, plan = dyn_lib.planned(branching_plan, dynamics, reward_fn, budget, **options)
@@ -458,6 +485,16 @@ def smc(
     Raises:
         ValueError: the budget is below ``num_particles`` solves (or one solve).
         TypeError: ``alpha`` is not a real number or a scalar array.
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.smc(key, dynamics, reward_fn, 32, event_shape=2, alpha=1.0)
+        >>> samples, rewards = info.population  # 32 NFE buy 8 particles of 4 steps
+        >>> x.shape, samples.shape, int(info.nfe)
+        ((2,), (8, 2), 32)
     """
     dyn, plan = dyn_lib.planned(smc_plan, dynamics, reward_fn, budget, num_particles=num_particles)
     n = plan["population"]

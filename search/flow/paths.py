@@ -178,6 +178,16 @@ def search_over_paths(
         ValueError: a budget below one full solve or the plan's cost, an
             inconsistent plan, or solver options given with a ``Dynamics``.
         TypeError: ``velocity_fn`` is not callable.
+
+    Example:
+        With ``target``, ``reward_fn`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.search_over_paths(key, target.velocity, reward_fn, 60, event_shape=2,
+        ...     num_steps=4, start_step=1, backward_steps=1, forward_steps=2)
+        >>> x.shape, int(info.nfe), info.trace["best_reward"].shape
+        ((2,), 34, (3,))
     """
     grid = None
     if isinstance(velocity_fn, dyn_lib.Dynamics):

@@ -247,6 +247,15 @@ def rbf(
     Raises:
         ValueError: ``dynamics`` with fewer than 2 steps, or a budget that does
             not cover a quota of one block.
+
+    Example:
+        With ``target``, ``reward_fn``, ``dynamics`` and ``key`` from the package example
+        (``inferax.search.flow``):
+
+        >>> from inferax.search import flow
+        >>> x, info = flow.rbf(key, dynamics, reward_fn, 48, event_shape=2)
+        >>> x.shape, int(info.nfe), info.trace["accepted"].shape  # per step, per chain
+        ((2,), 48, (4, 2))
     """
     dyn = dyn_lib.check_dynamics(dynamics)
     n, per = dyn.num_steps, dyn.nfe_per_call
