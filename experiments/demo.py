@@ -60,7 +60,7 @@ def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
     if unknown:
         raise ValueError(f"only: expected names from {sorted(EXPERIMENTS)}, got {sorted(unknown)}")
     os.makedirs(workdir, exist_ok=True)
-    timings = {}
+    timings, started = {}, time.gmtime()
     for name, (exp_mod, cfg_mod) in EXPERIMENTS.items():
         if only and name not in only:
             continue
@@ -71,7 +71,7 @@ def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
         logging.info("demo: running %s (quick)", name)
         exp.run(config, os.path.join(workdir, name))
         timings[name] = time.time() - start
-    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", started),
              "machine": machine()}  # fmt: skip
     with open(os.path.join(workdir, "timings.json"), "w") as f:
         json.dump({"seconds": timings, **stamp}, f, indent=1)
