@@ -178,7 +178,7 @@ def test_training_labels_and_synthetic_traces_follow_the_checker():
         for line, pos in zip(lines, eqs, strict=True):
             a, op, b, c = int(line[0]), line[1], int(line[2]), int(line[4])
             value = (a + b if op == "+" else a - b if op == "-" else a * b) % 10
-            assert np.argmax(lab[r, pos, prm.STEP_RESULT:]) == value and lab[r, pos, 2:].sum() == 1
+            assert np.argmax(lab[r, pos, prm.STEP_RESULT :]) == value and lab[r, pos, 2:].sum() == 1
             wrong += c != value
         assert bool(oracle[r, num[r] - 1]) == ar.check(reps[r], toks[r, : num[r]])["all_correct"]
     assert 0 < wrong and 0 < oracle[real].mean() < 1  # both classes occur
