@@ -44,8 +44,11 @@ def devices():
 # `pytest -m "not slow"` is the quick tier (DESIGN.md, Tests). The slow tests are
 # marked here, by path, rather than by decorators in every file: whatever trains a
 # model, runs an experiment or a notebook, starts processes, times a benchmark, or
-# compiles the language-model searches. A test in a slow module whose name says it
-# checks bad input before any work is done stays quick (it fails before training).
+# compiles the language-model searches, and the compile-heavy exactness modules (the
+# Feynman-Kac convergence tests, the flow-search registry and particle searches against
+# closed forms, the conv net) so that the quick tier stays near 3 minutes on 2 cores.
+# A test in a slow module whose name says it checks bad input before any work is done
+# stays quick (it fails before training).
 SLOW_PATHS = (
     "tests/test_notebooks.py",
     "tests/test_readme.py",
@@ -56,16 +59,21 @@ SLOW_PATHS = (
     "tests/experiments/test_sway.py",
     "tests/experiments/test_readme_results.py",
     "tests/models/test_classifier.py",
+    "tests/models/test_convnet.py",
     "tests/models/test_ebt.py",
     "tests/models/test_infill.py",
     "tests/models/test_prm.py",
     "tests/models/test_train.py",
     "tests/sampling/test_distributed.py",
+    "tests/sampling/test_feynman_kac.py",
     "tests/sampling/test_feynman_kac_hard.py",
+    "tests/sampling/test_feynman_kac_moves.py",
     "tests/sampling/test_multiprocess.py",
     "tests/sampling/test_schedule_tuning.py",
+    "tests/search/test_flow_registry.py",
     "tests/search/test_flow_scaling_experiment.py",
     "tests/search/test_lm_",
+    "tests/search/test_particle_search.py",
     "tests/search/test_search_sharded.py",
 )
 # Single tests of quick modules measured at > 10 s on 2 loaded cores (--durations), or
