@@ -10,9 +10,8 @@ and the report's table has one row per family and side.
 
 import math
 
+import penzai  # noqa: F401,E402  (the test extra installs it; a missing one is a failure)
 import pytest
-
-pytest.importorskip("penzai")
 
 from benchmarks import common  # noqa: E402
 from benchmarks import penzai as bench  # noqa: E402
