@@ -1,9 +1,10 @@
 """`make demo`: the quick version of every experiment, and a report.
 
-Runs each experiment's ``quick`` config into ``<workdir>/<name>``, caches the
-trained models under ``--cache_dir`` (so a second demo trains nothing), and
-writes ``<workdir>/REPORT.md``: each paper's claim beside our measured numbers,
-with the plots.
+Runs each experiment's ``quick`` config (``--variant=full``: its full config, about
+half an hour each on 2 CPU cores) into ``<workdir>/<name>``, caches the trained models
+under ``--cache_dir`` (so a second demo trains nothing), and writes
+``<workdir>/REPORT.md``: each paper's claim beside our measured numbers, with the plots.
+The committed runs are ``results/quick`` (``make demo``) and ``results/full``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import os
 import time
 
 from absl import app, flags, logging
+
+VARIANTS = ("quick", "full")
+# The report's opening words per variant (timings.json's "variant", "quick" if absent).
+HEADINGS = {
+    "quick": "Quick versions of the reproductions (`make demo`).",
+    "full": "Full configs of the reproductions (`demo --variant=full`).",
+}
 
 # name -> (experiment module, config module); later issues append here.
 EXPERIMENTS = {
@@ -34,6 +42,7 @@ def _define_flags():
         flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go"),
         flags.DEFINE_string("cache_dir", "runs/cache", "where trained models are cached"),
         flags.DEFINE_list("only", [], "run only these experiments (default: all)"),
+        flags.DEFINE_enum("variant", "quick", VARIANTS, "which config of each experiment"),
         flags.DEFINE_bool(
             "report_only",
             False,
@@ -42,37 +51,43 @@ def _define_flags():
     )
 
 
-def run_all(workdir: str, cache_dir: str, only: list[str] | None = None) -> str:
-    """Runs each experiment's quick config into ``<workdir>/<name>`` and writes the report.
+def run_all(
+    workdir: str, cache_dir: str, only: list[str] | None = None, variant: str = "quick"
+) -> str:
+    """Runs each experiment's config into ``<workdir>/<name>`` and writes the report.
 
     Args:
         workdir: where each experiment's folder, ``timings.json`` and ``REPORT.md`` go.
         cache_dir: trained models are cached under ``<cache_dir>/<name>``.
         only: run only these experiments (default: all of ``EXPERIMENTS``).
+        variant: ``"quick"`` (``make demo``) or ``"full"``.
 
     Returns:
         The path of ``REPORT.md``.
 
     Raises:
-        ValueError: ``only`` names an experiment that does not exist.
+        ValueError: ``only`` names an experiment that does not exist, or ``variant`` is
+            not one of ``VARIANTS``.
     """
     unknown = set(only or []) - set(EXPERIMENTS)
     if unknown:
         raise ValueError(f"only: expected names from {sorted(EXPERIMENTS)}, got {sorted(unknown)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     os.makedirs(workdir, exist_ok=True)
     timings, started = {}, time.gmtime()
     for name, (exp_mod, cfg_mod) in EXPERIMENTS.items():
         if only and name not in only:
             continue
         exp = importlib.import_module(exp_mod)
-        config = importlib.import_module(cfg_mod).get_config("quick")
+        config = importlib.import_module(cfg_mod).get_config(variant)
         config.cache_dir = os.path.join(cache_dir, name)
         start = time.time()
-        logging.info("demo: running %s (quick)", name)
+        logging.info("demo: running %s (%s)", name, variant)
         exp.run(config, os.path.join(workdir, name))
         timings[name] = time.time() - start
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", started),
-             "machine": machine()}  # fmt: skip
+             "machine": machine(), "variant": variant}  # fmt: skip
     with open(os.path.join(workdir, "timings.json"), "w") as f:
         json.dump({"seconds": timings, **stamp}, f, indent=1)
     path = write_report(workdir)
@@ -130,7 +145,7 @@ def write_report(workdir: str) -> str:
     header = [
         "# inferax demo report",
         "",
-        "Quick versions of the reproductions (`make demo`). " + when + "Each section puts "
+        HEADINGS[stamp.get("variant", "quick")] + " " + when + "Each section puts "
         "the paper's claim beside our measured numbers; every number comes from "
         "`<name>/results.json` of this run, which keeps the per-seed (and, for the "
         "language-model experiments, per-problem) values. Numbers are means with 95% "
@@ -169,7 +184,7 @@ def summary_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def main():
-    workdir, cache_dir, only, report_only = _define_flags()
+    workdir, cache_dir, only, report_only, variant = _define_flags()
 
     def _main(argv):
         if len(argv) > 1:
@@ -177,7 +192,7 @@ def main():
         if report_only.value:
             print(f"wrote {write_report(workdir.value)}")
         else:
-            run_all(workdir.value, cache_dir.value, only.value)
+            run_all(workdir.value, cache_dir.value, only.value, variant.value)
 
     app.run(_main)
 

@@ -120,22 +120,23 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
 
     c.digits = ml_collections.ConfigDict()
     c.digits.enabled = True
-    c.digits.d_models = [32, 64, 128]
-    c.digits.num_layers = 2
+    # Sized for about half an hour on 2 CPU cores: 8 seeds x 3 widths x 2 tasks x (EBT, FF).
+    c.digits.d_models = [16, 32, 64]
+    c.digits.num_layers = 1
     c.digits.num_heads = 4
-    c.digits.train_steps = 3000
-    c.digits.batch_size = 64
+    c.digits.train_steps = 1000
+    c.digits.batch_size = 32
     c.digits.num_eval = 359
     c.digits.ood_noise = 0.4
     _training(c.digits)
 
     c.tokens = ml_collections.ConfigDict()
     c.tokens.enabled = True
-    c.tokens.d_models = [32, 64, 128]
-    c.tokens.num_layers = 2
+    c.tokens.d_models = [16, 32, 64]
+    c.tokens.num_layers = 1
     c.tokens.num_heads = 4
-    c.tokens.train_steps = 3000
-    c.tokens.batch_size = 64
+    c.tokens.train_steps = 800
+    c.tokens.batch_size = 32
     c.tokens.num_eval = 1024
     c.tokens.ops = [2, 3]
     c.tokens.num_problems = 1024
@@ -144,15 +145,11 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     if variant == "quick":
         c.num_seeds = 3
         c.digits.d_models = [8, 16, 32]
-        c.digits.num_layers = 1
         c.digits.train_steps = 300
-        c.digits.batch_size = 32
         c.digits.warmup_steps = 20
         c.digits.num_eval = 256
         c.tokens.d_models = [8, 16, 32]
-        c.tokens.num_layers = 1
         c.tokens.train_steps = 200
-        c.tokens.batch_size = 32
         c.tokens.warmup_steps = 20
         c.tokens.num_eval = 384
         c.tokens.num_problems = 256

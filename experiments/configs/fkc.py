@@ -93,12 +93,14 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     if variant not in ("full", "quick"):
         raise ValueError(f"variant: expected 'full' or 'quick', got {variant!r}")
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    # The full run's seeds (100-104) are disjoint from the quick run's (0-4): its mixtures,
+    # models and noise are unseen by the quick run, so it re-decides the claims.
+    c.seed = 100
     c.num_seeds = 5
     c.cache_dir = ""
     c.num_particles = [256, 1024, 4096]
-    c.num_repeats = 3
-    c.num_steps = 200
+    c.num_repeats = 2
+    c.num_steps = 100
     c.g = "linear"
     c.transport = "model"
     c.transport_power = 1.0
@@ -112,7 +114,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
 
     c.anneal = _mixture(40, 40.0, 1.0)
     c.anneal.log_weight_range = 1.0
-    c.anneal.betas = [1.5, 2.0, 3.0]
+    c.anneal.betas = [2.0, 3.0]
     c.anneal.data_scale = 10.0
 
     c.product = ml_collections.ConfigDict()
@@ -126,22 +128,22 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.cfg.loc_scale = 3.0
     c.cfg.scale = 0.5
     c.cfg.cond_class = 0
-    c.cfg.ws = [1.5, 2.0, 4.0]
+    c.cfg.ws = [2.0, 4.0]
 
     c.train = ml_collections.ConfigDict()
-    c.train.hidden = 256
+    c.train.hidden = 128
     c.train.depth = 3
-    c.train.train_steps = 10_000
+    c.train.train_steps = 5000
     c.train.batch_size = 512
     c.train.lr = 2e-3
     c.train.warmup_steps = 100
     c.train.p_uncond = 0.2
 
     if variant == "quick":
+        c.seed = 0
         c.num_seeds = 5
-        c.num_particles = [256, 1024]
         c.num_repeats = 1
-        c.num_steps = 100
+        c.num_particles = [256, 1024]
         c.num_target_samples = 2000
         c.num_reference = 50_000
         c.grid_resolution = 600
@@ -153,7 +155,6 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         c.product.p2 = _mixture(4, 3.0, 0.8)
         c.cfg.components_per_class = 2
         c.cfg.ws = [4.0]
-        c.train.hidden = 128
         c.train.train_steps = 1500
         c.train.batch_size = 256
     return c

@@ -119,6 +119,15 @@ def test_demo_report_is_rebuilt_from_results_files(tmp_path):
         assert f"| {setting} | {measured} | {verdict} |" in text
     with pytest.raises(FileNotFoundError, match="workdir"):
         demo.write_report(str(tmp_path / "empty"))
+    assert text.startswith("# inferax demo report\n\n" + demo.HEADINGS["quick"])
+    stamp["variant"] = "full"  # a full run says so in its opening line
+    with open(os.path.join(workdir, "timings.json"), "w") as f:
+        json.dump(stamp, f)
+    full = open(demo.write_report(workdir)).read()
+    assert full.startswith("# inferax demo report\n\n" + demo.HEADINGS["full"])
+    assert full.replace(demo.HEADINGS["full"], demo.HEADINGS["quick"]) == text
+    with pytest.raises(ValueError, match="variant: expected one of .*got 'paper'"):
+        demo.run_all(str(tmp_path / "x"), str(tmp_path / "c"), variant="paper")
 
 
 def test_committed_report_matches_the_committed_results(tmp_path):
