@@ -281,13 +281,9 @@ def _run(name, make_policy, key, lm, prm_fn, budget, prompts, prompt_mask, confi
     """Plans the budget, runs the policy on the driver, returns ``(result, info)``."""
     n = plan(budget, config=config, beam_width=m, method=name)["sequences"]
     budget = core.as_budget(budget, "sequences")
-    b = jnp.shape(prompts)[0]
-    mesh = driver.check_mesh(mesh, b * n)
-    start = driver.start(lm, prompts, prompt_mask, n, config)
-    policy = make_policy(lm, n, m, config)
-    return driver.search(
-        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
-        mesh=mesh, sequences=b * n,
+    return driver.search_prompts(
+        key, lambda: make_policy(lm, n, m, config), lm=lm, prm_fn=prm_fn, prompts=prompts,
+        prompt_mask=prompt_mask, rows_per_prompt=n, config=config, budget=budget, mesh=mesh,
     )  # fmt: skip
 
 

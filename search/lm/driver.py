@@ -72,6 +72,7 @@ __all__ = [
     "mesh_context",
     "run",
     "search",
+    "search_prompts",
     "start",
 ]
 
@@ -285,6 +286,37 @@ def search(
     )  # fmt: skip
     info = info_of(sequences, ledger, start, rounds, trace, budget)
     return policy.finish(final), info
+
+
+def search_prompts(
+    key: jax.Array,
+    make_policy: Callable[[], Policy],
+    *,
+    lm: Any,
+    prm_fn: Any,
+    prompts: jax.Array,
+    prompt_mask: jax.Array | None,
+    rows_per_prompt: int,
+    config: steps.StepConfig,
+    budget: core.Budget | None,
+    mesh: jax.sharding.Mesh | None,
+) -> tuple[steps.LMSearchResult, steps.LMSearchInfo]:
+    """A whole search from the prompts: the body a one-population search ends with.
+
+    Checks ``mesh`` against the ``B * rows_per_prompt`` rows (``check_mesh``),
+    prefills them (``start``, which checks ``lm`` and the prompts), then builds the
+    policy (``make_policy()``) and runs it (``search``, with ``prm_fn`` checked by
+    ``steps.check_prm``); ``info.sequences`` is ``B * rows_per_prompt``.
+    """
+    b = jnp.shape(prompts)[0]
+    rows = b * rows_per_prompt
+    mesh = check_mesh(mesh, rows)
+    first = start(lm, prompts, prompt_mask, rows_per_prompt, config)
+    policy = make_policy()
+    return search(
+        key, policy, first, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
+        mesh=mesh, sequences=rows,
+    )  # fmt: skip
 
 
 def constrain(tree, axes, mesh):

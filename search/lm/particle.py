@@ -196,17 +196,7 @@ def filter_policy(
             if weights == "prm"
             else pop.logg
         )
-        score = steps.grouped(pop.score, n)
-        trace = {
-            "ess": info.ess.astype(jnp.float32),
-            "resampled": info.resampled,
-            "mean_score": jnp.mean(score, axis=1),
-            "max_score": jnp.max(score, axis=1),
-            "log_Z": new.log_Z.astype(jnp.float32),
-            "all_invalid": info.all_invalid,
-            "num_non_finite_logits": info.num_non_finite_particles,
-        }
-        return new._replace(particles=pop._replace(base=base)), info.aux, trace
+        return new._replace(particles=pop._replace(base=base)), info.aux, smc_trace(new, info, n)
 
     def finish(st):
         return result_of(st.particles, st.log_weights, n, answer)
@@ -214,6 +204,25 @@ def filter_policy(
     return driver.Policy(
         init, step, finish, lambda st: st.particles.state, smc_lib.SMCState(axes, None, None)
     )
+
+
+def smc_trace(new: smc_lib.SMCState, info: Any, n: int) -> dict:
+    """The per-round trace (``[B]`` each) of an SMC policy over a ``Population``.
+
+    ``new``: the SMC core's state after the step, ``info``: its step info. Entries:
+    ``ess`` (before resampling), ``resampled``, ``mean_score`` / ``max_score`` of
+    the particles' scores, ``log_Z``, ``all_invalid``, ``num_non_finite_logits``.
+    """
+    score = steps.grouped(new.particles.score, n)
+    return {
+        "ess": info.ess.astype(jnp.float32),
+        "resampled": info.resampled,
+        "mean_score": jnp.mean(score, axis=1),
+        "max_score": jnp.max(score, axis=1),
+        "log_Z": new.log_Z.astype(jnp.float32),
+        "all_invalid": info.all_invalid,
+        "num_non_finite_logits": info.num_non_finite_particles,
+    }
 
 
 def _choose(tokens, num_tokens, finished, scores, w, answer):
@@ -309,16 +318,16 @@ def particle_filter(
     """
     budget, n = steps.check_budget(budget, "particle_filter", config=config)
     config, n, tau = check_arguments(config, n, tau, weights, answer, resampling)
-    b = jnp.shape(prompts)[0]
-    mesh = driver.check_mesh(mesh, b * n)
-    start = driver.start(lm, prompts, prompt_mask, n, config)
-    policy = filter_policy(
-        lm, n, config, tau=tau, weights=weights, resampling=resampling,
-        ess_threshold=ess_threshold, answer=answer,
-    )  # fmt: skip
-    return driver.search(
-        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
-        mesh=mesh, sequences=b * n,
+
+    def make_policy():
+        return filter_policy(
+            lm, n, config, tau=tau, weights=weights, resampling=resampling,
+            ess_threshold=ess_threshold, answer=answer,
+        )  # fmt: skip
+
+    return driver.search_prompts(
+        key, make_policy, lm=lm, prm_fn=prm_fn, prompts=prompts, prompt_mask=prompt_mask,
+        rows_per_prompt=n, config=config, budget=budget, mesh=mesh,
     )  # fmt: skip
 
 

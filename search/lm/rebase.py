@@ -137,13 +137,10 @@ def rebase(
         raise TypeError(f"temperature: expected a float > 0, got {temperature!r}")
     if not temperature > 0:
         raise ValueError(f"temperature: expected a float > 0, got {temperature!r}")
-    b = jnp.shape(prompts)[0]
-    mesh = driver.check_mesh(mesh, b * n)
-    start = driver.start(lm, prompts, prompt_mask, n, config)
-    policy = rebase_policy(lm, n, float(temperature), answer)
-    return driver.search(
-        key, policy, start, lm=lm, prm_fn=steps.check_prm(prm_fn), config=config, budget=budget,
-        mesh=mesh, sequences=b * n,
+    return driver.search_prompts(
+        key, lambda: rebase_policy(lm, n, float(temperature), answer), lm=lm, prm_fn=prm_fn,
+        prompts=prompts, prompt_mask=prompt_mask, rows_per_prompt=n, config=config,
+        budget=budget, mesh=mesh,
     )  # fmt: skip
 
 

@@ -251,17 +251,7 @@ def steer_policy(
             runtime_checks=config.runtime_checks,
         )  # fmt: skip
         new, info = alg.step(key, st, rnd.index, lambda p: rnd.may_select(p.state))
-        score = steps.grouped(new.particles.score, n)
-        trace = {
-            "ess": info.ess.astype(jnp.float32),
-            "resampled": info.resampled,
-            "mean_score": jnp.mean(score, axis=1),
-            "max_score": jnp.max(score, axis=1),
-            "log_Z": new.log_Z.astype(jnp.float32),
-            "all_invalid": info.all_invalid,
-            "num_non_finite_logits": info.num_non_finite_particles,
-        }
-        return new, info.aux, trace
+        return new, info.aux, lp.smc_trace(new, info, n)
 
     def finish(st):
         res = lp.result_of(st.particles, st.log_weights, n, "best")
@@ -339,7 +329,6 @@ def smc_steer(
     """
     n = plan(budget, config=config, expand=expand)["population"]
     budget = core.as_budget(budget, "sequences")
-    b = jnp.shape(prompts)[0]
     if not callable(potential_fn):
         raise TypeError(
             f"potential_fn: expected a callable (state, prompt_index) -> [R], got {potential_fn!r}"
@@ -350,15 +339,17 @@ def smc_steer(
         raise ValueError(f"tau: expected None or a float > 0, got {tau!r}")
     if not callable(resampling) and resampling is not None:
         resampling_lib.get(resampling)  # ValueError naming "resampling"
-    mesh = driver.check_mesh(mesh, b * n)
-    start = driver.start(lm, prompts, prompt_mask, n, config)
-    policy = steer_policy(
-        lm, potential_fn, n, config, expand=expand, resampling=resampling,
-        ess_threshold=ess_threshold, tau=tau,
-    )  # fmt: skip
-    return driver.search(
-        key, policy, start, lm=lm, prm_fn=potential_fn, config=config, budget=budget, mesh=mesh,
-        sequences=b * n,
+
+    def make_policy():
+        return steer_policy(
+            lm, potential_fn, n, config, expand=expand, resampling=resampling,
+            ess_threshold=ess_threshold, tau=tau,
+        )  # fmt: skip
+
+    # potential_fn is callable (checked above): search_prompts' PRM check passes it as is
+    return driver.search_prompts(
+        key, make_policy, lm=lm, prm_fn=potential_fn, prompts=prompts, prompt_mask=prompt_mask,
+        rows_per_prompt=n, config=config, budget=budget, mesh=mesh,
     )  # fmt: skip
 
 

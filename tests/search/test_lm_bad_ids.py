@@ -85,36 +85,13 @@ def test_sample_runtime_checks():
         sample(PROMPTS, "yes")
 
 
-class _Broken:
-    """The tree LM with an extra float cache leaf ``junk``. ``mode`` (traced) 0: as
-    the tree LM; 1: a NaN in ``junk`` only (the logits stay fine); 2: the logits of
-    prompt 1's rows are NaN from the first decode step on."""
-
-    def __init__(self, mode):
-        self.mode, self.vocab_size, self.max_len = mode, LM.vocab_size, LM.max_len
-        self.cache_axes = {"inner": LM.cache_axes, "junk": 0}
-
-    def init_cache(self, batch_size, max_len):
-        return {"inner": LM.init_cache(batch_size, max_len), "junk": jnp.zeros((batch_size,))}
-
-    def prefill(self, cache, tokens, mask):
-        logits, inner = LM.prefill(cache["inner"], tokens, mask)
-        return logits, dict(cache, inner=inner)
-
-    def decode_step(self, cache, token, valid):
-        logits, inner = LM.decode_step(cache["inner"], token, valid)
-        bad = (inner["problem"] == 1)[:, None] & (self.mode == 2)
-        junk = cache["junk"] + jnp.where(self.mode == 1, jnp.nan, 0.0)
-        return jnp.where(bad, jnp.nan, logits), {"inner": inner, "junk": junk}
-
-
 @pytest.mark.parametrize("name", ["particle_filter", "smc_steer"])
-def test_smc_searches_count_non_finite_logits_not_the_cache(name):
+def test_smc_searches_count_non_finite_logits_not_the_cache(name, broken_lm):
     entry = core.get("lm", name)
 
     def run(mode, config=CFG):
         kw = {k: v[0] for k, v in entry.options.items()} | dict(entry.fixed)
-        lm = _Broken(mode)
+        lm = broken_lm(LM, mode)
         return entry.fn(jax.random.key(0), lm, PRM, BUDGET, prompts=PROMPTS, config=config, **kw)
 
     count = st.jit(lambda mode: run(mode)[1].trace["num_non_finite_logits"])

@@ -34,32 +34,9 @@ ENTRIES = [e for e in core.LM_SEARCHES.values() if "prompts" in inspect.signatur
 ROUNDS = {"beam_search", "dvts", "rebase", "particle_filter", "particle_gibbs", "smc_steer"}
 
 
-class _Broken:
-    """The tree LM with an extra float cache leaf ``junk``. ``mode`` (traced) 0: as
-    the tree LM; 1: a NaN in ``junk`` only (the logits stay fine); 2: the logits of
-    prompt 1's rows are NaN from the first decode step on."""
-
-    def __init__(self, mode):
-        self.mode, self.vocab_size, self.max_len = mode, LM.vocab_size, LM.max_len
-        self.cache_axes = {"inner": LM.cache_axes, "junk": 0}
-
-    def init_cache(self, batch_size, max_len):
-        return {"inner": LM.init_cache(batch_size, max_len), "junk": jnp.zeros((batch_size,))}
-
-    def prefill(self, cache, tokens, mask):
-        logits, inner = LM.prefill(cache["inner"], tokens, mask)
-        return logits, dict(cache, inner=inner)
-
-    def decode_step(self, cache, token, valid):
-        logits, inner = LM.decode_step(cache["inner"], token, valid)
-        bad = (inner["problem"] == 1)[:, None] & (self.mode == 2)
-        junk = cache["junk"] + jnp.where(self.mode == 1, jnp.nan, 0.0)
-        return jnp.where(bad, jnp.nan, logits), {"inner": inner, "junk": junk}
-
-
-def _run(entry, mode, config=CFG):
+def _run(entry, lm, config=CFG):
     kw = {k: v[0] for k, v in entry.options.items()} | dict(entry.fixed)
-    return entry.fn(jax.random.key(0), _Broken(mode), PRM, BUDGET, prompts=PROMPTS,
+    return entry.fn(jax.random.key(0), lm, PRM, BUDGET, prompts=PROMPTS,
                     config=config, **kw)[1]  # fmt: skip
 
 
@@ -69,8 +46,8 @@ def test_every_step_search_is_covered():
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
-def test_every_search_counts_non_finite_logits_not_the_cache(entry):
-    count = st.jit(lambda mode: _run(entry, mode).trace["num_non_finite_logits"])
+def test_every_search_counts_non_finite_logits_not_the_cache(entry, broken_lm):
+    count = st.jit(lambda mode: _run(entry, broken_lm(LM, mode)).trace["num_non_finite_logits"])
     good, cache_only, bad = (np.asarray(count(m)) for m in (0, 1, 2))
     assert good.shape == (CFG.max_steps, 2) and good.dtype == np.int32
     assert good.sum() == 0  # a good model: nothing counted
@@ -82,10 +59,12 @@ def test_every_search_counts_non_finite_logits_not_the_cache(entry):
 
 
 @pytest.mark.parametrize("name", ["beam_search", "rebase"])
-def test_runtime_checks_make_non_finite_logits_an_error(name):
+def test_runtime_checks_make_non_finite_logits_an_error(name, broken_lm):
     entry = core.get("lm", name)
     checked = st.jit(
-        checkify.checkify(lambda mode: _run(entry, mode, CFG._replace(runtime_checks=True)))
+        checkify.checkify(
+            lambda mode: _run(entry, broken_lm(LM, mode), CFG._replace(runtime_checks=True))
+        )
     )
     err, _ = checked(0)
     err.throw()  # a good model: nothing raised
@@ -97,9 +76,9 @@ def test_runtime_checks_make_non_finite_logits_an_error(name):
     assert int(info.trace["num_non_finite_logits"].sum()) > 0
 
 
-def test_mcts_refuses_runtime_checks():
+def test_mcts_refuses_runtime_checks(broken_lm):
     with pytest.raises(ValueError, match="config.runtime_checks: mcts cannot run under checkify"):
-        _run(core.get("lm", "mcts"), 0, CFG._replace(runtime_checks=True))
+        _run(core.get("lm", "mcts"), broken_lm(LM, 0), CFG._replace(runtime_checks=True))
 
 
 def test_non_finite_logits_helper():
