@@ -35,6 +35,7 @@ __all__ = [
     "best_index",
     "check_budget",
     "check_reward",
+    "check_velocity",
     "ensemble",
     "event_shape_of",
     "expand",
@@ -43,6 +44,7 @@ __all__ = [
     "rank_normalize",
     "reward_cost",
     "safe_rewards",
+    "solves_plan",
 ]
 
 
@@ -110,6 +112,36 @@ def check_budget(budget: core.Budget | int, needed: int, what: str, name: str = 
     if budget < needed:
         raise ValueError(f"{name}: expected at least {needed} NFE ({what}), got {budget}")
     return budget
+
+
+def solves_plan(
+    budget: core.Budget | int, per_solve: int, reward_cost: int, what: str
+) -> dict[str, int]:
+    """What a budget buys in independent solves: N = budget // per_solve, each scored once.
+
+    Args:
+        budget: a ``core.Budget`` with ``nfe`` or a positive int.
+        per_solve: NFE of one solve of one sample.
+        reward_cost: reward evaluations per sample scored.
+        what: what one solve is, for the message (``check_budget``).
+
+    Returns:
+        ``{"population": N, "nfe": N x per_solve, "reward_evals": N x reward_cost}``.
+
+    Raises:
+        ValueError: the budget is below one solve.
+    """
+    budget = check_budget(budget, per_solve, what)
+    n = budget // per_solve
+    return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
+
+
+def check_velocity(velocity_fn, nfe_per_call: int | None = None, name: str = "velocity_fn") -> int:
+    """Checks that ``velocity_fn`` is callable; returns its cost per call (``nfe_per_call``,
+    or what the velocity says, ``inferax.sampling.cost.nfe_per_call``)."""
+    if not callable(velocity_fn):
+        raise TypeError(f"{name}: expected a callable (x, t) -> v, got {velocity_fn!r}")
+    return cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
 
 
 def check_reward(reward_fn, name: str = "reward_fn") -> int:

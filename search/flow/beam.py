@@ -134,19 +134,16 @@ def beam_search(
     if not callable(select):
         raise TypeError(f"select: expected a callable (key, rewards, k) -> rows, got {select!r}")
     width = _checks.positive_int(beam_width, "beam_width")
-    options = dict(beam_width=width, num_children=num_children)
-    dyn, plan = dyn_lib.planned(beam_search_plan, dynamics, reward_fn, budget, **options)
-    x, r, trace, nan = particles.branching_search(
+    # beam_search_plan is branching_plan with C = beam width (and one step per selection).
+    return particles.run_branching(
         key,
-        dyn,
+        dynamics,
         reward_fn,
-        num_parents=width,
-        num_children=plan["children"],
-        select=select,
+        budget,
+        event_shape=event_shape,
+        num_chains=width,
+        num_children=num_children,
         block_length=1,
-        event_shape=base.event_shape_of(event_shape),
+        select=select,
         dtype=dtype,
-    )
-    return base.finish(
-        x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, population=(x, r)
     )

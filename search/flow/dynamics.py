@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from inferax.sampling import _checks, flow, sde
-from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 from inferax.search.flow import base
 
@@ -131,9 +130,7 @@ def make_dynamics(
         raise ValueError(f"time_grid: expected one of {TIME_GRIDS}, got {time_grid!r}")
     if kind not in DYNAMICS:
         raise ValueError(f"kind: expected one of {DYNAMICS}, got {kind!r}")
-    if not callable(velocity_fn):
-        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
-    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    per_call = base.check_velocity(velocity_fn, nfe_per_call)
     n = _checks.positive_int(num_steps, "num_steps")
     u = np.linspace(0.0, 1.0, n + 1)
     grid = u if time_grid == "uniform" else 1.0 - np.sqrt(1.0 - u**2)

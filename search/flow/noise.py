@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from inferax.sampling import _checks, flow
-from inferax.sampling import cost as cost_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
 
@@ -83,9 +82,7 @@ def ode_solver(
         dyn = velocity_fn
         velocity_fn, num_steps, nfe_per_call = dyn.velocity_fn, dyn.grid, dyn.nfe_per_call
     num_steps = 10 if num_steps is None else num_steps
-    if not callable(velocity_fn):
-        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
-    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    per_call = base.check_velocity(velocity_fn, nfe_per_call)
     if hasattr(num_steps, "shape") or isinstance(num_steps, list | tuple):
         grid = np.asarray(flow.check_grid(num_steps, "num_steps"), np.float64)
     else:
@@ -125,13 +122,7 @@ def random_search_plan(
         ValueError: the budget is below one full solve.
     """
     per_solve = flow.cost(_checks.positive_int(num_steps, "num_steps"), solver, nfe_per_call)
-    return _noise_plan(budget, per_solve, reward_cost, 1, "one full ODE solve")
-
-
-def _noise_plan(budget, per_solve, reward_cost, least_solves, what):
-    budget = base.check_budget(budget, least_solves * per_solve, what)
-    n = budget // per_solve
-    return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
+    return base.solves_plan(budget, per_solve, reward_cost, "one full ODE solve")
 
 
 def random_search(
@@ -179,7 +170,7 @@ def random_search(
     """
     solve, per_solve = ode_solver(velocity_fn, num_steps, solver, nfe_per_call)
     r_cost = base.check_reward(reward_fn)
-    plan = _noise_plan(budget, per_solve, r_cost, 1, "one full ODE solve")
+    plan = base.solves_plan(budget, per_solve, r_cost, "one full ODE solve")
     n = plan["population"]
     x0 = flow.noise(key, n, base.event_shape_of(event_shape), dtype=dtype)
     x1 = solve(x0)

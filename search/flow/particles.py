@@ -47,6 +47,7 @@ __all__ = [
     "branching_plan",
     "branching_search",
     "code",
+    "run_branching",
     "select_per_parent",
     "smc",
     "smc_plan",
@@ -77,9 +78,7 @@ def best_of_n_plan(
         ValueError: the budget is below one full solve.
     """
     per_solve = _checks.positive_int(num_steps, "num_steps") * nfe_per_call
-    budget = base.check_budget(budget, per_solve, "one full solve")
-    n = budget // per_solve
-    return {"population": n, "nfe": n * per_solve, "reward_evals": n * reward_cost}
+    return base.solves_plan(budget, per_solve, reward_cost, "one full solve")
 
 
 def best_of_n(
@@ -296,6 +295,62 @@ def branching_search(
     return x[rows], r[rows], trace, nan + n1
 
 
+def run_branching(
+    key: jax.Array,
+    dynamics: dyn_lib.Dynamics,
+    reward_fn: base.RewardFn,
+    budget: core.Budget | int,
+    *,
+    event_shape: int | Sequence[int],
+    num_chains: int,
+    num_children: int | None,
+    block_length: int,
+    select: SelectFn,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> tuple[jax.Array, base.SearchInfo]:
+    """A whole branching method (CoDe, SVDD, beam search): plan, search, pick the best.
+
+    Plans with ``branching_plan`` (K from the budget unless ``num_children``
+    is given), runs ``branching_search`` with ``num_chains`` parents and the
+    ``select`` hook, and returns the best final parent.
+
+    Args:
+        key: typed PRNG key.
+        dynamics: a ``Dynamics`` (``make_dynamics``).
+        reward_fn: batched reward, higher is better.
+        budget: a ``core.Budget`` with ``nfe`` or an int (``branching_plan``).
+        event_shape: shape of one sample.
+        num_chains: C parents kept after each selection.
+        num_children: K; None for the largest with ``branching_cost`` <= budget.
+        block_length: steps between selections.
+        select: ``(key, rewards [C K], C) -> rows [C]``.
+        dtype: floating dtype of the noise.
+
+    Returns:
+        ``(x [*event], SearchInfo)``: the best final parent; ``population``
+            holds the final parents and their rewards; the trace is
+            ``branching_search``'s.
+
+    Raises:
+        ValueError: the budget does not fit one solve per chain (or the
+            requested children).
+    """
+    options = dict(num_chains=num_chains, num_children=num_children, block_length=block_length)
+    dyn, plan = dyn_lib.planned(branching_plan, dynamics, reward_fn, budget, **options)
+    x, r, trace, nan = branching_search(
+        key,
+        dyn,
+        reward_fn,
+        num_parents=num_chains,
+        num_children=plan["children"],
+        select=select,
+        block_length=block_length,
+        event_shape=base.event_shape_of(event_shape),
+        dtype=dtype,
+    )
+    return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
+
+
 def svdd(
     key: jax.Array,
     dynamics: dyn_lib.Dynamics,
@@ -399,20 +454,18 @@ def code(
         >>> x.shape, int(info.nfe), info.trace["selected"].shape
         ((2,), 31, (4,))
     """
-    options = dict(num_chains=num_chains, num_children=num_children, block_length=block_length)
-    dyn, plan = dyn_lib.planned(branching_plan, dynamics, reward_fn, budget, **options)
-    x, r, trace, nan = branching_search(
+    return run_branching(
         key,
-        dyn,
+        dynamics,
         reward_fn,
-        num_parents=num_chains,
-        num_children=plan["children"],
-        select=select_per_parent,
+        budget,
+        event_shape=event_shape,
+        num_chains=num_chains,
+        num_children=num_children,
         block_length=block_length,
-        event_shape=base.event_shape_of(event_shape),
+        select=select_per_parent,
         dtype=dtype,
     )
-    return base.finish(x, r, plan["nfe"], plan["reward_evals"], budget, trace, nan, (x, r))
 
 
 def smc_plan(

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from inferax.sampling import _checks, flow
-from inferax.sampling import cost as cost_lib
 from inferax.sampling import interpolants as interp_lib
 from inferax.search.flow import base
 from inferax.search.flow import dynamics as dyn_lib
@@ -202,9 +201,7 @@ def search_over_paths(
     num_steps = 10 if num_steps is None else num_steps
     interpolant = interp_lib.linear() if interpolant is None else interpolant
     interp_lib.check_interpolant(interpolant)
-    if not callable(velocity_fn):
-        raise TypeError(f"velocity_fn: expected a callable (x, t) -> v, got {velocity_fn!r}")
-    per_call = cost_lib.nfe_per_call(velocity_fn, nfe_per_call)
+    per_call = base.check_velocity(velocity_fn, nfe_per_call)
     r_cost = base.check_reward(reward_fn)
     moves = dict(start_step=start_step, backward_steps=backward_steps, forward_steps=forward_steps)
     population = dict(num_paths=num_paths, num_branches=num_branches, num_steps=num_steps)
