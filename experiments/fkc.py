@@ -169,6 +169,73 @@ def make_transition(
     )  # fmt: skip
 
 
+# Times at which the learned velocities' implied scores are checked against the exact ones.
+SCORE_CHECK_TIMES = (0.25, 0.5, 0.75, 0.9, 0.97)
+SCORE_CHECK_POINTS = 1024
+
+
+def _score_fields(problems: dict, config) -> dict:
+    """``name -> (marginal mixture, velocity index)`` of every trained model's conditionals:
+    the anneal model, the two product experts, the CFG model per class and unconditional."""
+    pm, cm = problems["product"]["mixtures"], problems["cfg"]["mixtures"]
+    out = {"anneal": ("anneal", problems["anneal"]["mixtures"]["p"], None),
+           "product/p1": ("product", pm["p1"], 0), "product/p2": ("product", pm["p2"], 1)}  # fmt: skip
+    for c in range(config.cfg.num_classes):
+        out[f"cfg/class {c}"] = ("cfg", cm[f"q_{c}"], c)
+    out["cfg/unconditional"] = ("cfg", cm["q_u"], mlp.null_label(config.cfg.num_classes))
+    return out
+
+
+def _velocity_of(target: str, fn, index):
+    if target == "anneal":
+        return fn
+    if target == "product":
+        return fn[index]
+    return lambda x, t: fn(x, t, jnp.full((x.shape[0],), index, jnp.int32))
+
+
+def _implied_score(v, x, t):
+    """The score (t v - x) / (1 - t) the linear interpolant's velocity ``v`` implies."""
+    return (t * v(x, t) - x) / (1.0 - t)
+
+
+def _asymmetry(score, x, t) -> jax.Array:
+    """RMS of (J - J^T) over RMS of J, J = d score / dx per point: 0 for a gradient field."""
+    jac = jax.vmap(jax.jacfwd(lambda y: score(y[None], t)[0]))(x)  # [M, 2, 2]
+    skew = jac - jnp.swapaxes(jac, 1, 2)
+    return jnp.sqrt(jnp.mean(skew**2) / 2.0) / jnp.sqrt(jnp.mean(jac**2))
+
+
+def score_check(problems: dict, velocities: dict, key: jax.Array, config) -> dict:
+    """How far each trained model's implied score is from the exact one, and from a gradient.
+
+    At each time of ``SCORE_CHECK_TIMES``, on points drawn from the exact marginal p_t
+    of the model's conditional: ``relative_error`` = RMS |s_model - s_exact| / RMS
+    |s_exact|; ``asymmetry`` = RMS of the skew part of the model score's Jacobian over
+    RMS of the Jacobian (0 for the gradient of a density; the MALA moves' Metropolis
+    ratio, a line integral of the score, is exact only then); ``oracle_asymmetry``, the
+    same for the exact mixture score (0 up to float error: the check's control).
+
+    Returns:
+        ``{name: {t: {metric: value}}}`` (one seed).
+    """
+    fn = {tgt: bind(velocities["model"][tgt]) for tgt in ("anneal", "product", "cfg")}
+    out: dict = {}
+    for i, (name, (target, mixture, index)) in enumerate(_score_fields(problems, config).items()):
+        v = _velocity_of(target, fn[target], index)
+        for j, t in enumerate(SCORE_CHECK_TIMES):
+            k = jax.random.fold_in(jax.random.fold_in(key, i), j)
+            x = mixture.marginal(t).sample(k, SCORE_CHECK_POINTS)
+            exact = mixture.score(x, t)
+            err = _implied_score(v, x, t) - exact
+            out.setdefault(name, {})[t] = {
+                "relative_error": float(jnp.sqrt(jnp.mean(err**2) / jnp.mean(exact**2))),
+                "asymmetry": float(_asymmetry(lambda y, s: _implied_score(v, y, s), x, t)),
+                "oracle_asymmetry": float(_asymmetry(mixture.score, x, t)),
+            }
+    return out
+
+
 def _diagnostics(info) -> dict:
     """Per-run degeneracy diagnostics of ``FKInfo`` (the newer ones where the sampler has them)."""
     out = {"ess_min": jnp.min(info.ess)}
@@ -338,6 +405,7 @@ def run(config, workdir: str) -> dict:
     try:
         seeds = stats.seeds(config.seed, config.num_seeds)
         raw: dict = {}
+        scores: dict = {}
         compiled: dict = {}
         plot_samples: dict = {}
         problems = None
@@ -353,7 +421,14 @@ def run(config, workdir: str) -> dict:
             first = seed == seeds[0]
             run_seed(config, problems, velocities, k_sweep, raw, compiled,
                      plot_samples if first else None)  # fmt: skip
+            if "model" in config.velocities:
+                checked = score_check(problems, velocities, jax.random.fold_in(k_train, 7), config)
+                for name, per_t in checked.items():
+                    for t, entry in per_t.items():
+                        stats.append_per_seed(scores, (name, t), entry)
         results = {"config": config.to_dict(), "seeds": seeds, **stats.summarize_tree(raw)}
+        if scores:
+            results["score_check"] = stats.summarize_tree(scores)
         results["verdicts"] = verdicts(results, config)
         fkc_report.make_plots(workdir, problems, results, plot_samples, config)
         common.write_results(workdir, results)

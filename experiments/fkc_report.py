@@ -116,6 +116,7 @@ def report(results: dict) -> str:
                         )  # fmt: skip
         lines.append("")
     lines += _diagnostics_table(results)
+    lines += score_check_table(results)
     for target in targets(results):
         lines += [
             f"![{target} energy distance](fkc/{target}_energy_distance.png)",
@@ -145,6 +146,33 @@ def _diagnostics_table(results: dict) -> list[str]:
                     cells = [stats.format_interval(e[k]) for k, _ in present]
                     row = [target, sname, vname, str(n), *cells]
                     lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
+
+
+def score_check_table(results: dict) -> list[str]:
+    """The learned scores against the exact ones (``fkc.score_check``), if the run has them."""
+    checked = results.get("score_check")
+    if not checked:
+        return []
+    times = sorted({float(t) for per_t in checked.values() for t in per_t})
+    lines = [
+        "**Trained velocities: implied score vs the exact score** (mean [95% interval] over "
+        "seeds, on points from each model's exact marginal p_t; relative error RMS|s - s*| / "
+        "RMS|s*|; asymmetry RMS of the skew part of the score's Jacobian / RMS of the "
+        "Jacobian, 0 for a gradient field, the exact score's in brackets as the control)",
+        "",
+        "| model | " + " | ".join(f"t = {t:g}" for t in times) + " |",
+        "|---" * (1 + len(times)) + "|",
+    ]
+    for name, per_t in checked.items():
+        by_t = {float(t): e for t, e in per_t.items()}
+        cells = [
+            f"error {stats.format_interval(by_t[t]['relative_error'])}, asymmetry "
+            f"{stats.format_interval(by_t[t]['asymmetry'])} "
+            f"({by_t[t]['oracle_asymmetry']['mean']:.1e})"
+            for t in times
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 

@@ -194,3 +194,34 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
         with pytest.raises(ValueError, match=match):
             fkc.run(c, str(tmp_path / field))
         assert not os.path.exists(tmp_path / field / "fkc.log"), field
+
+
+def test_score_check_is_zero_for_exact_velocities_and_sees_a_curl():
+    """``fkc.score_check`` with the exact mixture velocities in the model's place: zero
+    error and zero asymmetry (float32 round-off); a rotation added to one velocity (not
+    the gradient of anything) shows up as asymmetry and error there, and only there."""
+    config = tiny_config()
+    problems = fkc.build_problems(config, jax.random.key(3))
+    exact = fkc.oracle_velocities(problems, config)
+    checked = fkc.score_check(problems, {"model": exact}, jax.random.key(4), config)
+    names = {"anneal", "product/p1", "product/p2", "cfg/unconditional"}
+    names |= {f"cfg/class {c}" for c in range(config.cfg.num_classes)}
+    assert set(checked) == names
+    for per_t in checked.values():
+        assert set(per_t) == set(fkc.SCORE_CHECK_TIMES)
+        for e in per_t.values():
+            assert e["relative_error"] < 1e-4 and e["asymmetry"] < 1e-4, e
+            assert e["oracle_asymmetry"] < 1e-4, e
+    factory, theta = exact["anneal"]
+    rot = jnp.array([[0.0, -1.0], [1.0, 0.0]])
+
+    def curled(th):
+        v = factory(th)
+        return lambda x, t: v(x, t) + 0.3 * (x - 1.0) @ rot.T
+
+    exact_curled = {**exact, "anneal": (curled, theta)}
+    checked = fkc.score_check(problems, {"model": exact_curled}, jax.random.key(4), config)
+    for t, e in checked["anneal"].items():
+        assert e["asymmetry"] > 0.01 and e["relative_error"] > 0.01, (t, e)
+        assert e["oracle_asymmetry"] < 1e-4
+    assert all(e["asymmetry"] < 1e-4 for e in checked["product/p1"].values())
