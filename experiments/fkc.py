@@ -178,8 +178,11 @@ def _score_fields(problems: dict, config) -> dict:
     """``name -> (marginal mixture, velocity index)`` of every trained model's conditionals:
     the anneal model, the two product experts, the CFG model per class and unconditional."""
     pm, cm = problems["product"]["mixtures"], problems["cfg"]["mixtures"]
-    out = {"anneal": ("anneal", problems["anneal"]["mixtures"]["p"], None),
-           "product/p1": ("product", pm["p1"], 0), "product/p2": ("product", pm["p2"], 1)}  # fmt: skip
+    out = {
+        "anneal": ("anneal", problems["anneal"]["mixtures"]["p"], None),
+        "product/p1": ("product", pm["p1"], 0),
+        "product/p2": ("product", pm["p2"], 1),
+    }
     for c in range(config.cfg.num_classes):
         out[f"cfg/class {c}"] = ("cfg", cm[f"q_{c}"], c)
     out["cfg/unconditional"] = ("cfg", cm["q_u"], mlp.null_label(config.cfg.num_classes))
@@ -223,14 +226,18 @@ def score_check(problems: dict, velocities: dict, key: jax.Array, config) -> dic
     out: dict = {}
     for i, (name, (target, mixture, index)) in enumerate(_score_fields(problems, config).items()):
         v = _velocity_of(target, fn[target], index)
+
+        def model_score(y, s, v=v):
+            return _implied_score(v, y, s)
+
         for j, t in enumerate(SCORE_CHECK_TIMES):
             k = jax.random.fold_in(jax.random.fold_in(key, i), j)
             x = mixture.marginal(t).sample(k, SCORE_CHECK_POINTS)
             exact = mixture.score(x, t)
-            err = _implied_score(v, x, t) - exact
+            err = model_score(x, t) - exact
             out.setdefault(name, {})[t] = {
                 "relative_error": float(jnp.sqrt(jnp.mean(err**2) / jnp.mean(exact**2))),
-                "asymmetry": float(_asymmetry(lambda y, s: _implied_score(v, y, s), x, t)),
+                "asymmetry": float(_asymmetry(model_score, x, t)),
                 "oracle_asymmetry": float(_asymmetry(mixture.score, x, t)),
             }
     return out
