@@ -209,10 +209,17 @@ def _asymmetry(score, x, t) -> jax.Array:
     return jnp.sqrt(jnp.mean(skew**2) / 2.0) / jnp.sqrt(jnp.mean(jac**2))
 
 
-def score_check(problems: dict, velocities: dict, key: jax.Array, config) -> dict:
+def score_check(
+    problems: dict,
+    velocities: dict,
+    key: jax.Array,
+    config,
+    times: tuple = SCORE_CHECK_TIMES,
+    num_points: int = SCORE_CHECK_POINTS,
+) -> dict:
     """How far each trained model's implied score is from the exact one, and from a gradient.
 
-    At each time of ``SCORE_CHECK_TIMES``, on points drawn from the exact marginal p_t
+    At each of ``times``, on ``num_points`` points drawn from the exact marginal p_t
     of the model's conditional: ``relative_error`` = RMS |s_model - s_exact| / RMS
     |s_exact|; ``asymmetry`` = RMS of the skew part of the model score's Jacobian over
     RMS of the Jacobian (0 for the gradient of a density; the MALA moves' Metropolis
@@ -230,9 +237,9 @@ def score_check(problems: dict, velocities: dict, key: jax.Array, config) -> dic
         def model_score(y, s, v=v):
             return _implied_score(v, y, s)
 
-        for j, t in enumerate(SCORE_CHECK_TIMES):
+        for j, t in enumerate(times):
             k = jax.random.fold_in(jax.random.fold_in(key, i), j)
-            x = mixture.marginal(t).sample(k, SCORE_CHECK_POINTS)
+            x = mixture.marginal(t).sample(k, num_points)
             exact = mixture.score(x, t)
             err = model_score(x, t) - exact
             out.setdefault(name, {})[t] = {
