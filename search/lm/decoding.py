@@ -78,6 +78,10 @@ class DecodeInfo(NamedTuple):
             unmasked positions (``start`` / ``sample``; else None). Concrete
             prompts with such ids are refused (ValueError); only prompts traced
             under ``jit`` can get here, and the model's output for them is garbage.
+        non_finite_logits: int32 tokens sampled from model logits that held a NaN or an
+            infinity (``generate`` / ``sample``: ``non_finite_rows`` of each active row
+            before ``logits_hook``; else None). Non-zero means the model's output was
+            not a distribution and those tokens are garbage.
     """
 
     sequences: int
@@ -87,6 +91,16 @@ class DecodeInfo(NamedTuple):
     tokens_per_group: jax.Array | None = None
     out_of_budget: jax.Array | None = None
     bad_prompt_tokens: jax.Array | None = None
+    non_finite_logits: jax.Array | None = None
+
+
+def non_finite_rows(logits: jax.Array) -> jax.Array:
+    """``[R]`` bool: the rows of ``logits [R, V]`` that hold a NaN or an infinity.
+
+    ``-inf`` counts too: the model's own output should be finite everywhere;
+    constraints that mask tokens belong in a ``logits_hook``, applied after the count.
+    """
+    return ~jnp.all(jnp.isfinite(logits), axis=-1)
 
 
 def state_axes(lm: Any) -> DecodeState:
@@ -453,8 +467,9 @@ def generate(
         return jnp.any(active_of(s, stopped))
 
     def body(carry):
-        s, stopped, spent, calls, left, oob = carry
+        s, stopped, spent, calls, left, oob, bad = carry
         active = active_of(s, stopped)
+        bad = bad + jnp.sum(active & non_finite_rows(s.logits), dtype=jnp.int32)
         logits = s.logits if logits_hook is None else _hooked(logits_hook, s)
         keys = row_keys(key, first_index, n, s.num_tokens)
         tok = sample_tokens(keys, logits, temperature, top_k, top_p)
@@ -465,16 +480,17 @@ def generate(
             active.astype(jnp.int32), groups, num_segments=left.shape[0]
         )
         out, oob = afford(out, stopped, left, oob)
-        return out, stopped, spent + jnp.sum(active, dtype=jnp.int32), calls + 1, left, oob
+        spent = spent + jnp.sum(active, dtype=jnp.int32)
+        return out, stopped, spent, calls + 1, left, oob, bad
 
     zero = jnp.zeros((), jnp.int32)
     stopped0 = jnp.zeros((n,), bool)
     state, oob0 = afford(state, stopped0, left0, stopped0)
-    init = (state, stopped0, zero, zero, left0, oob0)
-    state, _, spent, calls, left, oob = jax.lax.while_loop(cond, body, init)
+    init = (state, stopped0, zero, zero, left0, oob0, zero)
+    state, _, spent, calls, left, oob, bad = jax.lax.while_loop(cond, body, init)
     if not capped:
-        return state, DecodeInfo(n, spent, calls, zero)
-    return state, DecodeInfo(n, spent, calls, zero, left0 - left, oob)
+        return state, DecodeInfo(n, spent, calls, zero, non_finite_logits=bad)
+    return state, DecodeInfo(n, spent, calls, zero, left0 - left, oob, non_finite_logits=bad)
 
 
 def _hooked(hook: Callable, s: DecodeState) -> jax.Array:
@@ -515,8 +531,9 @@ def sample(
         num_samples: completions per prompt.
         max_new_tokens: capacity for generated tokens per row.
         eos_id: end-of-sequence token (``generate``).
-        runtime_checks: out-of-range ids of traced prompts become a ``checkify``
-            error (``start``).
+        runtime_checks: out-of-range ids of traced prompts (``start``) and tokens
+            sampled from non-finite model logits (``info.non_finite_logits``) become
+            ``checkify`` errors (run the call under ``checkify.checkify``).
         **kwargs: the other arguments of ``generate``.
 
     Returns:
@@ -541,6 +558,13 @@ def sample(
         runtime_checks=runtime_checks,
     )  # fmt: skip
     state, info = generate(key, lm, state, eos_id=eos_id, **kwargs)
+    _checks.runtime_check(
+        info.non_finite_logits == 0,
+        "lm: expected finite next-token logits, got {} tokens sampled from NaN/inf logits "
+        "(info.non_finite_logits)",
+        runtime_checks,
+        info.non_finite_logits,
+    )
     return state, info._replace(
         prompt_tokens=info0.prompt_tokens, bad_prompt_tokens=info0.bad_prompt_tokens
     )

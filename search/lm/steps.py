@@ -327,7 +327,7 @@ def non_finite_logits(logits: jax.Array) -> jax.Array:
     ``StepConfig.logits_hook``, which is applied after the count. The KV cache is not
     looked at (a NaN in it that can affect generation reaches the row's logits).
     """
-    return ~jnp.all(jnp.isfinite(logits), axis=-1)
+    return dec.non_finite_rows(logits)
 
 
 def check_finite_logits(num_non_finite: jax.Array, runtime_checks: bool) -> None:

@@ -85,3 +85,26 @@ def test_non_finite_logits_helper():
     logits = jnp.array([[0.0, 1.0], [jnp.nan, 0.0], [-jnp.inf, 0.0], [0.0, jnp.inf]])
     assert steps.non_finite_logits(logits).tolist() == [False, True, True, True]
     steps.check_finite_logits(jnp.ones(3, jnp.int32), False)  # nothing added without checks
+
+
+def test_decoding_sample_counts_tokens_drawn_from_non_finite_logits(broken_lm):
+    """``decoding.sample`` (best-of-N, voting, pass@k): ``info.non_finite_logits`` counts
+    every token drawn from a NaN/inf model output (exactly: prompt 1's 3 rows each draw
+    tokens 2-4 after its logits go NaN), none for a good model or a NaN only in the
+    cache, none for a hook's ``-inf`` mask; ``runtime_checks`` makes it an error."""
+    from inferax.search.lm import decoding as dec
+
+    def run(mode, hook=None, checks=False):
+        return dec.sample(jax.random.key(2), broken_lm(LM, mode), PROMPTS, num_samples=3,
+                          max_new_tokens=4, eos_id=None, logits_hook=hook,
+                          runtime_checks=checks)[1]  # fmt: skip
+
+    count = jax.jit(lambda mode: run(mode).non_finite_logits)
+    assert [int(count(m)) for m in (0, 1, 2)] == [0, 0, 9]
+    mask = lambda logits, state: logits.at[:, 0].set(-jnp.inf)  # noqa: E731
+    assert int(jax.jit(lambda m: run(m, mask).non_finite_logits)(0)) == 0
+    err, _ = jax.jit(checkify.checkify(lambda m: run(m, checks=True)))(2)
+    with pytest.raises(checkify.JaxRuntimeError, match="9 tokens sampled from NaN/inf logits"):
+        err.throw()
+    err, _ = jax.jit(checkify.checkify(lambda m: run(m, checks=True)))(0)
+    err.throw()  # a good model passes
