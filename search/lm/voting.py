@@ -66,7 +66,10 @@ def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
     """The answer of the highest-scoring sample with an answer, per problem (``[B, N] -> [B]``).
 
     Samples without an answer (-1: unfinished or malformed) are chosen only
-    when no sample has one (then -1 is returned).
+    when no sample has one (then -1 is returned). A NaN score ranks below every
+    number (as NaN log-weights count as ``-inf`` everywhere in inferax), so a broken
+    verifier output never wins; when every answered sample's score is NaN or
+    ``-inf``, the first answered sample is chosen.
 
     Args:
         answers: ``[B, N]`` int answers of ``N`` samples per problem (-1: none).
@@ -75,6 +78,10 @@ def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
     Returns:
         ``[B]`` the chosen answers.
 
+    Raises:
+        ValueError: ``answers`` is not an int ``[B, N]`` array, or ``scores`` has
+            another shape.
+
     Example:
         >>> import jax.numpy as jnp
         >>> from inferax.search.lm import voting
@@ -82,8 +89,13 @@ def best_of_n(answers: jax.Array, scores: jax.Array) -> jax.Array:
         [5]
     """
     answers = _check_answers(answers)
-    scores = jnp.where(answers >= 0, jnp.asarray(scores, jnp.float32), -jnp.inf)
-    idx = jnp.argmax(scores, axis=-1)
+    scores = jnp.asarray(scores, jnp.float32)
+    if scores.shape != answers.shape:
+        raise ValueError(f"scores: expected shape {answers.shape} (as answers), got {scores.shape}")
+    valid = answers >= 0
+    key = jnp.where(valid & ~jnp.isnan(scores), scores, -jnp.inf)
+    idx = jnp.where(jnp.max(key, axis=-1) > -jnp.inf, jnp.argmax(key, axis=-1),
+                    jnp.argmax(valid, axis=-1))  # fmt: skip
     return jnp.take_along_axis(answers, idx[:, None], axis=1)[:, 0]
 
 

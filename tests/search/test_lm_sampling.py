@@ -8,6 +8,7 @@ aggregations, with negative controls (a wrong weight changes the winner).
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,6 +82,15 @@ def test_votes_and_best_of_n():
     assert ls.weighted_vote(answers, jnp.ones(w.shape), 10).tolist() == [5, -1, 1]
     # the best-scoring sample without an answer (-1) is passed over
     assert ls.best_of_n(answers, w).tolist() == [3, -1, 7]
+    # a NaN score never wins (it used to: argmax takes NaN as the maximum); with every
+    # answered sample's score NaN or -inf, the first answered sample is chosen
+    nan = jnp.nan
+    s = jnp.array([[0.2, nan, 0.9, 0.1, nan, 1.0], [nan] * 6, [nan, -jnp.inf, nan, nan, nan, nan]])
+    a2 = answers.at[2, 0].set(-1)
+    assert ls.best_of_n(a2, s).tolist() == [5, -1, 2]
+    assert jax.jit(ls.best_of_n)(a2, s).tolist() == [5, -1, 2]
+    with pytest.raises(ValueError, match=r"scores: expected shape \(3, 6\) \(as answers\)"):
+        ls.best_of_n(answers, w[:, :5])
     ff = ls.first_finish(
         answers, jnp.array([[9, 7, 7, 8, 9, 3]] * 3), jnp.array([[1, 1, 1, 1, 1, 0]] * 3, bool)
     )
