@@ -5,12 +5,15 @@ Reads ``<results_dir>/<experiment>/results.json`` (what ``make demo`` writes int
 default) for every experiment of ``demo.EXPERIMENTS`` that has one, renders each
 experiment's ``summary`` (claim, then setting / measured / verdict rows) as
 ``demo.summary_table`` does, and rewrites only the text between the markers
-``<!-- results:begin -->`` and ``<!-- results:end -->`` of the README.
+``<!-- results:begin -->`` and ``<!-- results:end -->`` of the README; the committed
+full run (``results/full``) likewise between ``<!-- results-full:begin -->`` and
+``<!-- results-full:end -->`` (``BLOCKS``).
 
 Usage::
 
-    python -m inferax.experiments.readme_results            # rewrite README.md's block
-    python -m inferax.experiments.readme_results --check    # exit 1 if it is stale
+    python -m inferax.experiments.readme_results            # rewrite README.md's blocks
+    python -m inferax.experiments.readme_results --check    # exit 1 if one is stale
+    python -m inferax.experiments.readme_results --variant=full --results=runs/full
 
 JSON turns integer keys (budgets, NFE, seeds) into strings; they are turned back
 into ints on reading, so the summaries see the same dicts a run returned.
@@ -28,6 +31,12 @@ from collections.abc import Callable, Mapping
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 RESULTS_DIR = os.path.join("results", "quick")
+# variant -> (begin marker, end marker, committed results folder)
+BLOCKS = {
+    "quick": (BEGIN, END, RESULTS_DIR),
+    "full": ("<!-- results-full:begin -->", "<!-- results-full:end -->",
+             os.path.join("results", "full")),
+}  # fmt: skip
 _INT = re.compile(r"-?\d+")
 
 
@@ -79,24 +88,32 @@ def render(results_dir: str, summaries: Mapping[str, Callable[[dict], dict]] | N
     return "\n" + head + "\n\n" + demo.summary_table(rows).rstrip("\n") + "\n"
 
 
-def _split(text: str, readme: str) -> tuple[str, str, str]:
-    i, j = text.find(BEGIN), text.find(END)
-    if i < 0 or j < 0 or j < i or text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"readme: expected one {BEGIN} followed by one {END} in {readme!r}, "
-                         f"found {text.count(BEGIN)} and {text.count(END)} (in that order: "
+def _split(text: str, readme: str, markers: tuple[str, str]) -> tuple[str, str, str]:
+    begin, end = markers
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < 0 or j < i or text.count(begin) != 1 or text.count(end) != 1:
+        raise ValueError(f"readme: expected one {begin} followed by one {end} in {readme!r}, "
+                         f"found {text.count(begin)} and {text.count(end)} (in that order: "
                          f"{0 <= i < j})")  # fmt: skip
-    return text[: i + len(BEGIN)], text[i + len(BEGIN) : j], text[j:]
+    return text[: i + len(begin)], text[i + len(begin) : j], text[j:]
 
 
-def update(readme: str, results_dir: str, summaries=None, *, check: bool = False) -> bool:
-    """Rewrites (or, with ``check``, only compares) the README's block.
+def update(
+    readme: str,
+    results_dir: str,
+    summaries=None,
+    *,
+    check: bool = False,
+    markers: tuple[str, str] = (BEGIN, END),
+) -> bool:
+    """Rewrites (or, with ``check``, only compares) the README's block between ``markers``.
 
     Returns:
         True when the block already agreed with the results files.
     """
     with open(readme) as f:
         text = f.read()
-    head, block, tail = _split(text, readme)
+    head, block, tail = _split(text, readme, markers)
     new = render(results_dir, summaries)
     if block == new:
         return True
@@ -110,18 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--readme", default="README.md")
     parser.add_argument(
-        "--results", default=RESULTS_DIR, help="folder of <experiment>/results.json"
+        "--variant", choices=["all", *BLOCKS], default="all", help="which block (default: all)"
     )
-    parser.add_argument("--check", action="store_true", help="exit 1 if the block is stale")
+    parser.add_argument(
+        "--results", default=None, help="folder of <experiment>/results.json (one variant only)"
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
     args = parser.parse_args(argv)
-    same = update(args.readme, args.results, check=args.check)
-    if args.check and not same:
-        print(f"{args.readme}: the block between {BEGIN} and {END} disagrees with "
-              f"{args.results}/*/results.json; run python -m inferax.experiments.readme_results",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    print(f"{args.readme}: " + ("up to date" if same else "results block rewritten"))
-    return 0
+    variants = list(BLOCKS) if args.variant == "all" else [args.variant]
+    if args.results is not None and len(variants) > 1:
+        parser.error("--results: give --variant too (one folder fills one block)")
+    stale = 0
+    for v in variants:
+        begin, end, folder = BLOCKS[v]
+        folder = args.results or folder
+        same = update(args.readme, folder, check=args.check, markers=(begin, end))
+        if args.check and not same:
+            print(f"{args.readme}: the block between {begin} and {end} disagrees with "
+                  f"{folder}/*/results.json; run python -m inferax.experiments.readme_results",
+                  file=sys.stderr)  # fmt: skip
+            stale += 1
+        else:
+            print(f"{args.readme}: {v} " + ("up to date" if same else "results block rewritten"))
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -24,18 +24,21 @@ well under a minute of search on 2 CPU cores after the small models are trained)
 
     python -m inferax.experiments.flow_scaling --config=flow_scaling:quick --workdir=runs/fs_quick
 
-What a run reports: per method and budget the searched reward, the held-out
-verifier's reward and the diversity (mean and 95% t-interval over seeds), a Kim et
-al. Table 1 layout at the largest budget, and verdicts on the claims at the largest
-budget: paired over seeds, exact one-sided sign-flip tests, Holm over the family,
-each metric's noise floor (``noise_floors``) and the papers' effect size
-(``effect_sizes``) against which every verdict's MDE is checked ("not decidable at
-this size" when the MDE is larger). With 3 seeds (quick) the exact test cannot reach
-5 %: every quick verdict is "not decidable"; the full run's 10 seeds can decide the
-whole family of about 22 claims (Holm needs 2^-n < 0.05 / m).
+What a run reports: per method and budget the searched reward, the held-out verifier's
+reward and the diversity (mean and 95% t-interval over seeds), a Kim et al. Table 1
+layout at the largest budget, and verdicts on the claims at the smallest and the largest
+budget (``flow_scaling.verdict_budgets``: at the largest the verifier can saturate) and
+on verifier hacking at the largest: paired over seeds, exact one-sided sign-flip tests,
+Holm over the family, each metric's noise floor (``noise_floors``) and the papers'
+effect size (``effect_sizes``) against which every verdict's MDE is checked ("not
+decidable at this size" when the MDE is larger). With 3 seeds (quick) the exact test
+cannot reach 5 %: every quick verdict is "not decidable"; the full run's 10 seeds can
+decide the whole family of about 41 claims (Holm needs 2^-n < 0.05 / m: 2^-10 < 0.05 /
+41).
 The measured numbers are in the committed quick run,
 ``results/quick/flow_scaling/results.json`` (report: ``results/quick/REPORT.md``), not
-here; the full config has not been run in this version.
+here; the full config's committed run is ``results/full/flow_scaling/results.json``
+(report: ``results/full/REPORT.md``).
 
 Fields:
     seed: first seed; seeds seed .. seed + num_seeds - 1 draw the search noise
@@ -79,8 +82,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
         raise ValueError(f"variant: expected 'full' or 'quick', got {variant!r}")
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # Enough seeds that the exact test can decide the whole family under Holm: about 22
-    # comparisons need 2^-n < 0.05 / 22, n >= 9.
+    # Enough seeds that the exact test can decide the whole family under Holm: about 41
+    # comparisons (19 at each of two budgets, 3 on hacking) need 2^-n < 0.05 / 41, n >= 10.
     c.num_seeds = 10
     c.cache_dir = ""
     c.budgets = [50, 100, 200, 500, 1000]

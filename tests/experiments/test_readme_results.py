@@ -60,10 +60,12 @@ def test_main_check_exit_codes(tmp_path, monkeypatch):
     with open(readme, "w") as f:
         f.write(README.format(b=readme_results.BEGIN, e=readme_results.END))
     monkeypatch.setattr(readme_results, "default_summaries", _summaries)
-    argv = ["--readme", readme, "--results", results_dir]
+    argv = ["--readme", readme, "--results", results_dir, "--variant", "quick"]
     assert readme_results.main([*argv, "--check"]) == 1
     assert readme_results.main(argv) == 0
     assert readme_results.main([*argv, "--check"]) == 0
+    with pytest.raises(SystemExit):  # one folder cannot fill every block
+        readme_results.main(["--readme", readme, "--results", results_dir])
 
 
 def test_keys_round_trip_and_errors(tmp_path):
@@ -81,18 +83,19 @@ def test_keys_round_trip_and_errors(tmp_path):
         readme_results.update(readme, str(tmp_path / "empty"), _summaries())
 
 
-def test_repository_readme_agrees_with_committed_results(monkeypatch):
-    """The committed README block equals what the committed results files generate."""
+@pytest.mark.parametrize("variant", sorted(readme_results.BLOCKS))
+def test_repository_readme_agrees_with_committed_results(monkeypatch, variant):
+    """Each committed README block equals what the committed results files generate."""
+    begin, end, folder = readme_results.BLOCKS[variant]
     readme = os.path.join(ROOT, "README.md")
-    results_dir = os.path.join(ROOT, readme_results.RESULTS_DIR)
     with open(readme) as f:
-        has_block = readme_results.BEGIN in f.read()
-    assert has_block and os.path.isdir(results_dir), (
-        "README's results block or results/quick is missing"
+        has_block = begin in f.read()
+    assert has_block and os.path.isdir(os.path.join(ROOT, folder)), (
+        f"README's {variant} results block or {folder} is missing"
     )
     monkeypatch.chdir(ROOT)  # the block names the files relative to the repository root
-    assert readme_results.update("README.md", readme_results.RESULTS_DIR, check=True), (
-        "README.md's results block disagrees with results/quick/*/results.json: run "
+    assert readme_results.update("README.md", folder, check=True, markers=(begin, end)), (
+        f"README.md's {variant} results block disagrees with {folder}/*/results.json: run "
         "python -m inferax.experiments.readme_results"
     )
 
@@ -130,14 +133,17 @@ def test_demo_report_is_rebuilt_from_results_files(tmp_path):
         demo.run_all(str(tmp_path / "x"), str(tmp_path / "c"), variant="paper")
 
 
-def test_committed_report_matches_the_committed_results(tmp_path):
-    """results/quick/REPORT.md is what its results files and timings.json generate."""
+@pytest.mark.parametrize("variant", ["quick", "full"])
+def test_committed_report_matches_the_committed_results(tmp_path, variant):
+    """results/<variant>/REPORT.md is what its results files and timings.json generate."""
     import shutil
 
     from inferax.experiments import demo
 
-    src = os.path.join(ROOT, readme_results.RESULTS_DIR)
-    assert os.path.isdir(src), f"{src}: the committed quick run is missing"
-    dst = str(tmp_path / "quick")
+    src = os.path.join(ROOT, "results", variant)
+    assert os.path.isdir(src), f"{src}: the committed {variant} run is missing"
+    dst = str(tmp_path / variant)
     shutil.copytree(src, dst)
     assert open(demo.write_report(dst)).read() == open(os.path.join(src, "REPORT.md")).read()
+    with open(os.path.join(src, "timings.json")) as f:
+        assert json.load(f).get("variant", "quick") == variant
