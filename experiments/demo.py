@@ -42,12 +42,12 @@ def _define_flags():
         flags.DEFINE_string("workdir", "runs/demo", "where results and REPORT.md go"),
         flags.DEFINE_string("cache_dir", "runs/cache", "where trained models are cached"),
         flags.DEFINE_list("only", [], "run only these experiments (default: all)"),
-        flags.DEFINE_enum("variant", "quick", VARIANTS, "which config of each experiment"),
         flags.DEFINE_bool(
             "report_only",
             False,
             "rebuild REPORT.md from the results files under --workdir without running anything",
         ),
+        flags.DEFINE_enum("variant", "quick", VARIANTS, "which config of each experiment"),
     )
 
 
