@@ -8,9 +8,9 @@ and from extra inference compute, and its gains from more steps and from
 self-verification grow with model size (the paper's scaling trends, Figs. 5-7), also on
 harder / out-of-distribution inputs.
 
-Run (full: three widths d_model 32, 64, 128 per task, 2 layers, 8 seeds so that Holm
-over a family of four can decide (2^-n < 0.05 / 4 needs n >= 7); the models are cached
-under <workdir>/models):
+Run (full: three widths d_model 16, 32, 64 per task, one layer, 1000 / 800 training
+steps, 8 seeds so that Holm over a family of four can decide (2^-n < 0.05 / 4 needs
+n >= 7); about 15 minutes on 2 CPU cores; the models are cached under <workdir>/models):
 
     python -m inferax.experiments.ebt --config=ebt --workdir=runs/ebt
 
@@ -40,7 +40,8 @@ the paper's effect (``effect_size_relative`` of the baseline's mean metric) and 
 test cannot reach 5 %, so every quick verdict is "not decidable".
 The measured numbers are in the committed quick run,
 ``results/quick/ebt/results.json`` (report: ``results/quick/REPORT.md``), not
-here; the full config has not been run in this version.
+here; the full config's committed run is ``results/full/ebt/results.json`` (report:
+``results/full/REPORT.md``).
 
 Fields:
     seed: first seed; seeds seed, ..., seed + num_seeds - 1. A seed initialises and
