@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from inferax.experiments import common, fkc_report, metrics, schema, stats
+from inferax.experiments import common, fkc_report, fkc_scores, metrics, schema, stats
 from inferax.experiments.targets import build_problems, grid_samples, product_mixture  # noqa: F401
 from inferax.models import mlp, train
 from inferax.sampling import feynman_kac as fk
@@ -167,87 +167,6 @@ def make_transition(
         velocity, jnp.int32(c.cond_class), jnp.int32(mlp.null_label(c.num_classes)),
         guidance_scale=setting["w"] - 1.0, **kw,
     )  # fmt: skip
-
-
-# Times at which the learned velocities' implied scores are checked against the exact ones.
-SCORE_CHECK_TIMES = (0.25, 0.5, 0.75, 0.9, 0.97)
-SCORE_CHECK_POINTS = 1024
-
-
-def _score_fields(problems: dict, config) -> dict:
-    """``name -> (marginal mixture, velocity index)`` of every trained model's conditionals:
-    the anneal model, the two product experts, the CFG model per class and unconditional."""
-    pm, cm = problems["product"]["mixtures"], problems["cfg"]["mixtures"]
-    out = {
-        "anneal": ("anneal", problems["anneal"]["mixtures"]["p"], None),
-        "product/p1": ("product", pm["p1"], 0),
-        "product/p2": ("product", pm["p2"], 1),
-    }
-    for c in range(config.cfg.num_classes):
-        out[f"cfg/class {c}"] = ("cfg", cm[f"q_{c}"], c)
-    out["cfg/unconditional"] = ("cfg", cm["q_u"], mlp.null_label(config.cfg.num_classes))
-    return out
-
-
-def _velocity_of(target: str, fn, index):
-    if target == "anneal":
-        return fn
-    if target == "product":
-        return fn[index]
-    return lambda x, t: fn(x, t, jnp.full((x.shape[0],), index, jnp.int32))
-
-
-def _implied_score(v, x, t):
-    """The score (t v - x) / (1 - t) the linear interpolant's velocity ``v`` implies."""
-    return (t * v(x, t) - x) / (1.0 - t)
-
-
-def _asymmetry(score, x, t) -> jax.Array:
-    """RMS of (J - J^T) over RMS of J, J = d score / dx per point: 0 for a gradient field."""
-    jac = jax.vmap(jax.jacfwd(lambda y: score(y[None], t)[0]))(x)  # [M, 2, 2]
-    skew = jac - jnp.swapaxes(jac, 1, 2)
-    return jnp.sqrt(jnp.mean(skew**2) / 2.0) / jnp.sqrt(jnp.mean(jac**2))
-
-
-def score_check(
-    problems: dict,
-    velocities: dict,
-    key: jax.Array,
-    config,
-    times: tuple = SCORE_CHECK_TIMES,
-    num_points: int = SCORE_CHECK_POINTS,
-) -> dict:
-    """How far each trained model's implied score is from the exact one, and from a gradient.
-
-    At each of ``times``, on ``num_points`` points drawn from the exact marginal p_t
-    of the model's conditional: ``relative_error`` = RMS |s_model - s_exact| / RMS
-    |s_exact|; ``asymmetry`` = RMS of the skew part of the model score's Jacobian over
-    RMS of the Jacobian (0 for the gradient of a density; the MALA moves' Metropolis
-    ratio, a line integral of the score, is exact only then); ``oracle_asymmetry``, the
-    same for the exact mixture score (0 up to float error: the check's control).
-
-    Returns:
-        ``{name: {t: {metric: value}}}`` (one seed).
-    """
-    fn = {tgt: bind(velocities["model"][tgt]) for tgt in ("anneal", "product", "cfg")}
-    out: dict = {}
-    for i, (name, (target, mixture, index)) in enumerate(_score_fields(problems, config).items()):
-        v = _velocity_of(target, fn[target], index)
-
-        def model_score(y, s, v=v):
-            return _implied_score(v, y, s)
-
-        for j, t in enumerate(times):
-            k = jax.random.fold_in(jax.random.fold_in(key, i), j)
-            x = mixture.marginal(t).sample(k, num_points)
-            exact = mixture.score(x, t)
-            err = model_score(x, t) - exact
-            out.setdefault(name, {})[t] = {
-                "relative_error": float(jnp.sqrt(jnp.mean(err**2) / jnp.mean(exact**2))),
-                "asymmetry": float(_asymmetry(model_score, x, t)),
-                "oracle_asymmetry": float(_asymmetry(mixture.score, x, t)),
-            }
-    return out
 
 
 def _diagnostics(info) -> dict:
@@ -436,7 +355,9 @@ def run(config, workdir: str) -> dict:
             run_seed(config, problems, velocities, k_sweep, raw, compiled,
                      plot_samples if first else None)  # fmt: skip
             if "model" in config.velocities:
-                checked = score_check(problems, velocities, jax.random.fold_in(k_train, 7), config)
+                checked = fkc_scores.score_check(
+                    problems, velocities, jax.random.fold_in(k_train, 7), config
+                )
                 for name, per_t in checked.items():
                     for t, entry in per_t.items():
                         stats.append_per_seed(scores, (name, t), entry)

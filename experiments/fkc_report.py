@@ -150,7 +150,7 @@ def _diagnostics_table(results: dict) -> list[str]:
 
 
 def score_check_table(results: dict) -> list[str]:
-    """The learned scores against the exact ones (``fkc.score_check``), if the run has them."""
+    """The learned scores against the exact ones (``fkc_scores.score_check``), if any."""
     checked = results.get("score_check")
     if not checked:
         return []

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from inferax.experiments import fkc, stats
+from inferax.experiments import fkc, fkc_scores, stats
 from inferax.experiments.configs import fkc as fkc_config
 from inferax.models import gmm
 
@@ -197,14 +197,14 @@ def test_bad_config_fails_before_anything_runs(tmp_path):
 
 
 def test_score_check_is_zero_for_exact_velocities_and_sees_a_curl():
-    """``fkc.score_check`` with the exact mixture velocities in the model's place: zero
+    """``fkc_scores.score_check`` with the exact mixture velocities in the model's place: zero
     error and zero asymmetry (float32 round-off); a rotation added to one velocity (not
     the gradient of anything) shows up as asymmetry and error there, and only there."""
     config = tiny_config()
     problems = fkc.build_problems(config, jax.random.key(3))
     exact = fkc.oracle_velocities(problems, config)
     small = {"times": (0.5, 0.97), "num_points": 256}
-    checked = fkc.score_check(problems, {"model": exact}, jax.random.key(4), config, **small)
+    checked = fkc_scores.score_check(problems, {"model": exact}, jax.random.key(4), config, **small)
     names = {"anneal", "product/p1", "product/p2", "cfg/unconditional"}
     names |= {f"cfg/class {c}" for c in range(config.cfg.num_classes)}
     assert set(checked) == names
@@ -221,8 +221,24 @@ def test_score_check_is_zero_for_exact_velocities_and_sees_a_curl():
         return lambda x, t: v(x, t) + 0.3 * (x - 1.0) @ rot.T
 
     exact_curled = {**exact, "anneal": (curled, theta)}
-    checked = fkc.score_check(problems, {"model": exact_curled}, jax.random.key(4), config, **small)
+    checked = fkc_scores.score_check(
+        problems, {"model": exact_curled}, jax.random.key(4), config, **small
+    )
     for t, e in checked["anneal"].items():
         assert e["asymmetry"] > 0.01 and e["relative_error"] > 0.01, (t, e)
         assert e["oracle_asymmetry"] < 1e-4
     assert all(e["asymmetry"] < 1e-4 for e in checked["product/p1"].values())
+
+
+def test_implied_score_is_the_linear_interpolants_score_from_velocity():
+    """The closed form the check uses agrees with ``interpolants.score_from_velocity``."""
+    from inferax.sampling import interpolants
+
+    mix = gmm.eight_gaussians()
+    x = mix.marginal(0.6).sample(jax.random.key(0), 64)
+    for t in (0.25, 0.9, 0.97):
+        u = mix.velocity(x, t)
+        general = interpolants.score_from_velocity(interpolants.linear(), u, x, t)
+        closed = fkc_scores._implied_score(mix.velocity, x, t)
+        np.testing.assert_allclose(closed, general, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(closed, mix.score(x, t), rtol=1e-3, atol=1e-3)
