@@ -94,6 +94,29 @@ class DecodeInfo(NamedTuple):
     non_finite_logits: jax.Array | None = None
 
 
+def check_finite_logits(
+    num_non_finite: jax.Array,
+    runtime_checks: bool,
+    *,
+    counted: str = "row-steps with",
+    field: str = "trace['num_non_finite_logits']",
+) -> None:
+    """With ``runtime_checks``, a ``checkify`` error if ``num_non_finite`` (a count of
+    ``non_finite_rows``, any shape) is not all zero; else nothing is added.
+
+    The one run-time check of non-finite model outputs: ``sample`` (tokens sampled from
+    them, ``info.non_finite_logits``) and every step-level search (``steps``: row-steps,
+    ``trace['num_non_finite_logits']``); ``counted`` and ``field`` name what was counted
+    and where the caller reports it.
+    """
+    _checks.runtime_check(
+        jnp.sum(num_non_finite) == 0,
+        f"lm: expected finite next-token logits, got {{}} {counted} NaN/inf logits ({field})",
+        runtime_checks,
+        jnp.sum(num_non_finite, dtype=jnp.int32),
+    )
+
+
 def non_finite_rows(logits: jax.Array) -> jax.Array:
     """``[R]`` bool: the rows of ``logits [R, V]`` that hold a NaN or an infinity.
 
@@ -558,13 +581,10 @@ def sample(
         runtime_checks=runtime_checks,
     )  # fmt: skip
     state, info = generate(key, lm, state, eos_id=eos_id, **kwargs)
-    _checks.runtime_check(
-        info.non_finite_logits == 0,
-        "lm: expected finite next-token logits, got {} tokens sampled from NaN/inf logits "
-        "(info.non_finite_logits)",
-        runtime_checks,
-        info.non_finite_logits,
-    )
+    check_finite_logits(
+        info.non_finite_logits, runtime_checks,
+        counted="tokens sampled from", field="info.non_finite_logits",
+    )  # fmt: skip
     return state, info._replace(
         prompt_tokens=info0.prompt_tokens, bad_prompt_tokens=info0.bad_prompt_tokens
     )

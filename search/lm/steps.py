@@ -332,14 +332,9 @@ def non_finite_logits(logits: jax.Array) -> jax.Array:
 
 def check_finite_logits(num_non_finite: jax.Array, runtime_checks: bool) -> None:
     """With ``runtime_checks``, a ``checkify`` error if ``num_non_finite`` (the count of
-    ``non_finite_logits`` rows, any shape) is not all zero; else nothing is added."""
-    _checks.runtime_check(
-        jnp.sum(num_non_finite) == 0,
-        "lm: expected finite next-token logits, got {} row-steps with NaN/inf logits "
-        "(trace['num_non_finite_logits'])",
-        runtime_checks,
-        jnp.sum(num_non_finite, dtype=jnp.int32),
-    )
+    ``non_finite_logits`` rows, any shape) is not all zero; else nothing is added
+    (``decoding.check_finite_logits`` for the row-steps of ``trace``)."""
+    dec.check_finite_logits(num_non_finite, runtime_checks)
 
 
 def check_prm(prm_fn: Any, name: str = "prm_fn") -> PRMFn:
