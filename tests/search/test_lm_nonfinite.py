@@ -101,6 +101,24 @@ def test_decoding_sample_counts_tokens_drawn_from_non_finite_logits(broken_lm):
 
     count = jax.jit(lambda mode: run(mode).non_finite_logits)
     assert [int(count(m)) for m in (0, 1, 2)] == [0, 0, 9]
+    # Off the defaults: other sample counts, temperature, top-p and top-k count the same
+    # way (2 rows x 3 tokens; the count is taken before sampling settings apply).
+    two = jax.jit(
+        lambda mode: (
+            dec.sample(
+                jax.random.key(5),
+                broken_lm(LM, mode),
+                PROMPTS,
+                num_samples=2,
+                max_new_tokens=4,
+                eos_id=None,
+                temperature=0.5,
+                top_p=0.7,
+                top_k=3,
+            )[1].non_finite_logits
+        )  # fmt: skip
+    )
+    assert [int(two(m)) for m in (0, 2)] == [0, 6]
     mask = lambda logits, state: logits.at[:, 0].set(-jnp.inf)  # noqa: E731
     assert int(jax.jit(lambda m: run(m, mask).non_finite_logits)(0)) == 0
     err, _ = jax.jit(checkify.checkify(lambda m: run(m, checks=True)))(2)
